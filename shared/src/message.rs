@@ -1,0 +1,219 @@
+//! The versioned JSON messages between the cloud side and the executors (`docs/messages.md`).
+//!
+//! Every body carries `"v": 1`. Parsing checks the version before the shape, so a message from a
+//! newer producer is refused with a message that says so instead of a confusing field error.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::dest_path::DestPath;
+use crate::job::{ErrorClass, JobState};
+use crate::names::{EndpointName, ExecutorId, JobId, PoolName, TemplateId};
+
+/// The message schema version this build reads and writes.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// Why a message body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("message body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("message has no numeric \"v\" field (schema version)")]
+    MissingVersion,
+    #[error(
+        "message schema version {0} is not supported (this build reads version {MESSAGE_VERSION})"
+    )]
+    UnsupportedVersion(u64),
+    #[error("message does not match the v1 schema: {0}")]
+    Shape(serde_json::Error),
+}
+
+/// Parses a versioned message body.
+pub fn parse_versioned<T: DeserializeOwned>(body: &str) -> Result<T, MessageError> {
+    let value: serde_json::Value = serde_json::from_str(body).map_err(MessageError::NotJson)?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        None => Err(MessageError::MissingVersion),
+        Some(v) if v != u64::from(MESSAGE_VERSION) => Err(MessageError::UnsupportedVersion(v)),
+        Some(_) => serde_json::from_value(value).map_err(MessageError::Shape),
+    }
+}
+
+/// Always serialises as `1`; refuses any other number when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct V1;
+
+impl Serialize for V1 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(MESSAGE_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for V1 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u32::deserialize(d)?;
+        if v == MESSAGE_VERSION {
+            Ok(V1)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "unsupported schema version {v}"
+            )))
+        }
+    }
+}
+
+/// Where a job's files come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobSource {
+    /// An S3 bucket the executor reads with its own AWS credentials.
+    S3 { bucket: String },
+}
+
+/// One file of a job: where it is read and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Source key or path, decoded.
+    pub key: String,
+    /// Size in bytes at the time of the event.
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Path under the destination endpoint's root.
+    pub dest_path: DestPath,
+}
+
+/// A job sent to a pool's work queue: one source, one or more files, one destination endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMessage {
+    pub v: V1,
+    pub job_id: JobId,
+    pub template_id: TemplateId,
+    pub pool: PoolName,
+    pub source: JobSource,
+    pub files: Vec<JobFile>,
+    /// The destination endpoint, resolved by the executor from its own configuration.
+    pub destination: EndpointName,
+    pub created_at: DateTime<Utc>,
+}
+
+impl JobMessage {
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        parse_versioned(body)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// The outcome of an attempt, sent with a terminal state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobResult {
+    /// Files delivered and verified.
+    pub files: u64,
+    /// Bytes delivered and verified.
+    pub bytes: u64,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// What went wrong, naming endpoint and path, never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A report from an executor to the StatusQueue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StatusMessage {
+    /// A job changed state.
+    Job(JobStatus),
+}
+
+/// A job's new state as one executor saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobStatus {
+    pub v: V1,
+    pub job_id: JobId,
+    pub executor_id: ExecutorId,
+    pub pool: PoolName,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub state: JobState,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+}
+
+impl StatusMessage {
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        parse_versioned(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JOB: &str = include_str!("../../tests/fixtures/job-message.v1.json");
+    const RUNNING: &str = include_str!("../../tests/fixtures/status-running.v1.json");
+    const SUCCEEDED: &str = include_str!("../../tests/fixtures/status-succeeded.v1.json");
+    const FAILED: &str = include_str!("../../tests/fixtures/status-failed.v1.json");
+
+    #[test]
+    fn job_fixture_parses_and_round_trips() {
+        let job = JobMessage::parse(JOB).unwrap();
+        assert_eq!(job.files.len(), 1);
+        assert_eq!(job.files[0].key, "incoming/a b+c%.txt");
+        let again = JobMessage::parse(&serde_json::to_string(&job).unwrap()).unwrap();
+        assert_eq!(job, again);
+    }
+
+    #[test]
+    fn status_fixtures_parse() {
+        for body in [RUNNING, SUCCEEDED, FAILED] {
+            let StatusMessage::Job(s) = StatusMessage::parse(body).unwrap();
+            let again = serde_json::to_string(&StatusMessage::Job(s.clone())).unwrap();
+            assert_eq!(StatusMessage::parse(&again).unwrap(), StatusMessage::Job(s));
+        }
+        let StatusMessage::Job(failed) = StatusMessage::parse(FAILED).unwrap();
+        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(
+            failed.result.unwrap().error_class,
+            Some(ErrorClass::NotFound)
+        );
+    }
+
+    #[test]
+    fn version_is_checked_first() {
+        let mut v: serde_json::Value = serde_json::from_str(JOB).unwrap();
+        v["v"] = 2.into();
+        assert!(matches!(
+            JobMessage::parse(&v.to_string()),
+            Err(MessageError::UnsupportedVersion(2))
+        ));
+        v.as_object_mut().unwrap().remove("v");
+        assert!(matches!(
+            JobMessage::parse(&v.to_string()),
+            Err(MessageError::MissingVersion)
+        ));
+        assert!(matches!(
+            JobMessage::parse("nope"),
+            Err(MessageError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn unsafe_destination_paths_are_refused_by_the_consumer_too() {
+        let mut v: serde_json::Value = serde_json::from_str(JOB).unwrap();
+        v["files"][0]["dest_path"] = "../../etc/passwd".into();
+        let err = JobMessage::parse(&v.to_string()).unwrap_err().to_string();
+        assert!(err.contains("escape"), "{err}");
+    }
+}

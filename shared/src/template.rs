@@ -1,0 +1,228 @@
+//! Transfer templates: what to match, where it goes, and how.
+//!
+//! A template arrives as JSON (API body or DynamoDB item) and is validated field by field so that
+//! an operator sees exactly which field is wrong (`trigger.key_glob`, `destination.path`, ...).
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{EndpointName, PoolName, TemplateId};
+use crate::path_template::PathTemplate;
+
+/// One validation failure, naming the field in dotted form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A transfer template as stored and exchanged (the API's JSON shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Unique id, also the key in the templates table.
+    pub id: TemplateId,
+    /// Free text for operators.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// A disabled template matches nothing.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// What starts a job.
+    pub trigger: Trigger,
+    /// Where the files go.
+    pub destination: Destination,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+/// What starts a job from this template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    /// An object created in S3.
+    S3 {
+        /// The bucket whose object events this template takes.
+        bucket: String,
+        /// Glob on the decoded key; `*` stays within one folder, `**` crosses folders.
+        #[serde(default = "match_all")]
+        key_glob: String,
+        /// Smallest object size taken, in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_size: Option<u64>,
+        /// Largest object size taken, in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_size: Option<u64>,
+    },
+}
+
+fn match_all() -> String {
+    "**".to_owned()
+}
+
+/// Where a template's files are delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// The executor pool that runs the jobs.
+    pub pool: PoolName,
+    /// The endpoint, defined in that pool's executor configuration.
+    pub endpoint: EndpointName,
+    /// Path template under the endpoint's root, e.g. `{yyyy}/{mm}/{key}`.
+    pub path: PathTemplate,
+}
+
+impl Template {
+    /// Parses a template from JSON, reporting the first failing field by name.
+    pub fn from_json(body: &[u8]) -> Result<Self, FieldError> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let template: Self =
+            serde_path_to_error::deserialize(&mut de).map_err(field_error_from_serde)?;
+        template.validate()?;
+        Ok(template)
+    }
+
+    /// Checks the rules that a type alone does not carry.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match &self.trigger {
+            Trigger::S3 {
+                bucket,
+                key_glob,
+                min_size,
+                max_size,
+            } => {
+                check_bucket_name(bucket).map_err(|m| FieldError::new("trigger.bucket", m))?;
+                crate::matching::compile_glob(key_glob)
+                    .map_err(|e| FieldError::new("trigger.key_glob", e))?;
+                if let (Some(min), Some(max)) = (min_size, max_size)
+                    && min > max
+                {
+                    return Err(FieldError::new(
+                        "trigger.min_size",
+                        format!("min_size {min} is larger than max_size {max}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// S3 bucket naming rules (the subset that matters for matching: length and characters).
+fn check_bucket_name(bucket: &str) -> Result<(), String> {
+    if !(3..=63).contains(&bucket.len()) {
+        return Err(format!(
+            "bucket name {bucket:?} must be 3 to 63 characters long"
+        ));
+    }
+    if !bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        return Err(format!(
+            "bucket name {bucket:?} may only contain lowercase letters, digits, '-' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a deserialisation error into a field error naming the failing field's dotted path.
+fn field_error_from_serde(e: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner.to_string();
+    // A missing field is reported at its parent: name the field itself.
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let field = match (missing, path.as_str()) {
+        (Some(name), ".") => name,
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, ".") => "body".to_owned(),
+        (None, p) => p.to_owned(),
+    };
+    // serde_json appends " at line L column C", which means nothing to an API user.
+    let message = match message.rsplit_once(" at line ") {
+        Some((head, _)) => head.to_owned(),
+        None => message,
+    };
+    FieldError::new(field, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(path: &str, glob: &str) -> String {
+        serde_json::json!({
+            "id": "media-in",
+            "trigger": {"type": "s3", "bucket": "pbs-source", "key_glob": glob},
+            "destination": {"pool": "default", "endpoint": "local-disk", "path": path}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn parses_a_valid_template_with_defaults() {
+        let t = Template::from_json(body("{key}", "incoming/**").as_bytes()).unwrap();
+        assert!(t.enabled);
+        assert_eq!(t.destination.path.as_str(), "{key}");
+    }
+
+    #[test]
+    fn names_the_failing_field() {
+        let e = Template::from_json(body("../{key}", "**").as_bytes()).unwrap_err();
+        assert_eq!(e.field, "destination.path");
+        assert!(e.message.contains("escape"), "{e}");
+
+        let e = Template::from_json(body("{key}", "a/[b").as_bytes()).unwrap_err();
+        assert_eq!(e.field, "trigger.key_glob");
+
+        let e = Template::from_json(body("{nope}", "**").as_bytes()).unwrap_err();
+        assert_eq!(e.field, "destination.path");
+
+        let e = Template::from_json(br#"{"id":"Bad"}"#).unwrap_err();
+        assert_eq!(e.field, "id");
+
+        let e = Template::from_json(br#"{"id":"ok"}"#).unwrap_err();
+        assert_eq!(e.field, "trigger");
+
+        let e = Template::from_json(br#"{"id":"ok","destination":{}}"#).unwrap_err();
+        assert_eq!(e.field, "destination.pool");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_inverted_sizes() {
+        let mut v: serde_json::Value = serde_json::from_str(&body("{key}", "**")).unwrap();
+        v["colour"] = "blue".into();
+        let e = Template::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field, "colour");
+        assert!(e.message.contains("unknown field `colour`"), "{e}");
+
+        let mut v: serde_json::Value = serde_json::from_str(&body("{key}", "**")).unwrap();
+        v["trigger"]["min_size"] = 10.into();
+        v["trigger"]["max_size"] = 5.into();
+        let e = Template::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field, "trigger.min_size");
+    }
+
+    #[test]
+    fn rejects_bad_bucket() {
+        let mut v: serde_json::Value = serde_json::from_str(&body("{key}", "**")).unwrap();
+        v["trigger"]["bucket"] = "Bad_Bucket".into();
+        let e = Template::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field, "trigger.bucket");
+    }
+}
