@@ -1,1 +1,14 @@
+//! The cloud side of PBS Rclone: the trigger, status and api Lambda functions.
+//!
+//! Each binary in `src/bin/` only wires configuration, AWS clients and the runtime; the work is
+//! done by the modules here.
 
+pub mod api;
+pub mod dead_letter;
+pub mod env;
+pub mod items;
+pub mod job_table;
+pub mod status;
+pub mod telemetry;
+pub mod template_table;
+pub mod trigger;

@@ -1,0 +1,76 @@
+//! API errors and their JSON shape: `{"error": {"code", "message", "field"?}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pbs_shared::FieldError;
+use serde_json::json;
+use tracing::error;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(field: &str, message: impl ToString) -> Self {
+        Self::BadRequest(FieldError::new(field, message))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            ApiError::BadRequest(f) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Some(f.field.clone()),
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            ApiError::Internal(m) => {
+                error!(error = %m, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        let message = match &self {
+            ApiError::BadRequest(f) => f.message.clone(),
+            // Internal details stay in the log.
+            ApiError::Internal(_) => "internal error; see the api function's log".to_owned(),
+            other => other.to_string(),
+        };
+        let mut body = json!({"error": {"code": code, "message": message}});
+        if let Some(field) = field {
+            body["error"]["field"] = field.into();
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::template_table::TemplateTableError> for ApiError {
+    fn from(e: crate::template_table::TemplateTableError) -> Self {
+        use crate::template_table::TemplateTableError as E;
+        match e {
+            E::Exists(id) => ApiError::Conflict(format!("template {id} already exists")),
+            E::NotFound(id) => ApiError::NotFound(format!("template {id} not found")),
+            E::Dynamo(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::job_table::JobTableError> for ApiError {
+    fn from(e: crate::job_table::JobTableError) -> Self {
+        use crate::job_table::JobTableError as E;
+        match e {
+            E::BadPageToken => ApiError::field("next", "invalid page token"),
+            E::Dynamo(m) => ApiError::Internal(m),
+        }
+    }
+}

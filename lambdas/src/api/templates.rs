@@ -1,0 +1,93 @@
+//! `/api/v1/templates`: list, create, show, replace, delete, with field-level validation.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use pbs_shared::{Template, TemplateId};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+use crate::template_table::Stored;
+
+fn parse_id(raw: &str) -> Result<TemplateId, ApiError> {
+    TemplateId::parse(raw).map_err(|e| ApiError::field("id", e))
+}
+
+fn parse_body(body: &[u8]) -> Result<Template, ApiError> {
+    Template::from_json(body).map_err(ApiError::BadRequest)
+}
+
+/// A stored template as JSON; a corrupt one is shown with its problem rather than hidden.
+fn stored_json(stored: Stored) -> Value {
+    match stored {
+        Ok(t) => serde_json::to_value(t).expect("templates serialise"),
+        Err((id, reason)) => json!({"id": id, "invalid": reason}),
+    }
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let mut all: Vec<Value> = state
+        .templates
+        .load_all()
+        .await?
+        .into_iter()
+        .map(stored_json)
+        .collect();
+    all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(Json(json!({"templates": all})))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let template = parse_body(&body)?;
+    state.templates.put(&template, true).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(template).expect("serialises")),
+    ))
+}
+
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    match state.templates.get(&id).await? {
+        Some(stored) => Ok(Json(stored_json(stored))),
+        None => Err(ApiError::NotFound(format!("template {id} not found"))),
+    }
+}
+
+/// Creates or replaces the template at `{id}`; the body's `id` must be the same.
+pub async fn replace(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let template = parse_body(&body)?;
+    if template.id != id {
+        return Err(ApiError::field(
+            "id",
+            format!(
+                "body id {:?} differs from the id in the path {:?}",
+                template.id.as_str(),
+                id.as_str()
+            ),
+        ));
+    }
+    state.templates.put(&template, false).await?;
+    Ok(Json(serde_json::to_value(template).expect("serialises")))
+}
+
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    state.templates.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,100 @@
+//! Configuration of the Lambdas, read once from the environment the SAM template sets.
+
+use std::env;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name} {problem}")]
+pub struct EnvError {
+    name: &'static str,
+    problem: String,
+}
+
+fn required(name: &'static str) -> Result<String, EnvError> {
+    match env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        Ok(_) => Err(EnvError {
+            name,
+            problem: "is empty".into(),
+        }),
+        Err(_) => Err(EnvError {
+            name,
+            problem: "is not set".into(),
+        }),
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, EnvError> {
+    match env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v.trim().parse().map_err(|_| EnvError {
+            name,
+            problem: format!("must be a number, got {v:?}"),
+        }),
+    }
+}
+
+/// Settings of the trigger function.
+#[derive(Debug, Clone)]
+pub struct TriggerEnv {
+    /// DynamoDB table of templates.
+    pub templates_table: String,
+    /// DynamoDB table of jobs.
+    pub jobs_table: String,
+    /// Pool work queues are named `<prefix><pool>`.
+    pub pool_queue_prefix: String,
+    /// Where unprocessable event bodies go, with the reason attached.
+    pub dead_letter_queue_url: String,
+    /// Days a job item is kept before DynamoDB's TTL removes it.
+    pub job_ttl_days: i64,
+}
+
+impl TriggerEnv {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            templates_table: required("TEMPLATES_TABLE")?,
+            jobs_table: required("JOBS_TABLE")?,
+            pool_queue_prefix: required("POOL_QUEUE_PREFIX")?,
+            dead_letter_queue_url: required("EVENTS_DLQ_URL")?,
+            job_ttl_days: number("JOB_TTL_DAYS", 90)?,
+        })
+    }
+}
+
+/// Settings of the status function.
+#[derive(Debug, Clone)]
+pub struct StatusEnv {
+    pub jobs_table: String,
+    pub executors_table: String,
+    /// Where unprocessable status bodies go, with the reason attached.
+    pub dead_letter_queue_url: String,
+    pub job_ttl_days: i64,
+}
+
+impl StatusEnv {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            jobs_table: required("JOBS_TABLE")?,
+            executors_table: required("EXECUTORS_TABLE")?,
+            dead_letter_queue_url: required("STATUS_DLQ_URL")?,
+            job_ttl_days: number("JOB_TTL_DAYS", 90)?,
+        })
+    }
+}
+
+/// Settings of the API function.
+#[derive(Debug, Clone)]
+pub struct ApiEnv {
+    pub templates_table: String,
+    pub jobs_table: String,
+    pub job_ttl_days: i64,
+}
+
+impl ApiEnv {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            templates_table: required("TEMPLATES_TABLE")?,
+            jobs_table: required("JOBS_TABLE")?,
+            job_ttl_days: number("JOB_TTL_DAYS", 90)?,
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! The jobs table: one item per job, written by the trigger (queued or rejected), moved forward
+//! by the status Lambda with conditional updates, read by the API.
+//!
+//! Items carry `list_pk` = `"job"` and `created_sk` = `<created_at>#<job_id>` so the `ByCreated`
+//! index lists jobs newest first.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use pbs_shared::message::JobStatus;
+use pbs_shared::{ErrorClass, JobId, JobMessage, JobState};
+use serde::Serialize;
+
+use crate::items::{Item, get_bool, get_n, get_s, n, s};
+use crate::trigger::plan::RejectedJob;
+
+const LIST_PK: &str = "job";
+pub const BY_CREATED_INDEX: &str = "ByCreated";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobTableError {
+    #[error("jobs table: {0}")]
+    Dynamo(String),
+    #[error("invalid page token")]
+    BadPageToken,
+}
+
+fn dynamo_err(e: impl std::error::Error) -> JobTableError {
+    JobTableError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+fn is_condition_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+/// What a conditional insert found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The job is new.
+    New,
+    /// The job was recorded before (a duplicate event); `dispatched` tells whether its message was
+    /// already sent to the pool's queue.
+    Exists { dispatched: bool },
+}
+
+/// Whether a status report moved a job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Moved,
+    /// The job is already at or past this state (a late or duplicate report).
+    Stale,
+}
+
+#[derive(Clone)]
+pub struct JobTable {
+    client: Client,
+    table: String,
+    ttl: Duration,
+}
+
+impl JobTable {
+    pub fn new(client: Client, table: impl Into<String>, ttl_days: i64) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            ttl: Duration::days(ttl_days),
+        }
+    }
+
+    fn base_item(&self, job_id: &JobId, created_at: DateTime<Utc>) -> Item {
+        let created = created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Item::from([
+            ("job_id".into(), s(job_id.as_str())),
+            ("list_pk".into(), s(LIST_PK)),
+            ("created_sk".into(), s(format!("{created}#{job_id}"))),
+            ("created_at".into(), s(&created)),
+            ("updated_at".into(), s(&created)),
+            ("expires_at".into(), n((created_at + self.ttl).timestamp())),
+        ])
+    }
+
+    /// Records a new job as `queued`, unless a job with this id exists.
+    pub async fn insert_queued(&self, job: &JobMessage) -> Result<Inserted, JobTableError> {
+        let mut item = self.base_item(&job.job_id, job.created_at);
+        let pbs_shared::JobSource::S3 { bucket } = &job.source;
+        item.extend([
+            ("state".into(), s(JobState::Queued.as_str())),
+            ("state_rank".into(), n(JobState::Queued.rank())),
+            ("attempt".into(), n(0)),
+            ("template_id".into(), s(job.template_id.as_str())),
+            ("pool".into(), s(job.pool.as_str())),
+            ("destination".into(), s(job.destination.as_str())),
+            ("source_bucket".into(), s(bucket)),
+            (
+                "files_json".into(),
+                s(serde_json::to_string(&job.files).expect("files serialise")),
+            ),
+            ("file_count".into(), n(job.files.len())),
+            ("total_bytes".into(), n(job.total_bytes())),
+            ("dispatched".into(), AttributeValue::Bool(false)),
+        ]);
+        self.insert(item).await
+    }
+
+    /// Records a job that can never run as `failed`, with the reason.
+    pub async fn insert_rejected(
+        &self,
+        job: &RejectedJob,
+        now: DateTime<Utc>,
+    ) -> Result<Inserted, JobTableError> {
+        let mut item = self.base_item(&job.job_id, now);
+        let files = [serde_json::json!({"key": job.object.key, "size": job.object.size})];
+        item.extend([
+            ("state".into(), s(JobState::Failed.as_str())),
+            ("state_rank".into(), n(JobState::Failed.rank())),
+            ("attempt".into(), n(0)),
+            ("template_id".into(), s(job.template.id.as_str())),
+            ("pool".into(), s(job.template.destination.pool.as_str())),
+            (
+                "destination".into(),
+                s(job.template.destination.endpoint.as_str()),
+            ),
+            ("source_bucket".into(), s(&job.object.bucket)),
+            (
+                "files_json".into(),
+                s(serde_json::Value::from(files.to_vec()).to_string()),
+            ),
+            ("file_count".into(), n(1)),
+            ("total_bytes".into(), n(job.object.size)),
+            ("dispatched".into(), AttributeValue::Bool(true)),
+            (
+                "error_class".into(),
+                s(error_class_str(ErrorClass::BadRequest)),
+            ),
+            ("error".into(), s(&job.reason)),
+        ]);
+        self.insert(item).await
+    }
+
+    async fn insert(&self, item: Item) -> Result<Inserted, JobTableError> {
+        let job_id = item["job_id"].clone();
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(job_id)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Inserted::New),
+            Err(e) if is_condition_failure(&e) => {
+                let existing = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("job_id", job_id)
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(dynamo_err)?;
+                let dispatched = existing
+                    .item()
+                    .and_then(|i| get_bool(i, "dispatched"))
+                    .unwrap_or(true);
+                Ok(Inserted::Exists { dispatched })
+            }
+            Err(e) => Err(dynamo_err(e)),
+        }
+    }
+
+    /// Notes that the job's message is on its pool's queue.
+    pub async fn mark_dispatched(&self, job_id: &JobId) -> Result<(), JobTableError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id.as_str()))
+            .update_expression("SET dispatched = :t")
+            .condition_expression("attribute_exists(job_id)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(dynamo_err)?;
+        Ok(())
+    }
+
+    /// Fails a queued job that could not be dispatched (e.g. its pool has no queue).
+    pub async fn fail_undispatchable(
+        &self,
+        job_id: &JobId,
+        class: ErrorClass,
+        reason: &str,
+    ) -> Result<(), JobTableError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id.as_str()))
+            .update_expression(
+                "SET #st = :failed, state_rank = :rank, error_class = :class, #err = :reason, \
+                 dispatched = :t, updated_at = :now",
+            )
+            .condition_expression("attribute_exists(job_id) AND state_rank < :rank")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_names("#err", "error")
+            .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
+            .expression_attribute_values(":rank", n(JobState::Failed.rank()))
+            .expression_attribute_values(":class", s(error_class_str(class)))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(dynamo_err(e)),
+        }
+    }
+
+    /// Applies an executor's report if it moves the job forward (see `JobState::may_become`).
+    pub async fn apply_status(&self, st: &JobStatus) -> Result<Applied, JobTableError> {
+        let at = st.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut set = vec![
+            "#st = :state",
+            "state_rank = :rank",
+            "attempt = :attempt",
+            "updated_at = :at",
+            "executor_id = :exec",
+            "pool = if_not_exists(pool, :pool)",
+            "list_pk = if_not_exists(list_pk, :lpk)",
+            "created_at = if_not_exists(created_at, :at)",
+            "created_sk = if_not_exists(created_sk, :csk)",
+            "expires_at = if_not_exists(expires_at, :exp)",
+        ];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(st.job_id.as_str()))
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":state", s(st.state.as_str()))
+            .expression_attribute_values(":rank", n(st.state.rank()))
+            .expression_attribute_values(":attempt", n(st.attempt))
+            .expression_attribute_values(":at", s(&at))
+            .expression_attribute_values(":exec", s(st.executor_id.as_str()))
+            .expression_attribute_values(":pool", s(st.pool.as_str()))
+            .expression_attribute_values(":lpk", s(LIST_PK))
+            .expression_attribute_values(":csk", s(format!("{at}#{}", st.job_id)))
+            .expression_attribute_values(":exp", n((st.at + self.ttl).timestamp()))
+            .expression_attribute_values(":terminal", n(JobState::Succeeded.rank()));
+        if let Some(r) = &st.result {
+            set.extend([
+                "result_files = :rfiles",
+                "result_bytes = :rbytes",
+                "duration_ms = :dur",
+            ]);
+            req = req
+                .expression_attribute_values(":rfiles", n(r.files))
+                .expression_attribute_values(":rbytes", n(r.bytes))
+                .expression_attribute_values(":dur", n(r.duration_ms));
+            if let Some(class) = r.error_class {
+                set.push("error_class = :class");
+                req = req.expression_attribute_values(":class", s(error_class_str(class)));
+            }
+            if let Some(err) = &r.error {
+                set.push("#err = :err");
+                req = req
+                    .expression_attribute_names("#err", "error")
+                    .expression_attribute_values(":err", s(err));
+            }
+        }
+        // Same rule as JobState::may_become: nothing replaces a terminal state; within an attempt
+        // the rank must rise; a later attempt may restart `running`.
+        let condition = "attribute_not_exists(job_id) OR attribute_not_exists(state_rank) OR \
+             (state_rank < :terminal AND (attempt < :attempt OR \
+             (attempt = :attempt AND state_rank < :rank)))";
+        let res = req
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(condition)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Applied::Moved),
+            Err(e) if is_condition_failure(&e) => Ok(Applied::Stale),
+            Err(e) => Err(dynamo_err(e)),
+        }
+    }
+
+    pub async fn get(&self, job_id: &str) -> Result<Option<JobView>, JobTableError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_err)?;
+        Ok(out.item().map(JobView::from_item))
+    }
+
+    /// One page of jobs, newest first, and the token of the next page.
+    pub async fn list(
+        &self,
+        limit: i32,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<JobView>, Option<String>), JobTableError> {
+        let start = page_token.map(decode_page_token).transpose()?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_CREATED_INDEX)
+            .key_condition_expression("list_pk = :p")
+            .expression_attribute_values(":p", s(LIST_PK))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(dynamo_err)?;
+        let jobs = out.items().iter().map(JobView::from_item).collect();
+        let next = out
+            .last_evaluated_key()
+            .filter(|k| !k.is_empty())
+            .map(encode_page_token);
+        Ok((jobs, next))
+    }
+}
+
+fn error_class_str(c: ErrorClass) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Page tokens are the index key of the last item, as URL-safe base64 JSON.
+fn encode_page_token(key: &Item) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = key
+        .iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.clone(), s.clone().into())))
+        .collect();
+    URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string())
+}
+
+fn decode_page_token(token: &str) -> Result<Item, JobTableError> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| JobTableError::BadPageToken)?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&raw).map_err(|_| JobTableError::BadPageToken)?;
+    let mut item = Item::new();
+    for key in ["job_id", "list_pk", "created_sk"] {
+        let v = map
+            .get(key)
+            .and_then(|v| v.as_str())
+            .ok_or(JobTableError::BadPageToken)?;
+        item.insert(key.into(), s(v));
+    }
+    Ok(item)
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub state: String,
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_bucket: Option<String>,
+    pub files: Vec<serde_json::Value>,
+    pub file_count: u64,
+    pub total_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_id: Option<String>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultView {
+    pub files: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+impl JobView {
+    fn from_item(item: &Item) -> Self {
+        let opt = |name: &str| get_s(item, name).map(str::to_owned);
+        let files: Vec<serde_json::Value> = get_s(item, "files_json")
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        let result = get_n::<u64>(item, "result_bytes").map(|bytes| ResultView {
+            files: get_n(item, "result_files").unwrap_or(0),
+            bytes,
+            duration_ms: get_n(item, "duration_ms").unwrap_or(0),
+        });
+        Self {
+            job_id: opt("job_id").unwrap_or_default(),
+            state: opt("state").unwrap_or_default(),
+            attempt: get_n(item, "attempt").unwrap_or(0),
+            template_id: opt("template_id"),
+            pool: opt("pool"),
+            destination: opt("destination"),
+            source_bucket: opt("source_bucket"),
+            file_count: get_n(item, "file_count").unwrap_or(files.len() as u64),
+            files,
+            total_bytes: get_n(item, "total_bytes").unwrap_or(0),
+            executor_id: opt("executor_id"),
+            created_at: opt("created_at"),
+            updated_at: opt("updated_at"),
+            result,
+            error_class: opt("error_class"),
+            error: opt("error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_bad_ones_are_refused() {
+        let key = Item::from([
+            ("job_id".into(), s("ev-1")),
+            ("list_pk".into(), s("job")),
+            ("created_sk".into(), s("2026-01-01T00:00:00.000Z#ev-1")),
+        ]);
+        let token = encode_page_token(&key);
+        assert_eq!(decode_page_token(&token).unwrap(), key);
+        assert!(matches!(
+            decode_page_token("!!"),
+            Err(JobTableError::BadPageToken)
+        ));
+        let partial = URL_SAFE_NO_PAD.encode(r#"{"job_id":"x"}"#);
+        assert!(matches!(
+            decode_page_token(&partial),
+            Err(JobTableError::BadPageToken)
+        ));
+    }
+}

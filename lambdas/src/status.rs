@@ -1,0 +1,111 @@
+//! The status function: executors' reports (through the StatusQueue) move jobs forward.
+//!
+//! Each report is applied with a conditional update, so states only move forward whatever order
+//! reports arrive in (a late `running` after `succeeded` changes nothing), and the reporting
+//! executor's last-seen time is recorded. A body that can never be applied goes to the
+//! dead-letter queue with its reason; a transient failure is retried alone.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use pbs_shared::message::JobStatus;
+use pbs_shared::{JobState, StatusMessage};
+use tracing::{info, warn};
+
+use crate::dead_letter::dead_letter;
+use crate::env::StatusEnv;
+use crate::items::{n, s};
+use crate::job_table::{Applied, JobTable};
+
+pub struct Status {
+    env: StatusEnv,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    jobs: JobTable,
+}
+
+impl Status {
+    pub fn new(env: StatusEnv, dynamo: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
+        Self {
+            jobs: JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days),
+            env,
+            dynamo,
+            sqs,
+        }
+    }
+
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let body = record.body.as_deref().unwrap_or("");
+            if let Err(e) = self.handle_body(body).await {
+                warn!(message_id = %id, error = %e, "status record will be retried");
+                response.add_failure(id);
+            }
+        }
+        response
+    }
+
+    async fn handle_body(&self, body: &str) -> Result<(), String> {
+        let status = match StatusMessage::parse(body) {
+            Ok(StatusMessage::Job(status)) if status.state == JobState::Queued => {
+                Err("a job status report cannot set state \"queued\"".to_owned())
+            }
+            Ok(StatusMessage::Job(status)) => Ok(status),
+            Err(e) => Err(e.to_string()),
+        };
+        let status = match status {
+            Ok(s) => s,
+            Err(reason) => {
+                warn!(reason = %reason, "unprocessable status body sent to the dead-letter queue");
+                return dead_letter(&self.sqs, &self.env.dead_letter_queue_url, body, &reason)
+                    .await;
+            }
+        };
+        let applied = self
+            .jobs
+            .apply_status(&status)
+            .await
+            .map_err(|e| e.to_string())?;
+        match applied {
+            Applied::Moved => {
+                info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, executor = %status.executor_id, "job moved")
+            }
+            Applied::Stale => {
+                info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, "stale report ignored")
+            }
+        }
+        self.touch_executor(&status).await
+    }
+
+    /// Records the executor's last-seen time; never moves it backwards.
+    async fn touch_executor(&self, st: &JobStatus) -> Result<(), String> {
+        let seen = st.at;
+        let res = self
+            .dynamo
+            .update_item()
+            .table_name(&self.env.executors_table)
+            .key("executor_id", s(st.executor_id.as_str()))
+            .update_expression(
+                "SET pool = :pool, last_seen = :seen, last_seen_epoch = :epoch, last_job = :job",
+            )
+            .condition_expression(
+                "attribute_not_exists(last_seen_epoch) OR last_seen_epoch <= :epoch",
+            )
+            .expression_attribute_values(":pool", s(st.pool.as_str()))
+            .expression_attribute_values(":seen", s(seen.to_rfc3339()))
+            .expression_attribute_values(":epoch", n(seen.timestamp_millis()))
+            .expression_attribute_values(":job", s(st.job_id.as_str()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()),
+        }
+    }
+}
