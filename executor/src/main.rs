@@ -1,1 +1,211 @@
-fn main() {}
+//! pbs-executor: the on-prem daemon of PBS Rclone and its command line.
+
+mod config;
+mod endpoints;
+mod job_runner;
+mod ledger;
+mod poller;
+mod rclone;
+mod status_sender;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use aws_config::{BehaviorVersion, Region};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::job_runner::JobContext;
+use crate::ledger::Ledger;
+use crate::poller::Poller;
+use crate::status_sender::StatusSender;
+
+#[derive(Parser)]
+#[command(name = "pbs-executor", version, about = "PBS Rclone on-prem executor")]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        env = "PBS_EXECUTOR_CONFIG",
+        default_value = "/etc/pbs-executor/config.toml",
+        global = true
+    )]
+    config: PathBuf,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PBS_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGINT or SIGTERM.
+    Run,
+    /// Check the configuration file and print a summary.
+    CheckConfig,
+    /// Jobs recorded in the local ledger.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// The most recent jobs, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if format == "json" {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Run => run(config).await,
+        Command::CheckConfig => {
+            println!(
+                "ok: executor {} in pool {}, {} endpoint(s), {}",
+                config.executor_id(),
+                config.pool,
+                config.endpoints.len(),
+                if config.cloud.is_some() {
+                    "cloud configured"
+                } else {
+                    "standalone"
+                }
+            );
+            Ok(())
+        }
+        Command::Jobs {
+            command: JobsCommand::List { limit, json },
+        } => {
+            let ledger = Ledger::open(&config.state_dir.join("ledger.sqlite"))?;
+            for row in ledger.recent(limit)? {
+                if json {
+                    println!("{}", serde_json::to_string(&row)?);
+                } else {
+                    println!(
+                        "{}  {:<9}  deliveries={} attempts={} bytes={} {}",
+                        row.job_id,
+                        row.state,
+                        row.deliveries,
+                        row.attempts,
+                        row.bytes.unwrap_or(0),
+                        row.error.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(config.state_dir.join("logs"))
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    // rclone reads remotes from the environment only; its config file stays empty.
+    std::fs::write(config.state_dir.join("rclone.conf"), "").context("writing rclone.conf")?;
+    let ledger = Arc::new(Ledger::open(&config.state_dir.join("ledger.sqlite"))?);
+    let executor_id = config.executor_id();
+    let config = Arc::new(config);
+
+    let shutdown = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let Some(cloud) = config.cloud.clone() else {
+        warn!("no [cloud] section: running standalone with nothing to poll");
+        shutdown.cancelled().await;
+        return Ok(());
+    };
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(cloud.region.clone()));
+    if let Some(url) = &cloud.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    let credentials = sdk
+        .credentials_provider()
+        .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let status = StatusSender::new(
+        sqs.clone(),
+        cloud.status_queue_url.clone(),
+        executor_id.clone(),
+        config.pool.clone(),
+    );
+    let ctx = Arc::new(JobContext {
+        config: config.clone(),
+        ledger,
+        status,
+        credentials,
+    });
+    info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), "executor starting");
+
+    let poller = Poller {
+        sqs,
+        queue_url: cloud.work_queue_url.clone(),
+        wait_seconds: cloud.wait_seconds,
+        visibility_timeout: cloud.visibility_timeout_seconds,
+        concurrency: config.concurrency,
+        ctx,
+    };
+    poller
+        .run(shutdown.clone(), abort.clone(), tracker.clone())
+        .await;
+
+    tracker.close();
+    let grace = config.shutdown_grace();
+    info!(
+        running = tracker.len(),
+        grace_s = grace.as_secs(),
+        "waiting for running jobs"
+    );
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!("grace period over: stopping rclone and releasing running jobs");
+        abort.cancel();
+        tracker.wait().await;
+    }
+    info!("executor stopped");
+    Ok(())
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutdown requested");
+        shutdown.cancel();
+    });
+}

@@ -135,10 +135,7 @@ impl JobTable {
             ("file_count".into(), n(1)),
             ("total_bytes".into(), n(job.object.size)),
             ("dispatched".into(), AttributeValue::Bool(true)),
-            (
-                "error_class".into(),
-                s(error_class_str(ErrorClass::BadRequest)),
-            ),
+            ("error_class".into(), s(ErrorClass::BadRequest.as_str())),
             ("error".into(), s(&job.reason)),
         ]);
         self.insert(item).await
@@ -212,7 +209,7 @@ impl JobTable {
             .expression_attribute_names("#err", "error")
             .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
             .expression_attribute_values(":rank", n(JobState::Failed.rank()))
-            .expression_attribute_values(":class", s(error_class_str(class)))
+            .expression_attribute_values(":class", s(class.as_str()))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
@@ -268,7 +265,7 @@ impl JobTable {
                 .expression_attribute_values(":dur", n(r.duration_ms));
             if let Some(class) = r.error_class {
                 set.push("error_class = :class");
-                req = req.expression_attribute_values(":class", s(error_class_str(class)));
+                req = req.expression_attribute_values(":class", s(class.as_str()));
             }
             if let Some(err) = &r.error {
                 set.push("#err = :err");
@@ -334,13 +331,6 @@ impl JobTable {
             .map(encode_page_token);
         Ok((jobs, next))
     }
-}
-
-fn error_class_str(c: ErrorClass) -> String {
-    serde_json::to_value(c)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// Page tokens are the index key of the last item, as URL-safe base64 JSON.

@@ -97,6 +97,17 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::Auth => "auth",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::BadRequest => "bad_request",
+            Self::Internal => "internal",
+        }
+    }
+
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Retryable | Self::Internal)
     }
@@ -170,6 +181,23 @@ mod tests {
         assert!(!Running.may_become(2, Running, 1));
         assert!(!Running.may_become(2, Succeeded, 1));
         assert!(!Running.may_become(1, Queued, 2));
+    }
+
+    #[test]
+    fn error_class_names_match_serde() {
+        for c in [
+            ErrorClass::Retryable,
+            ErrorClass::Auth,
+            ErrorClass::NotFound,
+            ErrorClass::Conflict,
+            ErrorClass::BadRequest,
+            ErrorClass::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub enum Planned {
     /// A valid job: recorded `queued` and sent to its pool's queue.
     Dispatch(JobMessage),
     /// A job that can never run (e.g. its path would escape): recorded `failed` with the reason.
-    Reject(RejectedJob),
+    Reject(Box<RejectedJob>),
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +167,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                     destination: template.destination.endpoint.clone(),
                     created_at: now,
                 }),
-                Err(e) => Planned::Reject(RejectedJob {
+                Err(e) => Planned::Reject(Box::new(RejectedJob {
                     job_id,
                     template: template.clone(),
                     object: object.clone(),
@@ -175,7 +175,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                         "destination path for s3://{}/{} rejected: {e}",
                         object.bucket, object.key
                     ),
-                }),
+                })),
             }
         })
         .collect()

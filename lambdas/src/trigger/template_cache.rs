@@ -38,10 +38,11 @@ impl TemplateCache {
     pub async fn current(&self) -> Result<Arc<TemplateSet>, TemplateTableError> {
         let generation = self.table.generation().await?;
         let mut loaded = self.loaded.lock().await;
-        if let Some(l) = loaded.as_ref() {
-            if l.generation == generation && l.at.elapsed() < MAX_AGE {
-                return Ok(l.set.clone());
-            }
+        if let Some(l) = loaded.as_ref()
+            && l.generation == generation
+            && l.at.elapsed() < MAX_AGE
+        {
+            return Ok(l.set.clone());
         }
         let mut templates = Vec::new();
         for stored in self.table.load_all().await? {

@@ -1,0 +1,333 @@
+//! Runs one job message to its outcome: dedup against the ledger, status reports, the copy itself
+//! and its verification. Returns what should happen to the SQS message.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use pbs_shared::{ErrorClass, JobId, JobMessage, JobResult, JobSource, JobState};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::Config;
+use crate::endpoints;
+use crate::ledger::{Ledger, Outcome, source_version};
+use crate::rclone;
+use crate::status_sender::StatusSender;
+
+/// Attempts of a job that keeps failing with a retryable error before it is reported failed.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// What to do with the SQS message once the job is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The outcome is recorded and reported: delete the message.
+    Delete,
+    /// Make the message visible again after this delay (retry, shutdown, or a poison message that
+    /// the queue's redrive policy will move to its dead-letter queue).
+    Release(Duration),
+    /// Leave the message as it is; it reappears when its visibility timeout ends.
+    Keep,
+}
+
+/// Everything a job needs from the executor.
+pub struct JobContext {
+    pub config: Arc<Config>,
+    pub ledger: Arc<Ledger>,
+    pub status: StatusSender,
+    pub credentials: SharedCredentialsProvider,
+}
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: String,
+    /// SQS's receive count: the attempt number across every executor of the pool.
+    pub receive_count: u32,
+}
+
+pub async fn handle(ctx: &JobContext, msg: &Received, abort: &CancellationToken) -> Disposition {
+    let job = match JobMessage::parse(&msg.body) {
+        Ok(job) => job,
+        Err(e) => return poison(ctx, msg, &e.to_string()).await,
+    };
+    let span =
+        info_span!("job", job_id = %job.job_id, template = %job.template_id, pool = %job.pool);
+    run(ctx, msg, job, abort).instrument(span).await
+}
+
+/// A message that is not a valid v1 job: reported as a failed job when its id can be read, and
+/// released so the queue's redrive policy moves it to the dead-letter queue.
+async fn poison(ctx: &JobContext, msg: &Received, reason: &str) -> Disposition {
+    error!(reason = %reason, receive_count = msg.receive_count, "unprocessable job message");
+    let job_id = serde_json::from_str::<serde_json::Value>(&msg.body)
+        .ok()
+        .and_then(|v| v.get("job_id").and_then(|j| j.as_str()).map(str::to_owned))
+        .and_then(|j| JobId::parse(j).ok());
+    if let Some(job_id) = job_id {
+        let result = failure_result(
+            ErrorClass::BadRequest,
+            format!("invalid job message: {reason}"),
+            0,
+        );
+        let report = ctx
+            .status
+            .message(&job_id, msg.receive_count, JobState::Failed, Some(result));
+        let _ = ctx.status.send(&report, 3).await;
+    }
+    Disposition::Release(Duration::ZERO)
+}
+
+fn failure_result(class: ErrorClass, error: String, duration_ms: u64) -> JobResult {
+    JobResult {
+        files: 0,
+        bytes: 0,
+        duration_ms,
+        error_class: Some(class),
+        error: Some(error),
+    }
+}
+
+async fn run(
+    ctx: &JobContext,
+    msg: &Received,
+    job: JobMessage,
+    abort: &CancellationToken,
+) -> Disposition {
+    let attempt = msg.receive_count.max(1);
+    let delivery = match ctx.ledger.record_delivery(&job, &msg.body) {
+        Ok(d) => d,
+        Err(e) => {
+            error!(error = %e, "ledger unavailable; job left for redelivery");
+            return Disposition::Keep;
+        }
+    };
+    if let Some(prev) = &delivery.previous
+        && prev.state == JobState::Succeeded
+        && prev.source_version == source_version(&job)
+    {
+        info!(
+            deliveries = delivery.deliveries,
+            "already delivered this version; acknowledging without copying"
+        );
+        let result = JobResult {
+            files: prev.files,
+            bytes: prev.bytes,
+            duration_ms: prev.duration_ms,
+            error_class: None,
+            error: None,
+        };
+        let report = ctx
+            .status
+            .message(&job.job_id, attempt, JobState::Succeeded, Some(result));
+        return match ctx.status.send(&report, 5).await {
+            Ok(()) => Disposition::Delete,
+            Err(_) => Disposition::Keep,
+        };
+    }
+    if let Err(e) = ctx.ledger.start_attempt(&job.job_id, attempt) {
+        error!(error = %e, "ledger unavailable; job left for redelivery");
+        return Disposition::Keep;
+    }
+    let running = ctx
+        .status
+        .message(&job.job_id, attempt, JobState::Running, None);
+    if let Err(e) = ctx.status.send(&running, 2).await {
+        warn!(error = %e, "running report not sent; continuing");
+    }
+
+    let started = Instant::now();
+    let copied = copy(ctx, &job, attempt, abort).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+
+    let outcome = match copied {
+        Copy::Done { files, bytes } => Outcome {
+            state: JobState::Succeeded,
+            files,
+            bytes,
+            duration_ms,
+            error_class: None,
+            error: None,
+        },
+        Copy::Interrupted => {
+            warn!("interrupted by shutdown; releasing the job to another executor");
+            let _ = ctx.ledger.finish(
+                &job.job_id,
+                attempt,
+                &Outcome {
+                    state: JobState::Queued,
+                    files: 0,
+                    bytes: 0,
+                    duration_ms,
+                    error_class: None,
+                    error: Some("interrupted by executor shutdown".into()),
+                },
+            );
+            return Disposition::Release(Duration::ZERO);
+        }
+        Copy::Failed { class, error } => {
+            if class.is_retryable() && attempt < MAX_ATTEMPTS {
+                let delay = Duration::from_secs(5u64 << attempt.min(6));
+                warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
+                let _ = ctx.ledger.finish(
+                    &job.job_id,
+                    attempt,
+                    &Outcome {
+                        state: JobState::Queued,
+                        files: 0,
+                        bytes: 0,
+                        duration_ms,
+                        error_class: Some(class),
+                        error: Some(error),
+                    },
+                );
+                return Disposition::Release(delay);
+            }
+            Outcome {
+                state: JobState::Failed,
+                files: 0,
+                bytes: 0,
+                duration_ms,
+                error_class: Some(class),
+                error: Some(error),
+            }
+        }
+    };
+    if let Err(e) = ctx.ledger.finish(&job.job_id, attempt, &outcome) {
+        error!(error = %e, "outcome could not be recorded; job left for redelivery");
+        return Disposition::Keep;
+    }
+    match outcome.state {
+        JobState::Succeeded => info!(
+            files = outcome.files,
+            bytes = outcome.bytes,
+            duration_ms,
+            "job succeeded"
+        ),
+        _ => error!(error = outcome.error.as_deref().unwrap_or(""), "job failed"),
+    }
+    let result = JobResult {
+        files: outcome.files,
+        bytes: outcome.bytes,
+        duration_ms,
+        error_class: outcome.error_class,
+        error: outcome.error.clone(),
+    };
+    let report = ctx
+        .status
+        .message(&job.job_id, attempt, outcome.state, Some(result));
+    match ctx.status.send(&report, 5).await {
+        Ok(()) => Disposition::Delete,
+        // Recorded in the ledger: the redelivery re-sends this report without copying again.
+        Err(_) => Disposition::Keep,
+    }
+}
+
+enum Copy {
+    Done { files: u64, bytes: u64 },
+    Failed { class: ErrorClass, error: String },
+    Interrupted,
+}
+
+async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &CancellationToken) -> Copy {
+    let JobSource::S3 { bucket } = &job.source;
+    let creds = match ctx.credentials.provide_credentials().await {
+        Ok(c) => c,
+        Err(e) => {
+            return Copy::Failed {
+                class: ErrorClass::Auth,
+                error: format!("AWS credentials for reading s3://{bucket}: {e}"),
+            };
+        }
+    };
+    let mut files = 0;
+    let mut bytes = 0;
+    for file in &job.files {
+        let source = match endpoints::s3_source(ctx.config.cloud.as_ref(), &creds) {
+            Ok(r) => r,
+            Err(e) => {
+                return Copy::Failed {
+                    class: ErrorClass::BadRequest,
+                    error: e.to_string(),
+                };
+            }
+        };
+        let target = match endpoints::destination(
+            &ctx.config.endpoints,
+            &job.destination,
+            &file.dest_path,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                return Copy::Failed {
+                    class: ErrorClass::BadRequest,
+                    error: format!("{e} (pool {})", job.pool),
+                };
+            }
+        };
+        let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+        let secrets: Vec<String> = source.secrets().map(str::to_owned).collect();
+        let inv = rclone::copy_file(
+            source,
+            &format!("{bucket}/{}", file.key),
+            target.remote.clone(),
+            &target.path,
+            &log,
+        );
+        let end = rclone::run(
+            &ctx.config.rclone,
+            &ctx.config.state_dir,
+            &inv,
+            abort,
+            Duration::from_secs(10),
+        )
+        .await;
+        let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        match end {
+            Err(e) => {
+                return Copy::Failed {
+                    class: ErrorClass::Internal,
+                    error: format!(
+                        "cannot start rclone at {}: {e}",
+                        ctx.config.rclone.display()
+                    ),
+                };
+            }
+            Ok(rclone::RunEnd::Cancelled) => return Copy::Interrupted,
+            Ok(rclone::RunEnd::Exited { code: Some(0) }) => {}
+            Ok(rclone::RunEnd::Exited { code }) => {
+                let detail = rclone::last_error(&log, &secret_refs)
+                    .unwrap_or_else(|| format!("rclone exited with {code:?}"));
+                return Copy::Failed {
+                    class: rclone::classify(code, &detail),
+                    error: format!("s3://{bucket}/{} -> {}: {detail}", file.key, target.display),
+                };
+            }
+        }
+        if let Some(local) = &target.local_file {
+            match std::fs::metadata(local) {
+                Ok(m) if m.len() == file.size => {}
+                Ok(m) => {
+                    return Copy::Failed {
+                        class: ErrorClass::Retryable,
+                        error: format!(
+                            "{}: size after copy is {} bytes, expected {}",
+                            target.display,
+                            m.len(),
+                            file.size
+                        ),
+                    };
+                }
+                Err(e) => {
+                    return Copy::Failed {
+                        class: ErrorClass::Retryable,
+                        error: format!("{}: not found after copy: {e}", target.display),
+                    };
+                }
+            }
+        }
+        files += 1;
+        bytes += file.size;
+    }
+    Copy::Done { files, bytes }
+}

@@ -1,0 +1,339 @@
+//! Running rclone: remotes as environment variables, a clean environment, and errors classified.
+//!
+//! Remotes are passed as `RCLONE_CONFIG_<NAME>_<OPTION>` variables, so no credential ever appears
+//! in a process's argv; the environment is cleared first so nothing of the executor's own
+//! (proxies, CA bundles, unrelated AWS settings) changes rclone's behaviour.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use pbs_shared::ErrorClass;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// A value that must not be logged: its `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(v: impl Into<String>) -> Self {
+        Self(v.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One option of a remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+/// An rclone remote defined only through environment variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Upper-case remote name, e.g. `SRC`.
+    pub name: &'static str,
+    pub options: Vec<(&'static str, OptionValue)>,
+}
+
+impl Remote {
+    pub fn new(name: &'static str, kind: &str) -> Self {
+        Self {
+            name,
+            options: vec![("TYPE", OptionValue::Plain(kind.to_owned()))],
+        }
+    }
+
+    pub fn plain(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.options.push((key, OptionValue::Plain(value.into())));
+        self
+    }
+
+    pub fn secret(mut self, key: &'static str, value: Secret) -> Self {
+        self.options.push((key, OptionValue::Secret(value)));
+        self
+    }
+
+    /// `RCLONE_CONFIG_<NAME>_<KEY>=value` pairs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.options
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    OptionValue::Plain(p) => p.clone(),
+                    OptionValue::Secret(s) => s.expose().to_owned(),
+                };
+                (format!("RCLONE_CONFIG_{}_{}", self.name, k), value)
+            })
+            .collect()
+    }
+
+    /// Secret values, for redaction of anything rclone prints.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.options.iter().filter_map(|(_, v)| match v {
+            OptionValue::Secret(s) => Some(s.expose()),
+            OptionValue::Plain(_) => None,
+        })
+    }
+}
+
+/// A fully built rclone invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub args: Vec<String>,
+    pub remotes: Vec<Remote>,
+}
+
+/// Options common to every transfer: JSON log to a file, retries inside rclone, and checksums
+/// compared after the transfer wherever both sides have one.
+fn common_args(log_file: &Path) -> Vec<String> {
+    [
+        "--use-json-log",
+        "--log-level",
+        "INFO",
+        "--log-file",
+        &log_file.to_string_lossy(),
+        "--stats",
+        "0",
+        "--retries",
+        "3",
+        "--low-level-retries",
+        "10",
+        "--contimeout",
+        "15s",
+        "--timeout",
+        "60s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `rclone copyto SRC:src_path DST:dst_path` for one file.
+pub fn copy_file(
+    source: Remote,
+    source_path: &str,
+    dest: Remote,
+    dest_path: &str,
+    log_file: &Path,
+) -> Invocation {
+    let mut args = vec![
+        "copyto".to_owned(),
+        format!("{}:{}", source.name, source_path),
+        format!("{}:{}", dest.name, dest_path),
+    ];
+    args.extend(common_args(log_file));
+    Invocation {
+        args,
+        remotes: vec![source, dest],
+    }
+}
+
+/// How an rclone run ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    Exited {
+        code: Option<i32>,
+    },
+    /// Stopped by cancellation (SIGTERM, so rclone removes its partial files).
+    Cancelled,
+}
+
+/// Runs rclone with a clean environment; on `cancel`, stops it with SIGTERM (then SIGKILL after
+/// `kill_after`).
+pub async fn run(
+    rclone: &Path,
+    home: &Path,
+    inv: &Invocation,
+    cancel: &CancellationToken,
+    kill_after: Duration,
+) -> std::io::Result<RunEnd> {
+    let mut cmd = Command::new(rclone);
+    cmd.args(&inv.args)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", home)
+        .env("RCLONE_CONFIG", home.join("rclone.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for remote in &inv.remotes {
+        cmd.envs(remote.env());
+    }
+    let mut child = cmd.spawn()?;
+    tokio::select! {
+        status = child.wait() => Ok(RunEnd::Exited { code: status?.code() }),
+        _ = cancel.cancelled() => {
+            if let Some(pid) = child.id() {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(kill_after, child.wait()).await.is_err() {
+                child.kill().await?;
+            }
+            Ok(RunEnd::Cancelled)
+        }
+    }
+}
+
+/// The last error rclone logged, redacted, from its JSON log file.
+pub fn last_error(log_file: &Path, secrets: &[&str]) -> Option<String> {
+    let text = std::fs::read_to_string(log_file).ok()?;
+    let msg = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| matches!(v["level"].as_str(), Some("error" | "critical" | "fatal")))
+        .filter_map(|v| {
+            let msg = v["msg"].as_str()?.trim().to_owned();
+            Some(match v["object"].as_str() {
+                Some(o) if !o.is_empty() && !msg.contains(o) => format!("{o}: {msg}"),
+                _ => msg,
+            })
+        })
+        .next_back()?;
+    Some(redact(&msg, secrets))
+}
+
+/// Replaces every secret value in `text` with `***`.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(s, "***");
+    }
+    out
+}
+
+/// Classifies a failed run from rclone's exit code and last error message.
+///
+/// Exit codes (rclone docs): 3 directory not found, 4 file not found, 5 temporary error,
+/// 6 less serious error, 7 fatal error, 8 transfer limit, 1 usage error, 2 other.
+pub fn classify(code: Option<i32>, message: &str) -> ErrorClass {
+    let m = message.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    if any(&[
+        "accessdenied",
+        "access denied",
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "forbidden",
+        "permission denied",
+        "authentication failed",
+        "unable to authenticate",
+        "logon failure",
+        "status code: 403",
+        "status code 403",
+    ]) {
+        return ErrorClass::Auth;
+    }
+    if any(&[
+        "nosuchkey",
+        "nosuchbucket",
+        "not found",
+        "no such file",
+        "status code: 404",
+    ]) {
+        return ErrorClass::NotFound;
+    }
+    if any(&["no space left", "quota exceeded", "disk full"]) {
+        return ErrorClass::Retryable;
+    }
+    match code {
+        Some(3 | 4) => ErrorClass::NotFound,
+        Some(1) => ErrorClass::BadRequest,
+        Some(7) => ErrorClass::Auth,
+        Some(5 | 8) => ErrorClass::Retryable,
+        None => ErrorClass::Retryable,
+        _ => ErrorClass::Retryable,
+    }
+}
+
+/// Where a job's rclone log is kept.
+pub fn log_path(state_dir: &Path, job_id: &str, attempt: u32) -> PathBuf {
+    state_dir
+        .join("logs")
+        .join(format!("{job_id}.{attempt}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_source() -> Remote {
+        Remote::new("SRC", "s3")
+            .plain("PROVIDER", "AWS")
+            .secret("ACCESS_KEY_ID", Secret::new("AKIAEXAMPLE"))
+            .secret("SECRET_ACCESS_KEY", Secret::new("s3cr3t-value"))
+    }
+
+    #[test]
+    fn secrets_go_to_the_environment_never_to_argv() {
+        let inv = copy_file(
+            s3_source(),
+            "bucket/a b+c%.txt",
+            Remote::new("DST", "local"),
+            "/srv/in/a b+c%.txt",
+            Path::new("/tmp/x.log"),
+        );
+        assert_eq!(inv.args[0], "copyto");
+        assert_eq!(inv.args[1], "SRC:bucket/a b+c%.txt");
+        assert_eq!(inv.args[2], "DST:/srv/in/a b+c%.txt");
+        let argv = inv.args.join(" ");
+        assert!(!argv.contains("s3cr3t-value") && !argv.contains("AKIAEXAMPLE"));
+        let env = inv.remotes[0].env();
+        assert!(env.contains(&("RCLONE_CONFIG_SRC_TYPE".into(), "s3".into())));
+        assert!(env.contains(&(
+            "RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY".into(),
+            "s3cr3t-value".into()
+        )));
+        assert!(
+            !format!("{inv:?}").contains("s3cr3t-value"),
+            "Debug leaks a secret"
+        );
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        assert_eq!(
+            classify(Some(1), "AccessDenied: Access Denied"),
+            ErrorClass::Auth
+        );
+        assert_eq!(
+            classify(Some(3), "directory not found"),
+            ErrorClass::NotFound
+        );
+        assert_eq!(classify(Some(4), "object not found"), ErrorClass::NotFound);
+        assert_eq!(classify(Some(5), "connection reset"), ErrorClass::Retryable);
+        assert_eq!(classify(Some(1), "unknown flag"), ErrorClass::BadRequest);
+        assert_eq!(classify(None, ""), ErrorClass::Retryable);
+    }
+
+    #[test]
+    fn last_error_reads_the_json_log_and_redacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("j.log");
+        std::fs::write(
+            &log,
+            concat!(
+                "{\"level\":\"info\",\"msg\":\"starting\"}\n",
+                "not json\n",
+                "{\"level\":\"error\",\"msg\":\"Failed to copy: key s3cr3t-value refused\",\"object\":\"a.txt\"}\n",
+            ),
+        )
+        .unwrap();
+        let e = last_error(&log, &["s3cr3t-value"]).unwrap();
+        assert_eq!(e, "a.txt: Failed to copy: key *** refused");
+        assert_eq!(last_error(&dir.path().join("none.log"), &[]), None);
+    }
+}
