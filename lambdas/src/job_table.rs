@@ -13,7 +13,9 @@ use pbs_shared::message::JobStatus;
 use pbs_shared::{ErrorClass, JobId, JobMessage, JobState};
 use serde::Serialize;
 
-use crate::items::{Item, get_bool, get_n, get_s, n, s};
+use crate::items::{
+    Item, Update, describe_error, get_bool, get_n, get_s, is_condition_failure, n, s,
+};
 use crate::trigger::plan::RejectedJob;
 
 const LIST_PK: &str = "job";
@@ -27,17 +29,12 @@ pub enum JobTableError {
     BadPageToken,
 }
 
-fn dynamo_err(e: impl std::error::Error) -> JobTableError {
-    JobTableError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
-}
-
-fn is_condition_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+fn dynamo_err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> JobTableError
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
 {
-    e.as_service_error()
-        .and_then(|se| se.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
+    JobTableError::Dynamo(describe_error(&e))
 }
 
 /// What a conditional insert found.
@@ -175,13 +172,11 @@ impl JobTable {
 
     /// Notes that the job's message is on its pool's queue.
     pub async fn mark_dispatched(&self, job_id: &JobId) -> Result<(), JobTableError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("job_id", s(job_id.as_str()))
-            .update_expression("SET dispatched = :t")
-            .condition_expression("attribute_exists(job_id)")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
+        let req = self.update(job_id);
+        Update::new()
+            .set("dispatched", AttributeValue::Bool(true))
+            .name("job_id")
+            .apply(req, Some("attribute_exists(#job_id)"))
             .send()
             .await
             .map_err(dynamo_err)?;
@@ -195,24 +190,19 @@ impl JobTable {
         class: ErrorClass,
         reason: &str,
     ) -> Result<(), JobTableError> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("job_id", s(job_id.as_str()))
-            .update_expression(
-                "SET #st = :failed, state_rank = :rank, error_class = :class, #err = :reason, \
-                 dispatched = :t, updated_at = :now",
+        let req = self.update(job_id);
+        let res = Update::new()
+            .set("state", s(JobState::Failed.as_str()))
+            .set("state_rank", n(JobState::Failed.rank()))
+            .set("error_class", s(class.as_str()))
+            .set("error", s(reason))
+            .set("dispatched", AttributeValue::Bool(true))
+            .set("updated_at", s(Utc::now().to_rfc3339()))
+            .name("job_id")
+            .apply(
+                req,
+                Some("attribute_exists(#job_id) AND #state_rank < :state_rank"),
             )
-            .condition_expression("attribute_exists(job_id) AND state_rank < :rank")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_names("#err", "error")
-            .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
-            .expression_attribute_values(":rank", n(JobState::Failed.rank()))
-            .expression_attribute_values(":class", s(class.as_str()))
-            .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
             .send()
             .await;
         match res {
@@ -222,66 +212,51 @@ impl JobTable {
         }
     }
 
+    fn update(
+        &self,
+        job_id: &JobId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id.as_str()))
+    }
+
     /// Applies an executor's report if it moves the job forward (see `JobState::may_become`).
     pub async fn apply_status(&self, st: &JobStatus) -> Result<Applied, JobTableError> {
         let at = st.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut set = vec![
-            "#st = :state",
-            "state_rank = :rank",
-            "attempt = :attempt",
-            "updated_at = :at",
-            "executor_id = :exec",
-            "pool = if_not_exists(pool, :pool)",
-            "list_pk = if_not_exists(list_pk, :lpk)",
-            "created_at = if_not_exists(created_at, :at)",
-            "created_sk = if_not_exists(created_sk, :csk)",
-            "expires_at = if_not_exists(expires_at, :exp)",
-        ];
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("job_id", s(st.job_id.as_str()))
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":state", s(st.state.as_str()))
-            .expression_attribute_values(":rank", n(st.state.rank()))
-            .expression_attribute_values(":attempt", n(st.attempt))
-            .expression_attribute_values(":at", s(&at))
-            .expression_attribute_values(":exec", s(st.executor_id.as_str()))
-            .expression_attribute_values(":pool", s(st.pool.as_str()))
-            .expression_attribute_values(":lpk", s(LIST_PK))
-            .expression_attribute_values(":csk", s(format!("{at}#{}", st.job_id)))
-            .expression_attribute_values(":exp", n((st.at + self.ttl).timestamp()))
-            .expression_attribute_values(":terminal", n(JobState::Succeeded.rank()));
+        let mut update = Update::new()
+            .set("state", s(st.state.as_str()))
+            .set("state_rank", n(st.state.rank()))
+            .set("attempt", n(st.attempt))
+            .set("updated_at", s(&at))
+            .set("executor_id", s(st.executor_id.as_str()))
+            .set_if_absent("pool", s(st.pool.as_str()))
+            .set_if_absent("list_pk", s(LIST_PK))
+            .set_if_absent("created_at", s(&at))
+            .set_if_absent("created_sk", s(format!("{at}#{}", st.job_id)))
+            .set_if_absent("expires_at", n((st.at + self.ttl).timestamp()))
+            .name("job_id")
+            .value("terminal", n(JobState::Succeeded.rank()));
         if let Some(r) = &st.result {
-            set.extend([
-                "result_files = :rfiles",
-                "result_bytes = :rbytes",
-                "duration_ms = :dur",
-            ]);
-            req = req
-                .expression_attribute_values(":rfiles", n(r.files))
-                .expression_attribute_values(":rbytes", n(r.bytes))
-                .expression_attribute_values(":dur", n(r.duration_ms));
+            update = update
+                .set("result_files", n(r.files))
+                .set("result_bytes", n(r.bytes))
+                .set("duration_ms", n(r.duration_ms));
             if let Some(class) = r.error_class {
-                set.push("error_class = :class");
-                req = req.expression_attribute_values(":class", s(class.as_str()));
+                update = update.set("error_class", s(class.as_str()));
             }
             if let Some(err) = &r.error {
-                set.push("#err = :err");
-                req = req
-                    .expression_attribute_names("#err", "error")
-                    .expression_attribute_values(":err", s(err));
+                update = update.set("error", s(err));
             }
         }
         // Same rule as JobState::may_become: nothing replaces a terminal state; within an attempt
         // the rank must rise; a later attempt may restart `running`.
-        let condition = "attribute_not_exists(job_id) OR attribute_not_exists(state_rank) OR \
-             (state_rank < :terminal AND (attempt < :attempt OR \
-             (attempt = :attempt AND state_rank < :rank)))";
-        let res = req
-            .update_expression(format!("SET {}", set.join(", ")))
-            .condition_expression(condition)
+        let condition = "attribute_not_exists(#job_id) OR attribute_not_exists(#state_rank) OR \
+             (#state_rank < :terminal AND (#attempt < :attempt OR \
+             (#attempt = :attempt AND #state_rank < :state_rank)))";
+        let res = update
+            .apply(self.update(&st.job_id), Some(condition))
             .send()
             .await;
         match res {

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::dead_letter::dead_letter;
 use crate::env::StatusEnv;
-use crate::items::{n, s};
+use crate::items::{Update, describe_error, is_condition_failure, n, s};
 use crate::job_table::{Applied, JobTable};
 
 pub struct Status {
@@ -79,33 +79,26 @@ impl Status {
 
     /// Records the executor's last-seen time; never moves it backwards.
     async fn touch_executor(&self, st: &JobStatus) -> Result<(), String> {
-        let seen = st.at;
-        let res = self
+        let req = self
             .dynamo
             .update_item()
             .table_name(&self.env.executors_table)
-            .key("executor_id", s(st.executor_id.as_str()))
-            .update_expression(
-                "SET pool = :pool, last_seen = :seen, last_seen_epoch = :epoch, last_job = :job",
+            .key("executor_id", s(st.executor_id.as_str()));
+        let res = Update::new()
+            .set("pool", s(st.pool.as_str()))
+            .set("last_seen", s(st.at.to_rfc3339()))
+            .set("last_seen_epoch_ms", n(st.at.timestamp_millis()))
+            .set("last_job", s(st.job_id.as_str()))
+            .apply(
+                req,
+                Some("attribute_not_exists(#last_seen_epoch_ms) OR #last_seen_epoch_ms <= :last_seen_epoch_ms"),
             )
-            .condition_expression(
-                "attribute_not_exists(last_seen_epoch) OR last_seen_epoch <= :epoch",
-            )
-            .expression_attribute_values(":pool", s(st.pool.as_str()))
-            .expression_attribute_values(":seen", s(seen.to_rfc3339()))
-            .expression_attribute_values(":epoch", n(seen.timestamp_millis()))
-            .expression_attribute_values(":job", s(st.job_id.as_str()))
             .send()
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(describe_error(&e)),
         }
     }
 }

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 use pbs_shared::{Template, TemplateId};
 
-use crate::items::{Item, get_n, get_s, n, s};
+use crate::items::{Item, describe_error, get_n, get_s, is_condition_failure, n, s};
 
 /// The key of the generation counter item. Template ids cannot start with `_`, so it never
 /// collides with a template.
@@ -22,8 +22,12 @@ pub enum TemplateTableError {
     NotFound(TemplateId),
 }
 
-fn dynamo_err(e: impl std::error::Error) -> TemplateTableError {
-    TemplateTableError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+fn dynamo_err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> TemplateTableError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    TemplateTableError::Dynamo(describe_error(&e))
 }
 
 /// A stored template, or why a stored item could not be read as one.
@@ -62,7 +66,8 @@ impl TemplateTable {
             .update_item()
             .table_name(&self.table)
             .key("template_id", s(GENERATION_KEY))
-            .update_expression("ADD generation :one")
+            .update_expression("ADD #generation :one")
+            .expression_attribute_names("#generation", "generation")
             .expression_attribute_values(":one", n(1))
             .send()
             .await
@@ -127,10 +132,7 @@ impl TemplateTable {
         }
         match req.send().await {
             Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if is_condition_failure(&e) => {
                 return Err(TemplateTableError::Exists(t.id.clone()));
             }
             Err(e) => return Err(dynamo_err(e)),

@@ -1,1 +1,403 @@
+//! Helpers for the end-to-end tests: the deployed stack on the local emulator, real AWS SDK
+//! clients, a real executor process with its own pool, folders and ledger.
+//!
+//! The stack is deployed once by `./dev test` (from `template.yaml`), which passes its outputs in
+//! `PBS_E2E_OUTPUTS`. Each test makes its own pool queue, template, key prefix and executor, so
+//! tests run in parallel without seeing each other's jobs.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::Value;
+
+/// Polls `probe` every 200 ms until it yields `Some`, failing after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                last_err
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A name unique to this test run: lowercase, safe for pools, templates, buckets and keys.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!("{prefix}-{}-{t}-{n}", std::process::id() % 100_000)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The deployed stack and clients for it.
+pub struct Stack {
+    pub outputs: HashMap<String, String>,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn connect() -> Result<Self> {
+        let path = std::env::var("PBS_E2E_OUTPUTS").context(
+            "PBS_E2E_OUTPUTS is not set: end-to-end tests run through `./dev test`, which starts \
+             the emulator and deploys the stack",
+        )?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let outputs: HashMap<String, String> = serde_json::from_str(&text)?;
+        let endpoint = outputs["EmulatorUrl"].clone();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build();
+        Ok(Self {
+            sqs: aws_sdk_sqs::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            outputs,
+        })
+    }
+
+    pub fn output(&self, key: &str) -> &str {
+        self.outputs
+            .get(key)
+            .unwrap_or_else(|| panic!("stack output {key} missing"))
+    }
+
+    pub fn source_bucket(&self) -> &str {
+        self.output("SourceBucketName")
+    }
+
+    /// Creates the work queue of a new pool (`<prefix><pool>`), as an operator adding a pool does.
+    pub async fn create_pool(&self, pool: &str) -> Result<String> {
+        let name = format!("{}{}", self.output("PoolQueuePrefix"), pool);
+        let out = self
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                "300",
+            )
+            .send()
+            .await?;
+        out.queue_url().map(str::to_owned).context("no queue url")
+    }
+
+    /// A bucket with no event notifications: tests deliver crafted events for its objects.
+    pub async fn create_quiet_bucket(&self, name: &str) -> Result<()> {
+        self.s3.create_bucket().bucket(name).send().await?;
+        Ok(())
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<String> {
+        let out = self
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .with_context(|| format!("PUT s3://{bucket}/{key}"))?;
+        Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}{}", self.output("LocalApiUrl"), path)
+    }
+
+    /// Calls the API through the emulated API Gateway; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self.http.request(method, self.api(path));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("non-JSON body: {text}"))?
+        };
+        Ok((status, json))
+    }
+
+    pub async fn create_template(&self, template: &Value) -> Result<()> {
+        let (status, body) = self
+            .call("POST", "/api/v1/templates", Some(template))
+            .await?;
+        if status != 201 {
+            bail!("creating template answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// Every job of `template_id`, following pagination.
+    pub async fn jobs_of_template(&self, template_id: &str) -> Result<Vec<Value>> {
+        let mut jobs = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let path = match &next {
+                Some(t) => format!("/api/v1/jobs?limit=100&next={t}"),
+                None => "/api/v1/jobs?limit=100".to_owned(),
+            };
+            let (status, body) = self.call("GET", &path, None).await?;
+            if status != 200 {
+                bail!("listing jobs answered {status}: {body}");
+            }
+            for job in body["jobs"].as_array().cloned().unwrap_or_default() {
+                if job["template_id"] == template_id {
+                    jobs.push(job);
+                }
+            }
+            match body["next"].as_str() {
+                Some(t) => next = Some(t.to_owned()),
+                None => return Ok(jobs),
+            }
+        }
+    }
+
+    /// Waits until `template_id` has `count` jobs, all in a terminal state.
+    pub async fn finished_jobs(&self, template_id: &str, count: usize) -> Result<Vec<Value>> {
+        eventually(
+            Duration::from_secs(90),
+            &format!("{count} finished jobs of {template_id}"),
+            || async {
+                let jobs = self.jobs_of_template(template_id).await?;
+                let done = jobs
+                    .iter()
+                    .filter(|j| {
+                        matches!(
+                            j["state"].as_str(),
+                            Some("succeeded" | "failed" | "cancelled")
+                        )
+                    })
+                    .count();
+                Ok((jobs.len() >= count && done == jobs.len()).then_some(jobs))
+            },
+        )
+        .await
+    }
+
+    /// Sends raw bodies to the EventsQueue in one batch, as S3 would (possibly duplicated).
+    pub async fn send_events(&self, bodies: &[String]) -> Result<()> {
+        let entries = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .message_body(b)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .sqs
+            .send_message_batch()
+            .queue_url(self.output("EventsQueueUrl"))
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+        if !out.failed().is_empty() {
+            bail!("some events were not sent: {:?}", out.failed());
+        }
+        Ok(())
+    }
+}
+
+/// An S3 `ObjectCreated:Put` notification body shaped like the one S3 sends, with the key
+/// URL-encoded the way S3 encodes it.
+pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str, sequencer: &str) -> String {
+    let fixture = include_str!("../fixtures/s3-event-put.json");
+    let mut event: Value = serde_json::from_str(fixture).unwrap();
+    let record = &mut event["Records"][0];
+    record["s3"]["bucket"]["name"] = bucket.into();
+    record["s3"]["bucket"]["arn"] = format!("arn:aws:s3:::{bucket}").into();
+    record["s3"]["object"]["key"] = encode_event_key(key).into();
+    record["s3"]["object"]["size"] = size.into();
+    record["s3"]["object"]["eTag"] = etag.into();
+    record["s3"]["object"]["sequencer"] = sequencer.into();
+    event.to_string()
+}
+
+/// S3's event key encoding: form-style, a space becomes `+`.
+pub fn encode_event_key(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn executor_bin() -> String {
+    std::env::var("PBS_EXECUTOR_BIN").unwrap_or_else(|_| {
+        workspace_root()
+            .join("target/debug/pbs-executor")
+            .display()
+            .to_string()
+    })
+}
+
+/// A real executor process with its own config, state dir and landing folder.
+pub struct Executor {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub landing: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Executor {
+    /// Starts an executor for `pool`, writing endpoint `disk` to a fresh landing folder.
+    pub fn start(stack: &Stack, pool: &str, work_queue_url: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let landing = dir.path().join("landing");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&landing)?;
+        let rclone = std::env::var("PBS_RCLONE").unwrap_or_else(|_| {
+            workspace_root()
+                .join(".tools/bin/rclone")
+                .display()
+                .to_string()
+        });
+        let config = format!(
+            r#"executor_id = "{pool}-exec"
+pool = "{pool}"
+state_dir = "{state}"
+concurrency = 4
+rclone = "{rclone}"
+shutdown_grace_seconds = 5
+
+[cloud]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+work_queue_url = "{work_queue_url}"
+status_queue_url = "{status}"
+wait_seconds = 1
+visibility_timeout_seconds = 60
+
+[endpoints.disk]
+type = "local"
+root = "{landing}"
+"#,
+            state = state.display(),
+            endpoint = stack.output("EmulatorUrl"),
+            status = stack.output("StatusQueueUrl"),
+            landing = landing.display(),
+        );
+        let config_path = dir.path().join("executor.toml");
+        std::fs::write(&config_path, config)?;
+        let bin = executor_bin();
+        let log = std::fs::File::create(dir.path().join("executor.log"))?;
+        let child = Command::new(&bin)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {bin}"))?;
+        Ok(Self {
+            child,
+            dir,
+            config_path,
+            landing,
+            state,
+        })
+    }
+
+    /// The executor's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("executor.log")).unwrap_or_default()
+    }
+
+    /// Rows of the executor's ledger, through `pbs-executor jobs list --json`.
+    pub fn ledger(&self) -> Result<Vec<Value>> {
+        let out = Command::new(executor_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["jobs", "list", "--json"])
+            .output()?;
+        if !out.status.success() {
+            bail!("jobs list failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        String::from_utf8(out.stdout)?
+            .lines()
+            .map(|l| serde_json::from_str(l).context("jobs list line"))
+            .collect()
+    }
+
+    /// Waits for a file to appear under the landing folder.
+    pub async fn landed(&self, rel: &str) -> Result<Vec<u8>> {
+        let path = self.landing.join(rel);
+        eventually(
+            Duration::from_secs(90),
+            &format!("{} to land", path.display()),
+            || async { Ok(std::fs::read(&path).ok()) },
+        )
+        .await
+        .with_context(|| format!("executor log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

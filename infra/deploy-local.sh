@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the Lambdas for this host (x86_64) with `sam build` (cargo-lambda) and deploys
+# template.yaml to the local emulator as stack $1; writes the stack outputs as JSON to
+# .state/stacks/<stack>.json and prints that path.
+#   infra/deploy-local.sh STACK
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+stack=${1:?usage: deploy-local.sh STACK}
+cd "$PBS_ROOT"
+
+build_dir="$PBS_STATE/sam-build"
+# Debug profile: the Lambdas share the workspace's dependency build, so a rebuild takes seconds.
+SAM_BUILD_MODE=debug sam build --beta-features --parameter-overrides Arch=x86_64 \
+  --build-dir "$build_dir" >"$PBS_STATE/sam-build.log" 2>&1 \
+  || { tail -40 "$PBS_STATE/sam-build.log" >&2; exit 1; }
+
+export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
+sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
+  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
+  --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 LogLevel=debug \
+  >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \
+  || { tail -40 "$PBS_STATE/sam-deploy-$stack.log" >&2; exit 1; }
+
+mkdir -p "$PBS_STATE/stacks"
+out="$PBS_STATE/stacks/$stack.json"
+"$PBS_TOOLS/ministack/bin/python" - "$stack" "$out" <<'PY'
+import json, os, sys
+import boto3
+stack, out = sys.argv[1], sys.argv[2]
+cf = boto3.client("cloudformation", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+desc = cf.describe_stacks(StackName=stack)["Stacks"][0]
+outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
+outputs["StackName"] = stack
+outputs["EmulatorUrl"] = os.environ["AWS_ENDPOINT_URL"]
+# The emulator serves API Gateway under /_aws/execute-api/<api-id>/ (path-based addressing).
+outputs["LocalApiUrl"] = f"{os.environ['AWS_ENDPOINT_URL']}/_aws/execute-api/{outputs['ApiId']}"
+with open(out, "w") as f:
+    json.dump(outputs, f, indent=2)
+PY
+echo "$out"
