@@ -17,10 +17,14 @@ case "${1:-}" in
     fi
     rm -rf "$dir" && mkdir -p "$dir"
     # Lambdas run as child processes and inherit this environment; AWS_ENDPOINT_URL makes them
-    # call back to this emulator. setsid gives it a process group to stop as a whole.
-    (cd "$dir" && BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" \
-      AWS_ENDPOINT_URL="$PBS_EMULATOR_URL" \
-      setsid "$PBS_TOOLS/bin/ministack" >"$dir/emulator.log" 2>&1 < /dev/null & echo $! >"$pidfile")
+    # call back to this emulator. The emulator leads its own process group (setsid), recorded in
+    # the pid file, so `stop` ends it and every Lambda process it started.
+    (
+      cd "$dir"
+      BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" AWS_ENDPOINT_URL="$PBS_EMULATOR_URL" \
+        setsid bash -c 'echo $$ >"$1"; exec "$2"' _ "$pidfile" "$PBS_TOOLS/bin/ministack" \
+        >"$dir/emulator.log" 2>&1 </dev/null &
+    )
     for _ in $(seq 1 100); do
       healthy && { echo "emulator ready at $PBS_EMULATOR_URL (log: $dir/emulator.log)" >&2; exit 0; }
       sleep 0.2
