@@ -77,3 +77,62 @@ impl StatusSender {
         Err(last)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbs_shared::message::field_paths;
+
+    fn sender() -> StatusSender {
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .build();
+        StatusSender::new(
+            aws_sdk_sqs::Client::from_conf(conf),
+            "unused".into(),
+            ExecutorId::parse("edit-bay-1").unwrap(),
+            PoolName::parse("default").unwrap(),
+        )
+    }
+
+    fn fixture(name: &str) -> serde_json::Value {
+        let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn reports_have_the_documented_shapes() {
+        let s = sender();
+        let id = JobId::parse("ev-1").unwrap();
+        let running = serde_json::to_value(s.message(&id, 1, JobState::Running, None)).unwrap();
+        assert_eq!(
+            field_paths(&running),
+            field_paths(&fixture("status-running.v1.json"))
+        );
+        let ok = JobResult {
+            files: 1,
+            bytes: 5,
+            duration_ms: 3,
+            error_class: None,
+            error: None,
+        };
+        let done = serde_json::to_value(s.message(&id, 1, JobState::Succeeded, Some(ok))).unwrap();
+        assert_eq!(
+            field_paths(&done),
+            field_paths(&fixture("status-succeeded.v1.json"))
+        );
+        let failed = JobResult {
+            files: 0,
+            bytes: 0,
+            duration_ms: 3,
+            error_class: Some(pbs_shared::ErrorClass::NotFound),
+            error: Some("gone".into()),
+        };
+        let failed =
+            serde_json::to_value(s.message(&id, 1, JobState::Failed, Some(failed))).unwrap();
+        assert_eq!(
+            field_paths(&failed),
+            field_paths(&fixture("status-failed.v1.json"))
+        );
+    }
+}

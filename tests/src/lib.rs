@@ -66,6 +66,7 @@ pub struct Stack {
     pub outputs: HashMap<String, String>,
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
+    pub dynamo: aws_sdk_dynamodb::Client,
     pub http: reqwest::Client,
 }
 
@@ -89,6 +90,7 @@ impl Stack {
         Ok(Self {
             sqs: aws_sdk_sqs::Client::new(&config),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
+            dynamo: aws_sdk_dynamodb::Client::new(&config),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,

@@ -213,6 +213,83 @@ async fn a_duplicated_event_makes_one_job_and_one_copy() {
         std::fs::metadata(&landed).unwrap().modified().unwrap(),
         before
     );
+
+    // A late `running` report after `succeeded` changes nothing. The report comes from a new
+    // executor id, whose appearance in the executors table shows the status λ processed it.
+    let late_executor = unique("late");
+    let late = json!({
+        "v": 1, "kind": "job", "job_id": clip_id, "executor_id": late_executor, "pool": pool,
+        "attempt": 1, "state": "running", "at": chrono::Utc::now().to_rfc3339()
+    });
+    stack
+        .sqs
+        .send_message()
+        .queue_url(stack.output("StatusQueueUrl"))
+        .message_body(late.to_string())
+        .send()
+        .await
+        .unwrap();
+    let executors = stack.output("ExecutorsTableName").to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the late report to be processed",
+        || async {
+            let out = stack
+                .dynamo
+                .get_item()
+                .table_name(&executors)
+                .key(
+                    "executor_id",
+                    aws_sdk_dynamodb::types::AttributeValue::S(late_executor.clone()),
+                )
+                .send()
+                .await?;
+            Ok(out.item().map(|_| ()))
+        },
+    )
+    .await
+    .unwrap();
+    let (_, job) = stack
+        .call("GET", &format!("/api/v1/jobs/{clip_id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["executor_id"], format!("{pool}-exec"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_naming_a_pool_without_a_queue_fails_its_jobs_clearly() {
+    let stack = Stack::connect().await.unwrap();
+    let pool = unique("nopool");
+    let bucket = unique("quiet");
+    stack.create_quiet_bucket(&bucket).await.unwrap();
+    let tpl = unique("tpl");
+    stack
+        .create_template(&template(&tpl, &bucket, "**", &pool, "{key}"))
+        .await
+        .unwrap();
+    let etag = stack
+        .put_object(&bucket, "orphan.txt", b"x".to_vec())
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &bucket,
+            "orphan.txt",
+            1,
+            &etag,
+            "0000000000000005EE",
+        )])
+        .await
+        .unwrap();
+    let jobs = stack.finished_jobs(&tpl, 1).await.unwrap();
+    assert_eq!(jobs[0]["state"], "failed");
+    assert_eq!(jobs[0]["error_class"], "bad_request");
+    let error = jobs[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("has no work queue") && error.contains(&pool),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -270,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn planned_jobs_have_the_documented_shape() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/job-message.v1.json"))
+                .unwrap();
+        let jobs = plan(&templates("{key}"), &objects(PUT)[0], Utc::now());
+        let Planned::Dispatch(job) = &jobs[0] else {
+            panic!()
+        };
+        let produced = serde_json::to_value(job).unwrap();
+        assert_eq!(
+            pbs_shared::message::field_paths(&produced),
+            pbs_shared::message::field_paths(&fixture)
+        );
+    }
+
+    #[test]
     fn an_escaping_key_is_rejected_with_the_reason() {
         let mut v: serde_json::Value = serde_json::from_str(PUT).unwrap();
         v["Records"][0]["s3"]["object"]["key"] = "incoming/../../etc/passwd".into();
