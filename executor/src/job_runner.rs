@@ -141,57 +141,25 @@ async fn run(
     let duration_ms = started.elapsed().as_millis() as u64;
 
     let outcome = match copied {
-        Copy::Done { files, bytes } => Outcome {
-            state: JobState::Succeeded,
-            files,
-            bytes,
-            duration_ms,
-            error_class: None,
-            error: None,
-        },
+        Copy::Done { files, bytes } => Outcome::succeeded(files, bytes, duration_ms),
         Copy::Interrupted => {
             warn!("interrupted by shutdown; releasing the job to another executor");
+            let requeued =
+                Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
+            let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued);
+            return Disposition::Release(Duration::ZERO);
+        }
+        Copy::Failed { class, error } if class.is_retryable() && attempt < MAX_ATTEMPTS => {
+            let delay = Duration::from_secs(5u64 << attempt.min(6));
+            warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
             let _ = ctx.ledger.finish(
                 &job.job_id,
                 attempt,
-                &Outcome {
-                    state: JobState::Queued,
-                    files: 0,
-                    bytes: 0,
-                    duration_ms,
-                    error_class: None,
-                    error: Some("interrupted by executor shutdown".into()),
-                },
+                &Outcome::requeued(Some(class), error, duration_ms),
             );
-            return Disposition::Release(Duration::ZERO);
+            return Disposition::Release(delay);
         }
-        Copy::Failed { class, error } => {
-            if class.is_retryable() && attempt < MAX_ATTEMPTS {
-                let delay = Duration::from_secs(5u64 << attempt.min(6));
-                warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
-                let _ = ctx.ledger.finish(
-                    &job.job_id,
-                    attempt,
-                    &Outcome {
-                        state: JobState::Queued,
-                        files: 0,
-                        bytes: 0,
-                        duration_ms,
-                        error_class: Some(class),
-                        error: Some(error),
-                    },
-                );
-                return Disposition::Release(delay);
-            }
-            Outcome {
-                state: JobState::Failed,
-                files: 0,
-                bytes: 0,
-                duration_ms,
-                error_class: Some(class),
-                error: Some(error),
-            }
-        }
+        Copy::Failed { class, error } => Outcome::failed(class, error, duration_ms),
     };
     if let Err(e) = ctx.ledger.finish(&job.job_id, attempt, &outcome) {
         error!(error = %e, "outcome could not be recorded; job left for redelivery");

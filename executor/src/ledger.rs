@@ -45,6 +45,42 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    pub fn succeeded(files: u64, bytes: u64, duration_ms: u64) -> Self {
+        Self {
+            state: JobState::Succeeded,
+            files,
+            bytes,
+            duration_ms,
+            error_class: None,
+            error: None,
+        }
+    }
+
+    pub fn failed(class: ErrorClass, error: String, duration_ms: u64) -> Self {
+        Self {
+            state: JobState::Failed,
+            files: 0,
+            bytes: 0,
+            duration_ms,
+            error_class: Some(class),
+            error: Some(error),
+        }
+    }
+
+    /// An attempt that ended without an outcome; the job waits for its next delivery.
+    pub fn requeued(class: Option<ErrorClass>, error: String, duration_ms: u64) -> Self {
+        Self {
+            state: JobState::Queued,
+            files: 0,
+            bytes: 0,
+            duration_ms,
+            error_class: class,
+            error: Some(error),
+        }
+    }
+}
+
 /// A row of the ledger, for `pbs-executor jobs`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JobRow {
@@ -275,14 +311,7 @@ mod tests {
                 }
             );
             ledger.start_attempt(&job.job_id, 1).unwrap();
-            let outcome = Outcome {
-                state: JobState::Succeeded,
-                files: 1,
-                bytes: 1048576,
-                duration_ms: 5,
-                error_class: None,
-                error: None,
-            };
+            let outcome = Outcome::succeeded(1, 1048576, 5);
             ledger.finish(&job.job_id, 1, &outcome).unwrap();
         }
         let ledger = Ledger::open(&path).unwrap();

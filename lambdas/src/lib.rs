@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod env;
 pub mod items;
 pub mod job_table;
+pub mod sqs_batch;
 pub mod status;
 pub mod telemetry;
 pub mod template_table;

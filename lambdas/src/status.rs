@@ -32,17 +32,10 @@ impl Status {
         }
     }
 
+    /// Handles one batch; only records that failed transiently are returned for retry.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            let body = record.body.as_deref().unwrap_or("");
-            if let Err(e) = self.handle_body(body).await {
-                warn!(message_id = %id, error = %e, "status record will be retried");
-                response.add_failure(id);
-            }
-        }
-        response
+        crate::sqs_batch::for_each_body(event, |body| async move { self.handle_body(&body).await })
+            .await
     }
 
     async fn handle_body(&self, body: &str) -> Result<(), String> {

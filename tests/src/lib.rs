@@ -403,3 +403,58 @@ impl Drop for Executor {
         let _ = self.child.wait();
     }
 }
+
+/// One test's own corner of the stack: a pool with its work queue, a template from `bucket` to the
+/// pool's `disk` endpoint, and an executor serving the pool.
+pub struct Scenario {
+    pub pool: String,
+    pub queue: String,
+    pub bucket: String,
+    pub template: String,
+    pub executor: Executor,
+}
+
+impl Scenario {
+    /// With `bucket` = `None`, a new bucket without event notifications is made: the test delivers
+    /// crafted events for its objects.
+    pub async fn new(
+        stack: &Stack,
+        name: &str,
+        bucket: Option<&str>,
+        key_glob: &str,
+        path: &str,
+    ) -> Result<Self> {
+        let pool = unique(name);
+        let queue = stack.create_pool(&pool).await?;
+        let bucket = match bucket {
+            Some(b) => b.to_owned(),
+            None => {
+                let b = unique("quiet");
+                stack.create_quiet_bucket(&b).await?;
+                b
+            }
+        };
+        let template = unique("tpl");
+        stack
+            .create_template(&template_json(&template, &bucket, key_glob, &pool, path))
+            .await?;
+        let executor = Executor::start(stack, &pool, &queue)?;
+        Ok(Self {
+            pool,
+            queue,
+            bucket,
+            template,
+            executor,
+        })
+    }
+}
+
+/// A template body for the API.
+pub fn template_json(id: &str, bucket: &str, glob: &str, pool: &str, path: &str) -> Value {
+    serde_json::json!({
+        "id": id,
+        "description": "end-to-end test",
+        "trigger": {"type": "s3", "bucket": bucket, "key_glob": glob},
+        "destination": {"pool": pool, "endpoint": "disk", "path": path}
+    })
+}

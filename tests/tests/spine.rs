@@ -4,17 +4,8 @@
 
 use std::time::Duration;
 
-use pbs_e2e::{Executor, Stack, eventually, s3_event, unique};
-use serde_json::{Value, json};
-
-fn template(id: &str, bucket: &str, glob: &str, pool: &str, path: &str) -> Value {
-    json!({
-        "id": id,
-        "description": "end-to-end test",
-        "trigger": {"type": "s3", "bucket": bucket, "key_glob": glob},
-        "destination": {"pool": pool, "endpoint": "disk", "path": path}
-    })
-}
+use pbs_e2e::{Scenario, Stack, eventually, s3_event, template_json, unique};
+use serde_json::json;
 
 /// A deterministic, incompressible-enough body of `len` bytes.
 fn body(len: usize, seed: u8) -> Vec<u8> {
@@ -32,21 +23,17 @@ fn body(len: usize, seed: u8) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_land_byte_identical_and_the_api_reports_success() {
     let stack = Stack::connect().await.unwrap();
-    let pool = unique("spine");
-    let queue = stack.create_pool(&pool).await.unwrap();
     let prefix = unique("in");
-    let tpl = unique("tpl");
-    stack
-        .create_template(&template(
-            &tpl,
-            stack.source_bucket(),
-            &format!("{prefix}/**"),
-            &pool,
-            "out/{key}",
-        ))
-        .await
-        .unwrap();
-    let executor = Executor::start(&stack, &pool, &queue).unwrap();
+    let sc = Scenario::new(
+        &stack,
+        "spine",
+        Some(stack.source_bucket()),
+        &format!("{prefix}/**"),
+        "out/{key}",
+    )
+    .await
+    .unwrap();
+    let (pool, tpl, executor) = (&sc.pool, &sc.template, &sc.executor);
 
     let files: Vec<(String, Vec<u8>)> = vec![
         (
@@ -81,7 +68,7 @@ async fn awkward_keys_land_byte_identical_and_the_api_reports_success() {
         .collect();
     assert!(leftovers.is_empty(), "partials left: {leftovers:?}");
 
-    let jobs = stack.finished_jobs(&tpl, files.len()).await.unwrap();
+    let jobs = stack.finished_jobs(tpl, files.len()).await.unwrap();
     assert_eq!(jobs.len(), files.len(), "{jobs:#?}");
     for (key, data) in &files {
         let job = jobs
@@ -108,24 +95,19 @@ async fn awkward_keys_land_byte_identical_and_the_api_reports_success() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicated_event_makes_one_job_and_one_copy() {
     let stack = Stack::connect().await.unwrap();
-    let pool = unique("dup");
-    let queue = stack.create_pool(&pool).await.unwrap();
-    let bucket = unique("quiet");
-    stack.create_quiet_bucket(&bucket).await.unwrap();
-    let tpl = unique("tpl");
-    stack
-        .create_template(&template(&tpl, &bucket, "**", &pool, "{key}"))
+    let sc = Scenario::new(&stack, "dup", None, "**", "{key}")
         .await
         .unwrap();
-    let executor = Executor::start(&stack, &pool, &queue).unwrap();
+    let (pool, queue, bucket, tpl, executor) =
+        (&sc.pool, &sc.queue, &sc.bucket, &sc.template, &sc.executor);
 
     let data = body(100_000, 7);
     let etag = stack
-        .put_object(&bucket, "clip one.mov", data.clone())
+        .put_object(bucket, "clip one.mov", data.clone())
         .await
         .unwrap();
     let event = s3_event(
-        &bucket,
+        bucket,
         "clip one.mov",
         data.len() as u64,
         &etag,
@@ -138,27 +120,21 @@ async fn a_duplicated_event_makes_one_job_and_one_copy() {
         .await
         .unwrap();
     assert_eq!(executor.landed("clip one.mov").await.unwrap(), data);
-    stack.finished_jobs(&tpl, 1).await.unwrap();
+    stack.finished_jobs(tpl, 1).await.unwrap();
     let sentinel = body(10, 8);
     let sentinel_etag = stack
-        .put_object(&bucket, "sentinel", sentinel.clone())
+        .put_object(bucket, "sentinel", sentinel.clone())
         .await
         .unwrap();
     stack
         .send_events(&[
             event.clone(),
-            s3_event(
-                &bucket,
-                "sentinel",
-                10,
-                &sentinel_etag,
-                "0000000000000002BB",
-            ),
+            s3_event(bucket, "sentinel", 10, &sentinel_etag, "0000000000000002BB"),
         ])
         .await
         .unwrap();
     executor.landed("sentinel").await.unwrap();
-    let jobs = stack.finished_jobs(&tpl, 2).await.unwrap();
+    let jobs = stack.finished_jobs(tpl, 2).await.unwrap();
     let clip_jobs: Vec<_> = jobs
         .iter()
         .filter(|j| j["files"][0]["key"] == "clip one.mov")
@@ -190,7 +166,7 @@ async fn a_duplicated_event_makes_one_job_and_one_copy() {
     stack
         .sqs
         .send_message()
-        .queue_url(&queue)
+        .queue_url(queue)
         .message_body(message.to_string())
         .send()
         .await
@@ -265,7 +241,7 @@ async fn a_template_naming_a_pool_without_a_queue_fails_its_jobs_clearly() {
     stack.create_quiet_bucket(&bucket).await.unwrap();
     let tpl = unique("tpl");
     stack
-        .create_template(&template(&tpl, &bucket, "**", &pool, "{key}"))
+        .create_template(&template_json(&tpl, &bucket, "**", &pool, "{key}"))
         .await
         .unwrap();
     let etag = stack
@@ -295,34 +271,28 @@ async fn a_template_naming_a_pool_without_a_queue_fails_its_jobs_clearly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_are_reported_while_the_rest_of_the_batch_succeeds() {
     let stack = Stack::connect().await.unwrap();
-    let pool = unique("bad");
-    let queue = stack.create_pool(&pool).await.unwrap();
-    let bucket = unique("quiet");
-    stack.create_quiet_bucket(&bucket).await.unwrap();
-    let tpl = unique("tpl");
-    stack
-        .create_template(&template(&tpl, &bucket, "**", &pool, "in/{key}"))
+    let sc = Scenario::new(&stack, "bad", None, "**", "in/{key}")
         .await
         .unwrap();
-    let executor = Executor::start(&stack, &pool, &queue).unwrap();
+    let (bucket, tpl, executor) = (&sc.bucket, &sc.template, &sc.executor);
     let marker = unique("marker");
 
     let good = b"good bytes".to_vec();
     let etag = stack
-        .put_object(&bucket, "good.txt", good.clone())
+        .put_object(bucket, "good.txt", good.clone())
         .await
         .unwrap();
     let malformed = format!("not json {{ {marker}");
     let not_s3 = json!({"hello": "world", "marker": marker}).to_string();
     let escaping = s3_event(
-        &bucket,
+        bucket,
         "x/../../../etc/passwd",
         3,
         "abc",
         "0000000000000003CC",
     );
     let valid = s3_event(
-        &bucket,
+        bucket,
         "good.txt",
         good.len() as u64,
         &etag,
@@ -334,7 +304,7 @@ async fn bad_records_are_reported_while_the_rest_of_the_batch_succeeds() {
         .unwrap();
 
     assert_eq!(executor.landed("in/good.txt").await.unwrap(), good);
-    let jobs = stack.finished_jobs(&tpl, 2).await.unwrap();
+    let jobs = stack.finished_jobs(tpl, 2).await.unwrap();
     let escaped = jobs
         .iter()
         .find(|j| j["files"][0]["key"] == "x/../../../etc/passwd")
@@ -404,7 +374,7 @@ async fn bad_records_are_reported_while_the_rest_of_the_batch_succeeds() {
 async fn the_template_api_validates_and_names_the_field() {
     let stack = Stack::connect().await.unwrap();
     let id = unique("tpl");
-    let ok = template(&id, "pbs-some-bucket", "in/**", "default", "{yyyy}/{key}");
+    let ok = template_json(&id, "pbs-some-bucket", "in/**", "default", "{yyyy}/{key}");
 
     let mut bad_glob = ok.clone();
     bad_glob["trigger"]["key_glob"] = "in/[unclosed".into();
