@@ -39,6 +39,10 @@ pub struct Config {
     /// Path of the rclone binary (1.63 or newer: it writes `.partial` files and renames them).
     #[serde(default = "default_rclone")]
     pub rclone: PathBuf,
+    /// Bandwidth limit for each transfer, in rclone's `--bwlimit` syntax (`10M` = 10 MiB/s,
+    /// `512k`). Default: unlimited.
+    #[serde(default)]
+    pub bandwidth_limit: Option<String>,
     /// Seconds a running job may take to finish after SIGTERM/SIGINT before rclone is stopped and
     /// its message released to another executor.
     #[serde(default = "default_shutdown_grace")]
@@ -60,6 +64,10 @@ pub struct CloudConfig {
     /// Endpoint URL override, e.g. a local emulator. Default: AWS.
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// Endpoint URL for reading source objects from S3, if it differs from `endpoint_url`
+    /// (e.g. an S3 VPC endpoint or gateway). Default: `endpoint_url`.
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
     /// The pool's work queue URL (stack output `DefaultPoolQueueUrl` for the default pool).
     pub work_queue_url: String,
     /// The StatusQueue URL (stack output `StatusQueueUrl`).
@@ -99,6 +107,17 @@ fn default_visibility() -> i32 {
     300
 }
 
+/// rclone's single-rate `--bwlimit` syntax: a number with an optional unit suffix, or `off`.
+fn is_bwlimit(v: &str) -> bool {
+    if v == "off" {
+        return true;
+    }
+    let digits = v.trim_end_matches(|c: char| "bBkKmMgGtTpP".contains(c));
+    v.len() - digits.len() <= 1
+        && !digits.is_empty()
+        && digits.parse::<f64>().is_ok_and(|n| n > 0.0)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -122,6 +141,13 @@ impl Config {
             return Err(format!(
                 "concurrency must be 1 to 256, got {}",
                 self.concurrency
+            ));
+        }
+        if let Some(limit) = &self.bandwidth_limit
+            && !is_bwlimit(limit)
+        {
+            return Err(format!(
+                "bandwidth_limit {limit:?} is not a rate such as \"10M\", \"512k\" or \"off\""
             ));
         }
         if let Some(cloud) = &self.cloud {
@@ -209,6 +235,13 @@ mod tests {
         assert!(
             e.contains("endpoints.disk.root must be an absolute path"),
             "{e}"
+        );
+        let e = Config::parse("pool = \"p\"\nstate_dir = \"/tmp\"\nbandwidth_limit = \"fast\"\n")
+            .unwrap_err();
+        assert!(e.contains("bandwidth_limit \"fast\""), "{e}");
+        assert!(
+            Config::parse("pool = \"p\"\nstate_dir = \"/tmp\"\nbandwidth_limit = \"2.5M\"\n")
+                .is_ok()
         );
         let e = Config::parse("pool = \"p\"\nstate_dir = \"/tmp\"\nconcurrency = 0\n").unwrap_err();
         assert!(e.contains("concurrency"), "{e}");

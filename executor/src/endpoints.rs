@@ -62,7 +62,7 @@ pub fn s3_source(
     let mut remote = Remote::new("SRC", "s3")
         .plain(
             "PROVIDER",
-            if cloud.endpoint_url.is_some() {
+            if cloud.endpoint_url.is_some() || cloud.s3_endpoint_url.is_some() {
                 "Other"
             } else {
                 "AWS"
@@ -75,7 +75,11 @@ pub fn s3_source(
     if let Some(token) = creds.session_token() {
         remote = remote.secret("SESSION_TOKEN", Secret::new(token));
     }
-    if let Some(url) = &cloud.endpoint_url {
+    if let Some(url) = cloud
+        .s3_endpoint_url
+        .as_ref()
+        .or(cloud.endpoint_url.as_ref())
+    {
         remote = remote
             .plain("ENDPOINT", url)
             .plain("FORCE_PATH_STYLE", "true");

@@ -11,9 +11,9 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Config;
 use crate::endpoints;
-use crate::ledger::{Ledger, Outcome, source_version};
+use crate::ledger::{Claim, Ledger, Outcome};
 use crate::rclone;
-use crate::status_sender::StatusSender;
+use crate::status_outbox::StatusOutbox;
 
 /// Attempts of a job that keeps failing with a retryable error before it is reported failed.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -34,7 +34,7 @@ pub enum Disposition {
 pub struct JobContext {
     pub config: Arc<Config>,
     pub ledger: Arc<Ledger>,
-    pub status: StatusSender,
+    pub status: Arc<StatusOutbox>,
     pub credentials: SharedCredentialsProvider,
 }
 
@@ -73,7 +73,9 @@ async fn poison(ctx: &JobContext, msg: &Received, reason: &str) -> Disposition {
         let report = ctx
             .status
             .message(&job_id, msg.receive_count, JobState::Failed, Some(result));
-        let _ = ctx.status.send(&report, 3).await;
+        if let Err(e) = ctx.status.report(&report) {
+            error!(error = %e, "failure report not recorded");
+        }
     }
     Disposition::Release(Duration::ZERO)
 }
@@ -95,36 +97,46 @@ async fn run(
     abort: &CancellationToken,
 ) -> Disposition {
     let attempt = msg.receive_count.max(1);
-    let delivery = match ctx.ledger.record_delivery(&job, &msg.body) {
-        Ok(d) => d,
+    let claim = match ctx.ledger.claim(&job, &msg.body) {
+        Ok(c) => c,
         Err(e) => {
             error!(error = %e, "ledger unavailable; job left for redelivery");
             return Disposition::Keep;
         }
     };
-    if let Some(prev) = &delivery.previous
-        && prev.state == JobState::Succeeded
-        && prev.source_version == source_version(&job)
-    {
-        info!(
-            deliveries = delivery.deliveries,
-            "already delivered this version; acknowledging without copying"
-        );
-        let result = JobResult {
-            files: prev.files,
-            bytes: prev.bytes,
-            duration_ms: prev.duration_ms,
-            error_class: None,
-            error: None,
-        };
-        let report = ctx
-            .status
-            .message(&job.job_id, attempt, JobState::Succeeded, Some(result));
-        return match ctx.status.send(&report, 5).await {
-            Ok(()) => Disposition::Delete,
-            Err(_) => Disposition::Keep,
-        };
-    }
+    let deliveries = match claim {
+        Claim::Run { deliveries } => deliveries,
+        Claim::InFlight => {
+            // The running delivery holds its own message, which comes back if it fails.
+            info!("duplicate delivery of a job running here now; dropped");
+            return Disposition::Delete;
+        }
+        Claim::Done(prev) => {
+            info!("already delivered this version; acknowledging without copying");
+            let result = JobResult {
+                files: prev.files,
+                bytes: prev.bytes,
+                duration_ms: prev.duration_ms,
+                error_class: None,
+                error: None,
+            };
+            // Reported as the attempt that did the copy, so the job's history stays true.
+            let report = ctx.status.message(
+                &job.job_id,
+                prev.attempt.max(1),
+                JobState::Succeeded,
+                Some(result),
+            );
+            return match ctx.status.report(&report) {
+                Ok(()) => Disposition::Delete,
+                Err(e) => {
+                    error!(error = %e, "report not recorded; job left for redelivery");
+                    Disposition::Keep
+                }
+            };
+        }
+    };
+    tracing::debug!(deliveries, attempt, "running");
     if let Err(e) = ctx.ledger.start_attempt(&job.job_id, attempt) {
         error!(error = %e, "ledger unavailable; job left for redelivery");
         return Disposition::Keep;
@@ -132,8 +144,8 @@ async fn run(
     let running = ctx
         .status
         .message(&job.job_id, attempt, JobState::Running, None);
-    if let Err(e) = ctx.status.send(&running, 2).await {
-        warn!(error = %e, "running report not sent; continuing");
+    if let Err(e) = ctx.status.report(&running) {
+        warn!(error = %e, "running report not recorded; continuing");
     }
 
     let started = Instant::now();
@@ -146,7 +158,7 @@ async fn run(
             warn!("interrupted by shutdown; releasing the job to another executor");
             let requeued =
                 Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
-            let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued);
+            let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued, None);
             return Disposition::Release(Duration::ZERO);
         }
         Copy::Failed { class, error } if class.is_retryable() && attempt < MAX_ATTEMPTS => {
@@ -156,24 +168,12 @@ async fn run(
                 &job.job_id,
                 attempt,
                 &Outcome::requeued(Some(class), error, duration_ms),
+                None,
             );
             return Disposition::Release(delay);
         }
         Copy::Failed { class, error } => Outcome::failed(class, error, duration_ms),
     };
-    if let Err(e) = ctx.ledger.finish(&job.job_id, attempt, &outcome) {
-        error!(error = %e, "outcome could not be recorded; job left for redelivery");
-        return Disposition::Keep;
-    }
-    match outcome.state {
-        JobState::Succeeded => info!(
-            files = outcome.files,
-            bytes = outcome.bytes,
-            duration_ms,
-            "job succeeded"
-        ),
-        _ => error!(error = outcome.error.as_deref().unwrap_or(""), "job failed"),
-    }
     let result = JobResult {
         files: outcome.files,
         bytes: outcome.bytes,
@@ -184,11 +184,27 @@ async fn run(
     let report = ctx
         .status
         .message(&job.job_id, attempt, outcome.state, Some(result));
-    match ctx.status.send(&report, 5).await {
-        Ok(()) => Disposition::Delete,
-        // Recorded in the ledger: the redelivery re-sends this report without copying again.
-        Err(_) => Disposition::Keep,
+    // Outcome and report are committed together; the message may then go, whatever the cloud's
+    // state: the outbox delivers the report when it can.
+    let body = StatusOutbox::body(&report);
+    if let Err(e) = ctx
+        .ledger
+        .finish(&job.job_id, attempt, &outcome, Some(&body))
+    {
+        error!(error = %e, "outcome could not be recorded; job left for redelivery");
+        return Disposition::Keep;
     }
+    ctx.status.wake();
+    match outcome.state {
+        JobState::Succeeded => info!(
+            files = outcome.files,
+            bytes = outcome.bytes,
+            duration_ms,
+            "job succeeded"
+        ),
+        _ => error!(error = outcome.error.as_deref().unwrap_or(""), "job failed"),
+    }
+    Disposition::Delete
 }
 
 enum Copy {
@@ -241,6 +257,7 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
             target.remote.clone(),
             &target.path,
             &log,
+            ctx.config.bandwidth_limit.as_deref(),
         );
         let end = rclone::run(
             &ctx.config.rclone,
@@ -286,10 +303,20 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
                         ),
                     };
                 }
+                // rclone exits 0 when the source does not exist: it copied nothing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Copy::Failed {
+                        class: ErrorClass::NotFound,
+                        error: format!(
+                            "s3://{bucket}/{}: source object not found; nothing was delivered to {}",
+                            file.key, target.display
+                        ),
+                    };
+                }
                 Err(e) => {
                     return Copy::Failed {
                         class: ErrorClass::Retryable,
-                        error: format!("{}: not found after copy: {e}", target.display),
+                        error: format!("{}: cannot check the delivered file: {e}", target.display),
                     };
                 }
             }

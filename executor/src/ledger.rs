@@ -16,18 +16,22 @@ use rusqlite::{Connection, OptionalExtension, params};
 #[error("ledger: {0}")]
 pub struct LedgerError(#[from] rusqlite::Error);
 
-/// What the ledger knew about a job when it was delivered again.
+/// What a delivery of a job may do, decided atomically when it is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// Times this executor received the job, this delivery included.
-    pub deliveries: u32,
-    /// The job's last recorded state here, if it was seen before.
-    pub previous: Option<PreviousRun>,
+pub enum Claim {
+    /// This delivery runs the job; the ledger now shows it running.
+    Run { deliveries: u32 },
+    /// The job already succeeded here for the same source version.
+    Done(PreviousRun),
+    /// Another delivery of the same job is running here right now.
+    InFlight,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreviousRun {
     pub state: JobState,
+    /// The attempt that reached `state` (0 if none finished).
+    pub attempt: u32,
     pub source_version: String,
     pub files: u64,
     pub bytes: u64,
@@ -118,6 +122,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_class    TEXT,
     error          TEXT
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id      TEXT NOT NULL,
     attempt     INTEGER NOT NULL,
@@ -128,6 +138,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (job_id, attempt)
 );
 ";
+
+fn insert_outbox(conn: &Connection, job_id: &JobId, body: &str) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO outbox (job_id, body, created_at) VALUES (?1, ?2, ?3)",
+        params![job_id.as_str(), body, Utc::now().to_rfc3339()],
+    )?;
+    Ok(())
+}
 
 /// The version of the source a job copies: every file's version id or ETag, in order.
 pub fn source_version(job: &JobMessage) -> String {
@@ -159,14 +177,17 @@ impl Ledger {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that `job` was delivered, returning what was known before.
-    pub fn record_delivery(&self, job: &JobMessage, body: &str) -> Result<Delivery, LedgerError> {
+    /// Records that `job` was delivered and decides, in one transaction, whether this delivery
+    /// runs it. Two deliveries of one job can never both be told to run.
+    pub fn claim(&self, job: &JobMessage, body: &str) -> Result<Claim, LedgerError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let version = source_version(job);
         let previous = tx
             .query_row(
-                "SELECT state, source_version, COALESCE(files,0), COALESCE(bytes,0), COALESCE(duration_ms,0) FROM jobs WHERE job_id = ?1",
+                "SELECT state, source_version, COALESCE(files,0), COALESCE(bytes,0), COALESCE(duration_ms,0),
+                        (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.job_id = jobs.job_id AND a.state = jobs.state)
+                 FROM jobs WHERE job_id = ?1",
                 params![job.job_id.as_str()],
                 |r| {
                     Ok((
@@ -175,12 +196,14 @@ impl Ledger {
                         r.get::<_, i64>(2)? as u64,
                         r.get::<_, i64>(3)? as u64,
                         r.get::<_, i64>(4)? as u64,
+                        r.get::<_, u32>(5)?,
                     ))
                 },
             )
             .optional()?
-            .map(|(state, source_version, files, bytes, duration_ms)| PreviousRun {
+            .map(|(state, source_version, files, bytes, duration_ms, attempt)| PreviousRun {
                 state: JobState::parse(&state).unwrap_or(JobState::Queued),
+                attempt,
                 source_version,
                 files,
                 bytes,
@@ -198,16 +221,26 @@ impl Ledger {
                 Utc::now().to_rfc3339()
             ],
         )?;
-        let deliveries: u32 = tx.query_row(
-            "SELECT deliveries FROM jobs WHERE job_id = ?1",
-            params![job.job_id.as_str()],
-            |r| r.get(0),
-        )?;
+        let claim = match previous {
+            Some(p) if p.state == JobState::Succeeded && p.source_version == version => {
+                Claim::Done(p)
+            }
+            Some(p) if p.state == JobState::Running => Claim::InFlight,
+            _ => {
+                tx.execute(
+                    "UPDATE jobs SET state = 'running', source_version = ?2, message = ?3 WHERE job_id = ?1",
+                    params![job.job_id.as_str(), version, body],
+                )?;
+                let deliveries = tx.query_row(
+                    "SELECT deliveries FROM jobs WHERE job_id = ?1",
+                    params![job.job_id.as_str()],
+                    |r| r.get(0),
+                )?;
+                Claim::Run { deliveries }
+            }
+        };
         tx.commit()?;
-        Ok(Delivery {
-            deliveries,
-            previous,
-        })
+        Ok(claim)
     }
 
     /// Records the start of an attempt.
@@ -227,12 +260,15 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commits an attempt's outcome; called before the SQS message is deleted.
+    /// Commits an attempt's outcome; called before the SQS message is deleted. With `report`, the
+    /// status message joins the outbox in the same transaction, so an outcome is never recorded
+    /// without its report or reported without being recorded.
     pub fn finish(
         &self,
         job_id: &JobId,
         attempt: u32,
         outcome: &Outcome,
+        report: Option<&str>,
     ) -> Result<(), LedgerError> {
         let now = Utc::now().to_rfc3339();
         let class = outcome.error_class.map(ErrorClass::as_str);
@@ -255,6 +291,76 @@ impl Ledger {
         tx.execute(
             "UPDATE attempts SET finished_at = ?3, state = ?4, error = ?5 WHERE job_id = ?1 AND attempt = ?2",
             params![job_id.as_str(), attempt, now, outcome.state.as_str(), outcome.error],
+        )?;
+        if let Some(body) = report {
+            insert_outbox(&tx, job_id, body)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds a status report to the outbox.
+    pub fn enqueue_report(&self, job_id: &JobId, body: &str) -> Result<(), LedgerError> {
+        insert_outbox(&self.conn(), job_id, body)?;
+        Ok(())
+    }
+
+    /// The oldest `limit` reports not yet sent, oldest first.
+    pub fn outbox_head(&self, limit: u32) -> Result<Vec<(i64, String)>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT seq, body FROM outbox ORDER BY seq LIMIT ?1")?;
+        let rows = stmt
+            .query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Removes reports that were delivered.
+    pub fn outbox_remove(&self, seqs: &[i64]) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for seq in seqs {
+            tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reports waiting to be sent.
+    pub fn outbox_depth(&self) -> Result<u64, LedgerError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Jobs whose last attempt was still running when the executor stopped without settling them
+    /// (a crash or `kill -9`): `(job_id, attempt, job message body)`.
+    pub fn unfinished(&self) -> Result<Vec<(String, u32, String)>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT j.job_id, COALESCE(MAX(a.attempt), 0), j.message FROM jobs j
+             LEFT JOIN attempts a ON a.job_id = j.job_id
+             WHERE j.state = 'running' GROUP BY j.job_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Marks an attempt that a crash interrupted; the job waits for its next delivery.
+    pub fn mark_interrupted(&self, job_id: &str, attempt: u32) -> Result<(), LedgerError> {
+        let now = Utc::now().to_rfc3339();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE jobs SET state = 'queued', error = 'interrupted: the executor stopped during the copy' WHERE job_id = ?1 AND state = 'running'",
+            params![job_id],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET state = 'interrupted', finished_at = ?3 WHERE job_id = ?1 AND attempt = ?2",
+            params![job_id, attempt, now],
         )?;
         tx.commit()?;
         Ok(())
@@ -302,29 +408,88 @@ mod tests {
         let job = job();
         {
             let ledger = Ledger::open(&path).unwrap();
-            let first = ledger.record_delivery(&job, "{}").unwrap();
-            assert_eq!(
-                first,
-                Delivery {
-                    deliveries: 1,
-                    previous: None
-                }
-            );
+            let first = ledger.claim(&job, "{}").unwrap();
+            assert_eq!(first, Claim::Run { deliveries: 1 });
+            // A concurrent duplicate is not allowed to run too.
+            assert_eq!(ledger.claim(&job, "{}").unwrap(), Claim::InFlight);
             ledger.start_attempt(&job.job_id, 1).unwrap();
             let outcome = Outcome::succeeded(1, 1048576, 5);
-            ledger.finish(&job.job_id, 1, &outcome).unwrap();
+            ledger
+                .finish(&job.job_id, 1, &outcome, Some("{\"report\":1}"))
+                .unwrap();
         }
         let ledger = Ledger::open(&path).unwrap();
-        let again = ledger.record_delivery(&job, "{}").unwrap();
-        assert_eq!(again.deliveries, 2);
-        let prev = again.previous.unwrap();
+        let Claim::Done(prev) = ledger.claim(&job, "{}").unwrap() else {
+            panic!("a succeeded job was claimed again")
+        };
         assert_eq!(prev.state, JobState::Succeeded);
         assert_eq!(prev.source_version, source_version(&job));
         assert_eq!(prev.bytes, 1048576);
+        assert_eq!(prev.attempt, 1);
         let rows = ledger.recent(10).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].attempts, 1);
-        assert_eq!(rows[0].deliveries, 2);
+        assert_eq!(rows[0].deliveries, 3);
+    }
+
+    #[test]
+    fn interrupted_and_changed_jobs_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let mut job = job();
+        assert_eq!(
+            ledger.claim(&job, "{}").unwrap(),
+            Claim::Run { deliveries: 1 }
+        );
+        ledger.start_attempt(&job.job_id, 1).unwrap();
+        // A crash: recovery finds the running job and marks it interrupted.
+        let unfinished = ledger.unfinished().unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].1, 1);
+        ledger.mark_interrupted(job.job_id.as_str(), 1).unwrap();
+        assert!(ledger.unfinished().unwrap().is_empty());
+        assert_eq!(
+            ledger.claim(&job, "{}").unwrap(),
+            Claim::Run { deliveries: 2 }
+        );
+        ledger.start_attempt(&job.job_id, 2).unwrap();
+        ledger
+            .finish(&job.job_id, 2, &Outcome::succeeded(1, 10, 1), None)
+            .unwrap();
+        // A new version of the source under the same job id is copied again.
+        job.files[0].etag = Some("\"other\"".into());
+        assert_eq!(
+            ledger.claim(&job, "{}").unwrap(),
+            Claim::Run { deliveries: 3 }
+        );
+    }
+
+    #[test]
+    fn the_outbox_keeps_reports_in_order_across_reopen_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let job = job();
+        {
+            let ledger = Ledger::open(&path).unwrap();
+            for i in 0..3 {
+                ledger
+                    .enqueue_report(&job.job_id, &format!("r{i}"))
+                    .unwrap();
+            }
+        }
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.outbox_depth().unwrap(), 3);
+        let head = ledger.outbox_head(2).unwrap();
+        assert_eq!(
+            head.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+            ["r0", "r1"]
+        );
+        ledger.outbox_remove(&[head[0].0]).unwrap();
+        let head = ledger.outbox_head(10).unwrap();
+        assert_eq!(
+            head.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@ mod job_runner;
 mod ledger;
 mod poller;
 mod rclone;
-mod status_sender;
+mod recovery;
+mod status_outbox;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aws_config::{BehaviorVersion, Region};
@@ -23,7 +25,7 @@ use crate::config::Config;
 use crate::job_runner::JobContext;
 use crate::ledger::Ledger;
 use crate::poller::Poller;
-use crate::status_sender::StatusSender;
+use crate::status_outbox::StatusOutbox;
 
 #[derive(Parser)]
 #[command(name = "pbs-executor", version, about = "PBS Rclone on-prem executor")]
@@ -71,9 +73,11 @@ enum JobsCommand {
 
 fn init_tracing(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr; stdout is for command output (`jobs list --json`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().with_current_span(true).init();
     } else {
@@ -132,6 +136,7 @@ async fn run(config: Config) -> Result<()> {
     // rclone reads remotes from the environment only; its config file stays empty.
     std::fs::write(config.state_dir.join("rclone.conf"), "").context("writing rclone.conf")?;
     let ledger = Arc::new(Ledger::open(&config.state_dir.join("ledger.sqlite"))?);
+    recovery::recover(&config, &ledger).context("recovering interrupted jobs")?;
     let executor_id = config.executor_id();
     let config = Arc::new(config);
 
@@ -155,16 +160,24 @@ async fn run(config: Config) -> Result<()> {
         .credentials_provider()
         .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let status = StatusSender::new(
+    let status = Arc::new(StatusOutbox::new(
         sqs.clone(),
         cloud.status_queue_url.clone(),
         executor_id.clone(),
         config.pool.clone(),
-    );
+        ledger.clone(),
+    ));
+    // The sender outlives the poller: it stops only after running jobs are settled.
+    let sender_stop = CancellationToken::new();
+    let sender = tokio::spawn({
+        let status = status.clone();
+        let stop = sender_stop.clone();
+        async move { status.run(stop).await }
+    });
     let ctx = Arc::new(JobContext {
         config: config.clone(),
-        ledger,
-        status,
+        ledger: ledger.clone(),
+        status: status.clone(),
         credentials,
     });
     info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), "executor starting");
@@ -192,6 +205,16 @@ async fn run(config: Config) -> Result<()> {
         warn!("grace period over: stopping rclone and releasing running jobs");
         abort.cancel();
         tracker.wait().await;
+    }
+    sender_stop.cancel();
+    let _ = sender.await;
+    status.flush(Duration::from_secs(5)).await;
+    let unsent = ledger.outbox_depth().unwrap_or(0);
+    if unsent > 0 {
+        warn!(
+            unsent,
+            "status reports kept in the outbox for the next start"
+        );
     }
     info!("executor stopped");
     Ok(())

@@ -127,6 +127,7 @@ pub fn copy_file(
     dest: Remote,
     dest_path: &str,
     log_file: &Path,
+    bandwidth_limit: Option<&str>,
 ) -> Invocation {
     let mut args = vec![
         "copyto".to_owned(),
@@ -134,6 +135,9 @@ pub fn copy_file(
         format!("{}:{}", dest.name, dest_path),
     ];
     args.extend(common_args(log_file));
+    if let Some(limit) = bandwidth_limit {
+        args.extend(["--bwlimit".to_owned(), limit.to_owned()]);
+    }
     Invocation {
         args,
         remotes: vec![source, dest],
@@ -171,6 +175,18 @@ pub async fn run(
         .kill_on_drop(true);
     for remote in &inv.remotes {
         cmd.envs(remote.env());
+    }
+    // If the executor dies (crash, kill -9), rclone must not go on writing behind a restarted
+    // executor's back: the kernel kills it with its parent. Its partial file stays, and the
+    // start-up recovery removes it.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let mut child = cmd.spawn()?;
     tokio::select! {
@@ -285,7 +301,9 @@ mod tests {
             Remote::new("DST", "local"),
             "/srv/in/a b+c%.txt",
             Path::new("/tmp/x.log"),
+            Some("10M"),
         );
+        assert!(inv.args.windows(2).any(|w| w == ["--bwlimit", "10M"]));
         assert_eq!(inv.args[0], "copyto");
         assert_eq!(inv.args[1], "SRC:bucket/a b+c%.txt");
         assert_eq!(inv.args[2], "DST:/srv/in/a b+c%.txt");

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+pub mod link;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -108,20 +110,42 @@ impl Stack {
         self.output("SourceBucketName")
     }
 
-    /// Creates the work queue of a new pool (`<prefix><pool>`), as an operator adding a pool does.
-    pub async fn create_pool(&self, pool: &str) -> Result<String> {
+    /// Creates the work queue of a new pool (`<prefix><pool>`) with its dead-letter queue (after
+    /// 3 receives), as an operator adding a pool does.
+    pub async fn create_pool(&self, pool: &str) -> Result<PoolQueues> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
         let name = format!("{}{}", self.output("PoolQueuePrefix"), pool);
+        let dlq = self
+            .sqs
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await?;
+        let dlq_url = dlq.queue_url().context("no dlq url")?.to_owned();
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(A::QueueArn)
+            .send()
+            .await?;
+        let dlq_arn = attrs
+            .attributes()
+            .and_then(|a| a.get(&A::QueueArn))
+            .context("no dlq arn")?;
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3});
         let out = self
             .sqs
             .create_queue()
             .queue_name(&name)
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-                "300",
-            )
+            .attributes(A::VisibilityTimeout, "300")
+            .attributes(A::RedrivePolicy, redrive.to_string())
             .send()
             .await?;
-        out.queue_url().map(str::to_owned).context("no queue url")
+        Ok(PoolQueues {
+            url: out.queue_url().context("no queue url")?.to_owned(),
+            dlq_url,
+        })
     }
 
     /// A bucket with no event notifications: tests deliver crafted events for its objects.
@@ -255,6 +279,13 @@ impl Stack {
     }
 }
 
+/// A pool's work queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct PoolQueues {
+    pub url: String,
+    pub dlq_url: String,
+}
+
 /// An S3 `ObjectCreated:Put` notification body shaped like the one S3 sends, with the key
 /// URL-encoded the way S3 encodes it.
 pub fn s3_event(bucket: &str, key: &str, size: u64, etag: &str, sequencer: &str) -> String {
@@ -285,6 +316,22 @@ pub fn encode_event_key(key: &str) -> String {
     out
 }
 
+fn spawn_executor(config: &Path, dir: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("executor.log"))?;
+    Command::new(executor_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", executor_bin()))
+}
+
 fn executor_bin() -> String {
     std::env::var("PBS_EXECUTOR_BIN").unwrap_or_else(|_| {
         workspace_root()
@@ -294,9 +341,23 @@ fn executor_bin() -> String {
     })
 }
 
+/// How a test executor differs from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorOptions {
+    /// SQS endpoint (e.g. a [`link::Link`] to cut); S3 is still read from the emulator directly.
+    pub sqs_endpoint: Option<String>,
+    /// rclone `--bwlimit`, to make copies slow enough to interrupt.
+    pub bandwidth_limit: Option<String>,
+    /// Seconds; default 60.
+    pub visibility_timeout: Option<u32>,
+    /// Suffix of the executor id, to run several executors on one pool.
+    pub name: Option<String>,
+}
+
 /// A real executor process with its own config, state dir and landing folder.
 pub struct Executor {
     child: Child,
+    pub id: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub landing: PathBuf,
@@ -306,6 +367,15 @@ pub struct Executor {
 impl Executor {
     /// Starts an executor for `pool`, writing endpoint `disk` to a fresh landing folder.
     pub fn start(stack: &Stack, pool: &str, work_queue_url: &str) -> Result<Self> {
+        Self::start_with(stack, pool, work_queue_url, ExecutorOptions::default())
+    }
+
+    pub fn start_with(
+        stack: &Stack,
+        pool: &str,
+        work_queue_url: &str,
+        opts: ExecutorOptions,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let landing = dir.path().join("landing");
         let state = dir.path().join("state");
@@ -316,46 +386,45 @@ impl Executor {
                 .display()
                 .to_string()
         });
+        let id = format!("{pool}-{}", opts.name.as_deref().unwrap_or("exec"));
+        let emulator = stack.output("EmulatorUrl");
+        let sqs_endpoint = opts.sqs_endpoint.as_deref().unwrap_or(emulator);
+        let bandwidth = opts
+            .bandwidth_limit
+            .map(|b| format!("bandwidth_limit = \"{b}\"\n"))
+            .unwrap_or_default();
         let config = format!(
-            r#"executor_id = "{pool}-exec"
+            r#"executor_id = "{id}"
 pool = "{pool}"
 state_dir = "{state}"
 concurrency = 4
 rclone = "{rclone}"
 shutdown_grace_seconds = 5
-
+{bandwidth}
 [cloud]
 region = "us-east-1"
-endpoint_url = "{endpoint}"
+endpoint_url = "{sqs_endpoint}"
+s3_endpoint_url = "{emulator}"
 work_queue_url = "{work_queue_url}"
 status_queue_url = "{status}"
 wait_seconds = 1
-visibility_timeout_seconds = 60
+visibility_timeout_seconds = {visibility}
 
 [endpoints.disk]
 type = "local"
 root = "{landing}"
 "#,
             state = state.display(),
-            endpoint = stack.output("EmulatorUrl"),
             status = stack.output("StatusQueueUrl"),
             landing = landing.display(),
+            visibility = opts.visibility_timeout.unwrap_or(60),
         );
         let config_path = dir.path().join("executor.toml");
         std::fs::write(&config_path, config)?;
-        let bin = executor_bin();
-        let log = std::fs::File::create(dir.path().join("executor.log"))?;
-        let child = Command::new(&bin)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {bin}"))?;
+        let child = spawn_executor(&config_path, dir.path())?;
         Ok(Self {
             child,
+            id,
             dir,
             config_path,
             landing,
@@ -363,9 +432,37 @@ root = "{landing}"
         })
     }
 
+    /// `kill -9`: no shutdown, no cleanup, as in a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the executor again with the same configuration and state.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.child = spawn_executor(&self.config_path, self.dir.path())?;
+        Ok(())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The executor's own log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("executor.log")).unwrap_or_default()
+        match std::fs::read(self.dir.path().join("executor.log")) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => format!("<executor log unreadable: {e}>"),
+        }
     }
 
     /// Rows of the executor's ledger, through `pbs-executor jobs list --json`.
@@ -408,7 +505,7 @@ impl Drop for Executor {
 /// pool's `disk` endpoint, and an executor serving the pool.
 pub struct Scenario {
     pub pool: String,
-    pub queue: String,
+    pub queue: PoolQueues,
     pub bucket: String,
     pub template: String,
     pub executor: Executor,
@@ -424,6 +521,25 @@ impl Scenario {
         key_glob: &str,
         path: &str,
     ) -> Result<Self> {
+        Self::with(
+            stack,
+            name,
+            bucket,
+            key_glob,
+            path,
+            ExecutorOptions::default(),
+        )
+        .await
+    }
+
+    pub async fn with(
+        stack: &Stack,
+        name: &str,
+        bucket: Option<&str>,
+        key_glob: &str,
+        path: &str,
+        opts: ExecutorOptions,
+    ) -> Result<Self> {
         let pool = unique(name);
         let queue = stack.create_pool(&pool).await?;
         let bucket = match bucket {
@@ -438,7 +554,7 @@ impl Scenario {
         stack
             .create_template(&template_json(&template, &bucket, key_glob, &pool, path))
             .await?;
-        let executor = Executor::start(stack, &pool, &queue)?;
+        let executor = Executor::start_with(stack, &pool, &queue.url, opts)?;
         Ok(Self {
             pool,
             queue,

@@ -166,7 +166,7 @@ async fn a_duplicated_event_makes_one_job_and_one_copy() {
     stack
         .sqs
         .send_message()
-        .queue_url(queue)
+        .queue_url(&queue.url)
         .message_body(message.to_string())
         .send()
         .await

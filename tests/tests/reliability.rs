@@ -1,0 +1,376 @@
+//! Crashes, duplicates, outages and bad messages: the executor's exactly-once effect on an
+//! at-least-once cloud, with the real stack on the emulator, a real executor and real rclone.
+
+use std::time::Duration;
+
+use pbs_e2e::link::Link;
+use pbs_e2e::{ExecutorOptions, Scenario, Stack, eventually, s3_event, unique};
+use serde_json::{Value, json};
+
+/// Pseudo-random bytes, so a copy cannot succeed by accident.
+fn body(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = 0x2545_F491u32 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn partials(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".partial"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn job_message(sc: &Scenario, job_id: &str, key: &str, size: usize, etag: &str) -> String {
+    json!({
+        "v": 1, "job_id": job_id, "template_id": sc.template, "pool": sc.pool,
+        "source": {"type": "s3", "bucket": sc.bucket},
+        "files": [{"key": key, "size": size, "etag": etag, "dest_path": key}],
+        "destination": "disk", "created_at": "2026-11-25T00:00:00Z"
+    })
+    .to_string()
+}
+
+fn ledger_row(sc: &Scenario, job_id: &str) -> Option<Value> {
+    sc.executor
+        .ledger()
+        .ok()?
+        .into_iter()
+        .find(|r| r["job_id"] == job_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_copy_then_restart_delivers_exactly_the_right_bytes() {
+    let stack = Stack::connect().await.unwrap();
+    let opts = ExecutorOptions {
+        bandwidth_limit: Some("4M".into()),
+        visibility_timeout: Some(10),
+        ..Default::default()
+    };
+    let mut sc = Scenario::with(&stack, "crash", None, "**", "{key}", opts)
+        .await
+        .unwrap();
+    let data = body(24 * 1024 * 1024, 1);
+    let etag = stack
+        .put_object(&sc.bucket, "big take.mov", data.clone())
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &sc.bucket,
+            "big take.mov",
+            data.len() as u64,
+            &etag,
+            "00000000000000C1",
+        )])
+        .await
+        .unwrap();
+
+    // Kill the executor while rclone is writing its partial file.
+    let landing = sc.executor.landing.clone();
+    eventually(
+        Duration::from_secs(60),
+        "a partial file during the copy",
+        || async { Ok((!partials(&landing).is_empty()).then_some(())) },
+    )
+    .await
+    .unwrap();
+    sc.executor.kill9();
+    // rclone may outlive its parent for a moment; wait for it to be gone too.
+    eventually(
+        Duration::from_secs(20),
+        "the orphaned rclone to stop",
+        || async {
+            let out = std::process::Command::new("pgrep")
+                .args(["-f", landing.to_str().unwrap()])
+                .output()?;
+            Ok(out.stdout.is_empty().then_some(()))
+        },
+    )
+    .await
+    .ok();
+    assert!(
+        !landing.join("big take.mov").exists(),
+        "final name visible after a crash"
+    );
+
+    sc.executor.restart().unwrap();
+    let got = sc.executor.landed("big take.mov").await.unwrap();
+    assert!(
+        got == data,
+        "delivered {} bytes, expected {}",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        partials(&landing).is_empty(),
+        "stale partials: {:?}",
+        partials(&landing)
+    );
+
+    let jobs = stack.finished_jobs(&sc.template, 1).await.unwrap();
+    assert_eq!(jobs[0]["state"], "succeeded", "{:#}", jobs[0]);
+    assert_eq!(jobs[0]["attempt"], 2, "{:#}", jobs[0]);
+    assert_eq!(jobs[0]["result"]["bytes"], data.len() as u64);
+    let row = ledger_row(&sc, jobs[0]["job_id"].as_str().unwrap()).unwrap();
+    assert_eq!(row["attempts"], 2, "{row}");
+    assert!(
+        sc.executor.log().contains("removed a stale partial file"),
+        "{}",
+        sc.executor.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_job_message_three_times_is_one_copy_and_one_success() {
+    let stack = Stack::connect().await.unwrap();
+    let sc = Scenario::new(&stack, "thrice", None, "**", "{key}")
+        .await
+        .unwrap();
+    let data = body(300_000, 2);
+    let etag = stack
+        .put_object(&sc.bucket, "once.bin", data.clone())
+        .await
+        .unwrap();
+    let job_id = format!("ev-{}", "a".repeat(40));
+    let message = job_message(&sc, &job_id, "once.bin", data.len(), &etag);
+    for _ in 0..3 {
+        stack
+            .sqs
+            .send_message()
+            .queue_url(&sc.queue.url)
+            .message_body(&message)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(sc.executor.landed("once.bin").await.unwrap(), data);
+    let row = eventually(
+        Duration::from_secs(60),
+        "three deliveries in the ledger",
+        || async { Ok(ledger_row(&sc, &job_id).filter(|r| r["deliveries"] == 3)) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(row["attempts"], 1, "copied more than once: {row}");
+    let (status, job) = stack
+        .call("GET", &format!("/api/v1/jobs/{job_id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_messages_and_missing_sources_end_clearly_and_the_queue_keeps_flowing() {
+    let stack = Stack::connect().await.unwrap();
+    let sc = Scenario::new(&stack, "poison", None, "**", "{key}")
+        .await
+        .unwrap();
+    let marker = unique("poison");
+    let poison = format!("{{\"v\": 1, \"garbage\": \"{marker}\"}}");
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&sc.queue.url)
+        .message_body(&poison)
+        .send()
+        .await
+        .unwrap();
+
+    // A job whose source object is deleted before it runs.
+    let etag = stack
+        .put_object(&sc.bucket, "gone.txt", b"soon gone".to_vec())
+        .await
+        .unwrap();
+    stack
+        .s3
+        .delete_object()
+        .bucket(&sc.bucket)
+        .key("gone.txt")
+        .send()
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &sc.bucket,
+            "gone.txt",
+            9,
+            &etag,
+            "00000000000000D1",
+        )])
+        .await
+        .unwrap();
+    // And a good one after both.
+    let good = body(1000, 3);
+    let good_etag = stack
+        .put_object(&sc.bucket, "good.bin", good.clone())
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &sc.bucket,
+            "good.bin",
+            1000,
+            &good_etag,
+            "00000000000000D2",
+        )])
+        .await
+        .unwrap();
+
+    assert_eq!(sc.executor.landed("good.bin").await.unwrap(), good);
+    let jobs = stack.finished_jobs(&sc.template, 2).await.unwrap();
+    let gone = jobs
+        .iter()
+        .find(|j| j["files"][0]["key"] == "gone.txt")
+        .unwrap();
+    assert_eq!(gone["state"], "failed", "{gone:#}");
+    assert_eq!(gone["error_class"], "not_found", "{gone:#}");
+    let error = gone["error"].as_str().unwrap();
+    assert!(
+        error.contains("gone.txt") && error.contains("disk:gone.txt"),
+        "{error}"
+    );
+    assert_eq!(
+        gone["attempt"], 1,
+        "a not-found source must not be retried: {gone:#}"
+    );
+
+    // The poison message ends in the pool's DLQ (redrive after 3 receives).
+    let dlq = sc.queue.dlq_url.clone();
+    eventually(
+        Duration::from_secs(90),
+        "the poison message in the pool DLQ",
+        || async {
+            let out = stack
+                .sqs
+                .receive_message()
+                .queue_url(&dlq)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await?;
+            Ok(out
+                .messages()
+                .iter()
+                .any(|m| m.body() == Some(poison.as_str()))
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(sc.executor.log().contains("unprocessable job message"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_60_second_outage_loses_no_report_and_copies_nothing_twice() {
+    let stack = Stack::connect().await.unwrap();
+    let emulator: std::net::SocketAddr = stack
+        .output("EmulatorUrl")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Link::start(emulator).await.unwrap();
+    let opts = ExecutorOptions {
+        sqs_endpoint: Some(link.url()),
+        bandwidth_limit: Some("2M".into()),
+        visibility_timeout: Some(20),
+        ..Default::default()
+    };
+    let mut sc = Scenario::with(&stack, "outage", None, "**", "{key}", opts)
+        .await
+        .unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("take {i}.mov"), body(3 * 1024 * 1024, 10 + i)))
+        .collect();
+    let mut events = Vec::new();
+    for (i, (key, data)) in files.iter().enumerate() {
+        let etag = stack
+            .put_object(&sc.bucket, key, data.clone())
+            .await
+            .unwrap();
+        events.push(s3_event(
+            &sc.bucket,
+            key,
+            data.len() as u64,
+            &etag,
+            &format!("00000000000000E{i}"),
+        ));
+    }
+    stack.send_events(&events).await.unwrap();
+
+    // Cut the link once every job is running on the executor.
+    eventually(Duration::from_secs(60), "all jobs running", || async {
+        let rows = sc.executor.ledger()?;
+        Ok(
+            (rows.len() == files.len() && rows.iter().all(|r| r["state"] == "running"))
+                .then_some(()),
+        )
+    })
+    .await
+    .unwrap();
+    link.cut();
+    let cut_at = std::time::Instant::now();
+
+    // The copies finish while the cloud is away.
+    for (key, data) in &files {
+        assert_eq!(&sc.executor.landed(key).await.unwrap(), data);
+    }
+    eventually(
+        Duration::from_secs(60),
+        "outcomes in the ledger",
+        || async {
+            let rows = sc.executor.ledger()?;
+            Ok(rows.iter().all(|r| r["state"] == "succeeded").then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let (_, listed) = stack
+        .call("GET", "/api/v1/jobs?limit=500", None)
+        .await
+        .unwrap();
+    let mine: Vec<&Value> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["template_id"] == sc.template.as_str())
+        .collect();
+    assert!(
+        mine.iter().all(|j| j["state"] != "succeeded"),
+        "reports crossed a cut link: {mine:#?}"
+    );
+    // Hold the outage for a full minute.
+    let remaining = Duration::from_secs(60).saturating_sub(cut_at.elapsed());
+    tokio::time::sleep(remaining).await;
+    assert!(
+        sc.executor.is_running(),
+        "the executor died during the outage:\n{}",
+        sc.executor.log()
+    );
+    link.restore();
+
+    let jobs = stack
+        .finished_jobs(&sc.template, files.len())
+        .await
+        .unwrap();
+    for job in &jobs {
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert_eq!(job["attempt"], 1, "{job:#}");
+    }
+    // Messages the executor could not delete during the outage came back; none was copied again.
+    for row in sc.executor.ledger().unwrap() {
+        assert_eq!(row["attempts"], 1, "{row}");
+    }
+    sc.executor.terminate().unwrap();
+}
