@@ -470,7 +470,7 @@ root = "{landing}"
         let out = Command::new(executor_bin())
             .arg("--config")
             .arg(&self.config_path)
-            .args(["jobs", "list", "--json"])
+            .args(["jobs", "list", "--json", "--limit", "100000"])
             .output()?;
         if !out.status.success() {
             bail!("jobs list failed: {}", String::from_utf8_lossy(&out.stderr));

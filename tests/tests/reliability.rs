@@ -374,3 +374,91 @@ async fn a_60_second_outage_loses_no_report_and_copies_nothing_twice() {
     }
     sc.executor.terminate().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_executors_share_a_pool_and_do_each_of_200_jobs_once() {
+    let stack = Stack::connect().await.unwrap();
+    let sc = Scenario::new(&stack, "pair", None, "**", "{key}")
+        .await
+        .unwrap();
+    let second = pbs_e2e::Executor::start_with(
+        &stack,
+        &sc.pool,
+        &sc.queue.url,
+        ExecutorOptions {
+            name: Some("second".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let count = 200;
+    let mut events = Vec::new();
+    for i in 0..count {
+        let key = format!("batch/{i:03}.dat");
+        let etag = stack
+            .put_object(&sc.bucket, &key, body(4096, 100 + i))
+            .await
+            .unwrap();
+        events.push(s3_event(
+            &sc.bucket,
+            &key,
+            4096,
+            &etag,
+            &format!("{i:016X}"),
+        ));
+    }
+    for chunk in events.chunks(10) {
+        stack.send_events(chunk).await.unwrap();
+    }
+    let jobs = stack
+        .finished_jobs(&sc.template, count as usize)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), count as usize);
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "succeeded" && j["attempt"] == 1),
+        "{jobs:#?}"
+    );
+
+    let first_rows = sc.executor.ledger().unwrap();
+    let second_rows = second.ledger().unwrap();
+    assert!(
+        !first_rows.is_empty() && !second_rows.is_empty(),
+        "work was not shared"
+    );
+    let mut runs = std::collections::HashMap::<String, i64>::new();
+    for row in first_rows.iter().chain(&second_rows) {
+        *runs
+            .entry(row["job_id"].as_str().unwrap().to_owned())
+            .or_default() += row["attempts"].as_i64().unwrap();
+    }
+    assert_eq!(runs.len(), count as usize);
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a job ran more than once: {runs:?}"
+    );
+    for i in 0..count {
+        let key = format!("batch/{i:03}.dat");
+        let in_first = sc.executor.landing.join(&key).exists();
+        let in_second = second.landing.join(&key).exists();
+        assert!(
+            in_first ^ in_second,
+            "{key}: first={in_first} second={in_second}"
+        );
+        let landed = if in_first {
+            &sc.executor.landing
+        } else {
+            &second.landing
+        };
+        assert_eq!(
+            std::fs::read(landed.join(&key)).unwrap(),
+            body(4096, 100 + i)
+        );
+    }
+    eprintln!(
+        "jobs per executor: {} and {}",
+        first_rows.len(),
+        second_rows.len()
+    );
+}
