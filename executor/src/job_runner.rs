@@ -15,9 +15,6 @@ use crate::ledger::{Claim, Ledger, Outcome};
 use crate::rclone;
 use crate::status_outbox::StatusOutbox;
 
-/// Attempts of a job that keeps failing with a retryable error before it is reported failed.
-pub const MAX_ATTEMPTS: u32 = 3;
-
 /// What to do with the SQS message once the job is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
@@ -161,8 +158,10 @@ async fn run(
             let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued, None);
             return Disposition::Release(Duration::ZERO);
         }
-        Copy::Failed { class, error } if class.is_retryable() && attempt < MAX_ATTEMPTS => {
-            let delay = Duration::from_secs(5u64 << attempt.min(6));
+        Copy::Failed { class, error }
+            if class.is_retryable() && job.retry.may_retry_after(attempt) =>
+        {
+            let delay = job.retry.delay_after(attempt, jitter());
             warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
             let _ = ctx.ledger.finish(
                 &job.job_id,
@@ -205,6 +204,15 @@ async fn run(
         _ => error!(error = outcome.error.as_deref().unwrap_or(""), "job failed"),
     }
     Disposition::Delete
+}
+
+/// A number in [0, 1] that differs between executors and moments, to spread retries.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1001) / 1000.0
 }
 
 enum Copy {

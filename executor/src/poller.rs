@@ -132,7 +132,7 @@ impl Poller {
                 .change_message_visibility()
                 .queue_url(&self.queue_url)
                 .receipt_handle(receipt)
-                .visibility_timeout(after.as_secs().min(43_000) as i32)
+                .visibility_timeout(after.as_secs_f64().ceil().min(43_200.0) as i32)
                 .send()
                 .await
                 .map(|_| ())

@@ -106,12 +106,14 @@ fn common_args(log_file: &Path) -> Vec<String> {
         &log_file.to_string_lossy(),
         "--stats",
         "0",
+        // The executor retries whole attempts by the template's policy; inside one attempt rclone
+        // retries each request a few times only, so an unreachable endpoint fails in seconds.
         "--retries",
-        "3",
+        "1",
         "--low-level-retries",
-        "10",
+        "3",
         "--contimeout",
-        "15s",
+        "10s",
         "--timeout",
         "60s",
     ]
@@ -210,7 +212,14 @@ pub fn last_error(log_file: &Path, secrets: &[&str]) -> Option<String> {
     let msg = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| matches!(v["level"].as_str(), Some("error" | "critical" | "fatal")))
+        // rclone logs a failed copy as an error, or as a notice starting "Failed to".
+        .filter(|v| match v["level"].as_str() {
+            Some("error" | "critical" | "fatal") => true,
+            Some("notice") => v["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Failed to")),
+            _ => false,
+        })
         .filter_map(|v| {
             let msg = v["msg"].as_str()?.trim().to_owned();
             Some(match v["object"].as_str() {
@@ -345,6 +354,7 @@ mod tests {
             &log,
             concat!(
                 "{\"level\":\"info\",\"msg\":\"starting\"}\n",
+                "{\"level\":\"notice\",\"msg\":\"Config file not found\"}\n",
                 "not json\n",
                 "{\"level\":\"error\",\"msg\":\"Failed to copy: key s3cr3t-value refused\",\"object\":\"a.txt\"}\n",
             ),
@@ -353,5 +363,16 @@ mod tests {
         let e = last_error(&log, &["s3cr3t-value"]).unwrap();
         assert_eq!(e, "a.txt: Failed to copy: key *** refused");
         assert_eq!(last_error(&dir.path().join("none.log"), &[]), None);
+
+        // A failed copyto is logged as a notice.
+        std::fs::write(
+            &log,
+            "{\"level\":\"notice\",\"msg\":\"Failed to copyto: connection refused\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_error(&log, &[]).unwrap(),
+            "Failed to copyto: connection refused"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod matching;
 pub mod message;
 pub mod names;
 pub mod path_template;
+pub mod retry;
 pub mod s3_key;
 pub mod template;
 
@@ -20,4 +21,5 @@ pub use matching::{CompiledTemplate, ObjectRef, TemplateSet};
 pub use message::{JobFile, JobMessage, JobResult, JobSource, MessageError, StatusMessage};
 pub use names::{EndpointName, ExecutorId, JobId, NameError, PoolName, TemplateId};
 pub use path_template::PathTemplate;
+pub use retry::RetryPolicy;
 pub use template::{FieldError, Template};

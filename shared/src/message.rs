@@ -98,6 +98,9 @@ pub struct JobMessage {
     pub files: Vec<JobFile>,
     /// The destination endpoint, resolved by the executor from its own configuration.
     pub destination: EndpointName,
+    /// Attempts and backoff for retryable failures (the template's policy).
+    #[serde(default)]
+    pub retry: crate::retry::RetryPolicy,
     pub created_at: DateTime<Utc>,
 }
 

@@ -41,6 +41,18 @@ pub struct Template {
     pub trigger: Trigger,
     /// Where the files go.
     pub destination: Destination,
+    /// How the jobs run.
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// How a template's jobs run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Attempts and backoff for retryable failures.
+    #[serde(default)]
+    pub retry: crate::retry::RetryPolicy,
 }
 
 fn enabled_default() -> bool {
@@ -95,6 +107,10 @@ impl Template {
 
     /// Checks the rules that a type alone does not carry.
     pub fn validate(&self) -> Result<(), FieldError> {
+        self.options
+            .retry
+            .check()
+            .map_err(|(field, m)| FieldError::new(format!("options.retry.{field}"), m))?;
         match &self.trigger {
             Trigger::S3 {
                 bucket,
@@ -216,6 +232,25 @@ mod tests {
         v["trigger"]["max_size"] = 5.into();
         let e = Template::from_json(v.to_string().as_bytes()).unwrap_err();
         assert_eq!(e.field, "trigger.min_size");
+    }
+
+    #[test]
+    fn retry_policy_defaults_and_validation() {
+        let t = Template::from_json(body("{key}", "**").as_bytes()).unwrap();
+        assert_eq!(t.options.retry, crate::RetryPolicy::default());
+        let mut v: serde_json::Value = serde_json::from_str(&body("{key}", "**")).unwrap();
+        v["options"] = serde_json::json!({"retry": {"max_attempts": 50}});
+        let e = Template::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field, "options.retry.max_attempts");
+        v["options"] = serde_json::json!({"retry": {"max_attempts": 5, "backoff_seconds": 2}});
+        let t = Template::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (
+                t.options.retry.max_attempts,
+                t.options.retry.max_backoff_seconds
+            ),
+            (5, 300)
+        );
     }
 
     #[test]

@@ -346,6 +346,8 @@ fn executor_bin() -> String {
 pub struct ExecutorOptions {
     /// SQS endpoint (e.g. a [`link::Link`] to cut); S3 is still read from the emulator directly.
     pub sqs_endpoint: Option<String>,
+    /// S3 endpoint for reading sources (e.g. a [`link::Link`] to cut); default the emulator.
+    pub s3_endpoint: Option<String>,
     /// rclone `--bwlimit`, to make copies slow enough to interrupt.
     pub bandwidth_limit: Option<String>,
     /// Seconds; default 60.
@@ -389,6 +391,7 @@ impl Executor {
         let id = format!("{pool}-{}", opts.name.as_deref().unwrap_or("exec"));
         let emulator = stack.output("EmulatorUrl");
         let sqs_endpoint = opts.sqs_endpoint.as_deref().unwrap_or(emulator);
+        let s3_endpoint = opts.s3_endpoint.as_deref().unwrap_or(emulator);
         let bandwidth = opts
             .bandwidth_limit
             .map(|b| format!("bandwidth_limit = \"{b}\"\n"))
@@ -404,7 +407,7 @@ shutdown_grace_seconds = 5
 [cloud]
 region = "us-east-1"
 endpoint_url = "{sqs_endpoint}"
-s3_endpoint_url = "{emulator}"
+s3_endpoint_url = "{s3_endpoint}"
 work_queue_url = "{work_queue_url}"
 status_queue_url = "{status}"
 wait_seconds = 1

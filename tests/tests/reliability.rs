@@ -462,3 +462,110 @@ async fn two_executors_share_a_pool_and_do_each_of_200_jobs_once() {
         second_rows.len()
     );
 }
+
+/// A scenario whose executor reads S3 through a link the test can cut, with a retry policy.
+async fn scenario_behind_a_cut_link(stack: &Stack, name: &str, retry: Value) -> (Scenario, Link) {
+    let emulator: std::net::SocketAddr = stack
+        .output("EmulatorUrl")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = Link::start(emulator).await.unwrap();
+    link.cut();
+    let opts = ExecutorOptions {
+        s3_endpoint: Some(link.url()),
+        ..Default::default()
+    };
+    let sc = Scenario::with(stack, name, None, "**", "{key}", opts)
+        .await
+        .unwrap();
+    let mut template = pbs_e2e::template_json(&sc.template, &sc.bucket, "**", &sc.pool, "{key}");
+    template["options"] = json!({ "retry": retry });
+    let (status, body) = stack
+        .call(
+            "PUT",
+            &format!("/api/v1/templates/{}", sc.template),
+            Some(&template),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    (sc, link)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retryable_failure_is_retried_by_the_template_policy_and_then_succeeds() {
+    let stack = Stack::connect().await.unwrap();
+    let retry = json!({"max_attempts": 4, "backoff_seconds": 1, "max_backoff_seconds": 2});
+    let (sc, link) = scenario_behind_a_cut_link(&stack, "retry", retry).await;
+    let data = body(50_000, 4);
+    let etag = stack
+        .put_object(&sc.bucket, "flaky.bin", data.clone())
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &sc.bucket,
+            "flaky.bin",
+            data.len() as u64,
+            &etag,
+            "00000000000000F1",
+        )])
+        .await
+        .unwrap();
+    // The first attempt fails on the cut link and waits for its retry.
+    eventually(
+        Duration::from_secs(60),
+        "a failed first attempt",
+        || async {
+            Ok(sc.executor.ledger()?.into_iter().find(|r| {
+                // The error of a failed attempt stays on the row while the next one runs.
+                r["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("flaky.bin") && e.contains("Failed to copyto"))
+            }))
+        },
+    )
+    .await
+    .unwrap();
+    link.restore();
+    assert_eq!(sc.executor.landed("flaky.bin").await.unwrap(), data);
+    let jobs = stack.finished_jobs(&sc.template, 1).await.unwrap();
+    assert_eq!(jobs[0]["state"], "succeeded", "{:#}", jobs[0]);
+    let attempt = jobs[0]["attempt"].as_i64().unwrap();
+    assert!(attempt >= 2, "{:#}", jobs[0]);
+    let row = ledger_row(&sc, jobs[0]["job_id"].as_str().unwrap()).unwrap();
+    assert_eq!(row["attempts"].as_i64().unwrap(), attempt, "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_out_of_attempts_fails_with_its_last_error() {
+    let stack = Stack::connect().await.unwrap();
+    let retry = json!({"max_attempts": 2, "backoff_seconds": 1, "max_backoff_seconds": 1});
+    let (sc, _link) = scenario_behind_a_cut_link(&stack, "exhaust", retry).await;
+    let etag = stack
+        .put_object(&sc.bucket, "never.bin", b"never".to_vec())
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &sc.bucket,
+            "never.bin",
+            5,
+            &etag,
+            "00000000000000F2",
+        )])
+        .await
+        .unwrap();
+    let jobs = stack.finished_jobs(&sc.template, 1).await.unwrap();
+    let job = &jobs[0];
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert_eq!(job["attempt"], 2, "{job:#}");
+    assert_eq!(job["error_class"], "retryable", "{job:#}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("never.bin") && error.contains("Failed to copyto"),
+        "{error}"
+    );
+    assert!(!sc.executor.landing.join("never.bin").exists());
+}

@@ -165,6 +165,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                         dest_path,
                     }],
                     destination: template.destination.endpoint.clone(),
+                    retry: template.options.retry,
                     created_at: now,
                 }),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {
