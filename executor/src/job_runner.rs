@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use pbs_shared::message::sequencer_cmp;
 use pbs_shared::{ErrorClass, JobId, JobMessage, JobResult, JobSource, JobState};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Config;
+use crate::dest_locks::DestLocks;
 use crate::endpoints;
 use crate::ledger::{Claim, Ledger, Outcome};
 use crate::rclone;
@@ -33,6 +35,7 @@ pub struct JobContext {
     pub ledger: Arc<Ledger>,
     pub status: Arc<StatusOutbox>,
     pub credentials: SharedCredentialsProvider,
+    pub dest_locks: DestLocks,
 }
 
 /// A received message.
@@ -84,6 +87,7 @@ fn failure_result(class: ErrorClass, error: String, duration_ms: u64) -> JobResu
         duration_ms,
         error_class: Some(class),
         error: Some(error),
+        note: None,
     }
 }
 
@@ -116,6 +120,7 @@ async fn run(
                 duration_ms: prev.duration_ms,
                 error_class: None,
                 error: None,
+                note: None,
             };
             // Reported as the attempt that did the copy, so the job's history stays true.
             let report = ctx.status.message(
@@ -150,7 +155,19 @@ async fn run(
     let duration_ms = started.elapsed().as_millis() as u64;
 
     let outcome = match copied {
-        Copy::Done { files, bytes } => Outcome::succeeded(files, bytes, duration_ms),
+        Copy::Done {
+            files,
+            bytes,
+            superseded,
+        } => {
+            let note = (!superseded.is_empty()).then(|| {
+                format!(
+                    "skipped as superseded (a newer write was already delivered): {}",
+                    superseded.join(", ")
+                )
+            });
+            Outcome::succeeded(files, bytes, duration_ms, note)
+        }
         Copy::Interrupted => {
             warn!("interrupted by shutdown; releasing the job to another executor");
             let requeued =
@@ -179,6 +196,7 @@ async fn run(
         duration_ms,
         error_class: outcome.error_class,
         error: outcome.error.clone(),
+        note: outcome.note.clone(),
     };
     let report = ctx
         .status
@@ -216,8 +234,16 @@ fn jitter() -> f64 {
 }
 
 enum Copy {
-    Done { files: u64, bytes: u64 },
-    Failed { class: ErrorClass, error: String },
+    Done {
+        files: u64,
+        bytes: u64,
+        /// Keys not copied because a newer write of them was already delivered.
+        superseded: Vec<String>,
+    },
+    Failed {
+        class: ErrorClass,
+        error: String,
+    },
     Interrupted,
 }
 
@@ -234,6 +260,7 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
     };
     let mut files = 0;
     let mut bytes = 0;
+    let mut superseded = Vec::new();
     for file in &job.files {
         let source = match endpoints::s3_source(ctx.config.cloud.as_ref(), &creds) {
             Ok(r) => r,
@@ -257,6 +284,30 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
                 };
             }
         };
+        // Writes of one path run one at a time, and an older write never replaces a newer one.
+        let _path_lock = ctx
+            .dest_locks
+            .lock(job.destination.as_str(), file.dest_path.as_str())
+            .await;
+        if let Some(seq) = &file.sequencer {
+            match ctx
+                .ledger
+                .delivered_sequencer(job.destination.as_str(), file.dest_path.as_str())
+            {
+                Ok(Some(known)) if sequencer_cmp(&known, seq).is_gt() => {
+                    info!(key = %file.key, "a newer write of this key was already delivered; skipped");
+                    superseded.push(file.key.clone());
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Copy::Failed {
+                        class: ErrorClass::Internal,
+                        error: e.to_string(),
+                    };
+                }
+            }
+        }
         let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
         let secrets: Vec<String> = source.secrets().map(str::to_owned).collect();
         let inv = rclone::copy_file(
@@ -329,8 +380,25 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
                 }
             }
         }
+        if let Some(seq) = &file.sequencer
+            && let Err(e) = ctx.ledger.record_delivered(
+                job.destination.as_str(),
+                file.dest_path.as_str(),
+                seq,
+                &job.job_id,
+            )
+        {
+            return Copy::Failed {
+                class: ErrorClass::Internal,
+                error: e.to_string(),
+            };
+        }
         files += 1;
         bytes += file.size;
     }
-    Copy::Done { files, bytes }
+    Copy::Done {
+        files,
+        bytes,
+        superseded,
+    }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::Utc;
+use pbs_shared::message::sequencer_cmp;
 use pbs_shared::{ErrorClass, JobId, JobMessage, JobState};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -42,6 +43,8 @@ pub struct PreviousRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub state: JobState,
+    /// For a success: what an operator should know (files skipped as superseded).
+    pub note: Option<String>,
     pub files: u64,
     pub bytes: u64,
     pub duration_ms: u64,
@@ -50,9 +53,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn succeeded(files: u64, bytes: u64, duration_ms: u64) -> Self {
+    pub fn succeeded(files: u64, bytes: u64, duration_ms: u64, note: Option<String>) -> Self {
         Self {
             state: JobState::Succeeded,
+            note,
             files,
             bytes,
             duration_ms,
@@ -64,6 +68,7 @@ impl Outcome {
     pub fn failed(class: ErrorClass, error: String, duration_ms: u64) -> Self {
         Self {
             state: JobState::Failed,
+            note: None,
             files: 0,
             bytes: 0,
             duration_ms,
@@ -76,6 +81,7 @@ impl Outcome {
     pub fn requeued(class: Option<ErrorClass>, error: String, duration_ms: u64) -> Self {
         Self {
             state: JobState::Queued,
+            note: None,
             files: 0,
             bytes: 0,
             duration_ms,
@@ -127,6 +133,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     job_id     TEXT NOT NULL,
     body       TEXT NOT NULL,
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paths (
+    endpoint  TEXT NOT NULL,
+    dest_path TEXT NOT NULL,
+    sequencer TEXT NOT NULL,
+    job_id    TEXT NOT NULL,
+    PRIMARY KEY (endpoint, dest_path)
 );
 CREATE TABLE IF NOT EXISTS attempts (
     job_id      TEXT NOT NULL,
@@ -299,6 +312,44 @@ impl Ledger {
         Ok(())
     }
 
+    /// The sequencer of the newest write delivered to `dest_path` on `endpoint`, if known.
+    pub fn delivered_sequencer(
+        &self,
+        endpoint: &str,
+        dest_path: &str,
+    ) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT sequencer FROM paths WHERE endpoint = ?1 AND dest_path = ?2",
+                params![endpoint, dest_path],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records that the write with `sequencer` was delivered to `dest_path`, unless a newer one
+    /// already was.
+    pub fn record_delivered(
+        &self,
+        endpoint: &str,
+        dest_path: &str,
+        sequencer: &str,
+        job_id: &JobId,
+    ) -> Result<(), LedgerError> {
+        let newer_known = self
+            .delivered_sequencer(endpoint, dest_path)?
+            .is_some_and(|known| sequencer_cmp(&known, sequencer).is_gt());
+        if !newer_known {
+            self.conn().execute(
+                "INSERT INTO paths (endpoint, dest_path, sequencer, job_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(endpoint, dest_path) DO UPDATE SET sequencer = ?3, job_id = ?4",
+                params![endpoint, dest_path, sequencer, job_id.as_str()],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Adds a status report to the outbox.
     pub fn enqueue_report(&self, job_id: &JobId, body: &str) -> Result<(), LedgerError> {
         insert_outbox(&self.conn(), job_id, body)?;
@@ -413,7 +464,7 @@ mod tests {
             // A concurrent duplicate is not allowed to run too.
             assert_eq!(ledger.claim(&job, "{}").unwrap(), Claim::InFlight);
             ledger.start_attempt(&job.job_id, 1).unwrap();
-            let outcome = Outcome::succeeded(1, 1048576, 5);
+            let outcome = Outcome::succeeded(1, 1048576, 5, None);
             ledger
                 .finish(&job.job_id, 1, &outcome, Some("{\"report\":1}"))
                 .unwrap();
@@ -454,7 +505,7 @@ mod tests {
         );
         ledger.start_attempt(&job.job_id, 2).unwrap();
         ledger
-            .finish(&job.job_id, 2, &Outcome::succeeded(1, 10, 1), None)
+            .finish(&job.job_id, 2, &Outcome::succeeded(1, 10, 1, None), None)
             .unwrap();
         // A new version of the source under the same job id is copied again.
         job.files[0].etag = Some("\"other\"".into());
@@ -462,6 +513,38 @@ mod tests {
             ledger.claim(&job, "{}").unwrap(),
             Claim::Run { deliveries: 3 }
         );
+    }
+
+    #[test]
+    fn only_newer_writes_replace_the_delivered_sequencer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let id = JobId::parse("ev-1").unwrap();
+        assert_eq!(ledger.delivered_sequencer("disk", "a.mov").unwrap(), None);
+        ledger
+            .record_delivered("disk", "a.mov", "00A2", &id)
+            .unwrap();
+        ledger
+            .record_delivered("disk", "a.mov", "00A1", &id)
+            .unwrap();
+        assert_eq!(
+            ledger
+                .delivered_sequencer("disk", "a.mov")
+                .unwrap()
+                .as_deref(),
+            Some("00A2")
+        );
+        ledger
+            .record_delivered("disk", "a.mov", "00B0", &id)
+            .unwrap();
+        assert_eq!(
+            ledger
+                .delivered_sequencer("disk", "a.mov")
+                .unwrap()
+                .as_deref(),
+            Some("00B0")
+        );
+        assert_eq!(ledger.delivered_sequencer("share", "a.mov").unwrap(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! pbs-executor: the on-prem daemon of PBS Rclone and its command line.
 
 mod config;
+mod dest_locks;
 mod endpoints;
 mod job_runner;
 mod ledger;
@@ -179,6 +180,7 @@ async fn run(config: Config) -> Result<()> {
         ledger: ledger.clone(),
         status: status.clone(),
         credentials,
+        dest_locks: Default::default(),
     });
     info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), "executor starting");
 

@@ -211,6 +211,7 @@ mod tests {
             duration_ms: 3,
             error_class: None,
             error: None,
+            note: None,
         };
         let done = serde_json::to_value(s.message(&id, 1, JobState::Succeeded, Some(ok))).unwrap();
         assert_eq!(
@@ -223,6 +224,7 @@ mod tests {
             duration_ms: 3,
             error_class: Some(pbs_shared::ErrorClass::NotFound),
             error: Some("gone".into()),
+            note: None,
         };
         let failed =
             serde_json::to_value(s.message(&id, 1, JobState::Failed, Some(failed))).unwrap();

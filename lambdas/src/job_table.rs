@@ -249,6 +249,9 @@ impl JobTable {
             if let Some(err) = &r.error {
                 update = update.set("error", s(err));
             }
+            if let Some(note) = &r.note {
+                update = update.set("note", s(note));
+            }
         }
         // Same rule as JobState::may_become: nothing replaces a terminal state; within an attempt
         // the rank must rise; a later attempt may restart `running`.
@@ -361,6 +364,8 @@ pub struct JobView {
     pub error_class: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -398,6 +403,7 @@ impl JobView {
             result,
             error_class: opt("error_class"),
             error: opt("error"),
+            note: opt("note"),
         }
     }
 }

@@ -82,8 +82,20 @@ pub struct JobFile {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// The S3 event's sequencer: orders writes of the same key (see [`sequencer_cmp`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
     /// Path under the destination endpoint's root.
     pub dest_path: DestPath,
+}
+
+/// Orders two S3 event sequencers of the same key: hexadecimal strings compared after padding
+/// the shorter with leading zeros (as S3 documents).
+pub fn sequencer_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let width = a.len().max(b.len());
+    format!("{a:0>width$}")
+        .to_ascii_uppercase()
+        .cmp(&format!("{b:0>width$}").to_ascii_uppercase())
 }
 
 /// A job sent to a pool's work queue: one source, one or more files, one destination endpoint.
@@ -128,6 +140,10 @@ pub struct JobResult {
     /// What went wrong, naming endpoint and path, never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Anything an operator should know about a success (e.g. a file skipped because a newer
+    /// version of it was already delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A report from an executor to the StatusQueue.
@@ -220,6 +236,21 @@ mod tests {
             failed.result.unwrap().error_class,
             Some(ErrorClass::NotFound)
         );
+    }
+
+    #[test]
+    fn sequencers_order_like_s3_says() {
+        use std::cmp::Ordering::*;
+        assert_eq!(
+            sequencer_cmp("0055AED6DCD90281E5", "0055AED6DCD90281E6"),
+            Less
+        );
+        assert_eq!(
+            sequencer_cmp("55AED6DCD90281E6", "0055AED6DCD90281E5"),
+            Greater
+        );
+        assert_eq!(sequencer_cmp("00ff", "FF"), Equal);
+        assert_eq!(sequencer_cmp("A", "0B"), Less);
     }
 
     #[test]

@@ -569,3 +569,51 @@ async fn a_job_out_of_attempts_fails_with_its_last_error() {
     );
     assert!(!sc.executor.landing.join("never.bin").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_overwritten_during_its_copy_ends_with_the_newer_content() {
+    let stack = Stack::connect().await.unwrap();
+    let prefix = unique("over");
+    let opts = ExecutorOptions {
+        bandwidth_limit: Some("4M".into()),
+        ..Default::default()
+    };
+    let source = stack.source_bucket().to_owned();
+    let sc = Scenario::with(
+        &stack,
+        "order",
+        Some(&source),
+        &format!("{prefix}/**"),
+        "{key}",
+        opts,
+    )
+    .await
+    .unwrap();
+    let key = format!("{prefix}/shot.mov");
+    let older = body(12 * 1024 * 1024, 21);
+    let newer = body(100_000, 22);
+    // Real S3 notifications carry the sequencers that order the two writes.
+    stack.put_object(&source, &key, older).await.unwrap();
+    let folder = sc.executor.landing.join(&prefix);
+    eventually(
+        Duration::from_secs(60),
+        "the older write being copied",
+        || async { Ok((!partials(&folder).is_empty()).then_some(())) },
+    )
+    .await
+    .unwrap();
+    stack
+        .put_object(&source, &key, newer.clone())
+        .await
+        .unwrap();
+
+    let jobs = stack.finished_jobs(&sc.template, 2).await.unwrap();
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
+    let landed = std::fs::read(sc.executor.landing.join(&key)).unwrap();
+    assert!(
+        landed == newer,
+        "the destination holds {} bytes, not the newer write",
+        landed.len()
+    );
+    assert!(partials(&folder).is_empty());
+}

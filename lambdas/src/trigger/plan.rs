@@ -162,6 +162,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                         size: object.size,
                         etag: object.etag.clone(),
                         version_id: object.version_id.clone(),
+                        sequencer: object.sequencer.clone(),
                         dest_path,
                     }],
                     destination: template.destination.endpoint.clone(),
