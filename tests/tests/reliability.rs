@@ -617,3 +617,69 @@ async fn a_key_overwritten_during_its_copy_ends_with_the_newer_content() {
     );
     assert!(partials(&folder).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_releases_a_running_job_to_another_executor_at_once() {
+    let stack = Stack::connect().await.unwrap();
+    let slow = ExecutorOptions {
+        bandwidth_limit: Some("2M".into()),
+        // Long enough that only an explicit release can hand the job over in time.
+        visibility_timeout: Some(600),
+        ..Default::default()
+    };
+    let mut sc = Scenario::with(&stack, "term", None, "**", "{key}", slow)
+        .await
+        .unwrap();
+    let data = body(30 * 1024 * 1024, 31);
+    let etag = stack
+        .put_object(&sc.bucket, "long.mov", data.clone())
+        .await
+        .unwrap();
+    stack
+        .send_events(&[s3_event(
+            &sc.bucket,
+            "long.mov",
+            data.len() as u64,
+            &etag,
+            "00000000000000A7",
+        )])
+        .await
+        .unwrap();
+    let first_landing = sc.executor.landing.clone();
+    eventually(Duration::from_secs(60), "the copy to start", || async {
+        Ok((!partials(&first_landing).is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // SIGTERM: the copy cannot finish within the 5 s grace, so rclone is stopped (it removes its
+    // partial) and the message is released.
+    sc.executor.terminate().unwrap();
+    assert!(
+        partials(&first_landing).is_empty(),
+        "{:?}",
+        partials(&first_landing)
+    );
+    assert!(!first_landing.join("long.mov").exists());
+    assert!(
+        sc.executor.log().contains("releasing"),
+        "{}",
+        sc.executor.log()
+    );
+
+    let second = pbs_e2e::Executor::start_with(
+        &stack,
+        &sc.pool,
+        &sc.queue.url,
+        ExecutorOptions {
+            name: Some("second".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(second.landed("long.mov").await.unwrap(), data);
+    let jobs = stack.finished_jobs(&sc.template, 1).await.unwrap();
+    assert_eq!(jobs[0]["state"], "succeeded", "{:#}", jobs[0]);
+    assert_eq!(jobs[0]["attempt"], 2, "{:#}", jobs[0]);
+    assert_eq!(jobs[0]["executor_id"], second.id.as_str());
+}
