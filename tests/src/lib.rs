@@ -253,6 +253,36 @@ impl Stack {
         .await
     }
 
+    /// PUTs an object to a bucket without notifications and delivers its `ObjectCreated` event
+    /// (with `sequencer`) to the EventsQueue; returns the ETag.
+    pub async fn put_and_announce(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        sequencer: &str,
+    ) -> Result<String> {
+        let size = body.len() as u64;
+        let etag = self.put_object(bucket, key, body).await?;
+        self.send_events(&[s3_event(bucket, key, size, &etag, sequencer)])
+            .await?;
+        Ok(etag)
+    }
+
+    /// The messages in a queue right now, left visible for others (for dead-letter checks).
+    pub async fn peek(&self, queue_url: &str) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .message_attribute_names("All")
+            .send()
+            .await?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
     /// Sends raw bodies to the EventsQueue in one batch, as S3 would (possibly duplicated).
     pub async fn send_events(&self, bodies: &[String]) -> Result<()> {
         let entries = bodies

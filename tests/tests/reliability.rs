@@ -61,18 +61,8 @@ async fn kill_9_during_a_copy_then_restart_delivers_exactly_the_right_bytes() {
         .await
         .unwrap();
     let data = body(24 * 1024 * 1024, 1);
-    let etag = stack
-        .put_object(&sc.bucket, "big take.mov", data.clone())
-        .await
-        .unwrap();
     stack
-        .send_events(&[s3_event(
-            &sc.bucket,
-            "big take.mov",
-            data.len() as u64,
-            &etag,
-            "00000000000000C1",
-        )])
+        .put_and_announce(&sc.bucket, "big take.mov", data.clone(), "00000000000000C1")
         .await
         .unwrap();
 
@@ -213,18 +203,8 @@ async fn poison_messages_and_missing_sources_end_clearly_and_the_queue_keeps_flo
         .unwrap();
     // And a good one after both.
     let good = body(1000, 3);
-    let good_etag = stack
-        .put_object(&sc.bucket, "good.bin", good.clone())
-        .await
-        .unwrap();
     stack
-        .send_events(&[s3_event(
-            &sc.bucket,
-            "good.bin",
-            1000,
-            &good_etag,
-            "00000000000000D2",
-        )])
+        .put_and_announce(&sc.bucket, "good.bin", good.clone(), "00000000000000D2")
         .await
         .unwrap();
 
@@ -252,16 +232,8 @@ async fn poison_messages_and_missing_sources_end_clearly_and_the_queue_keeps_flo
         Duration::from_secs(90),
         "the poison message in the pool DLQ",
         || async {
-            let out = stack
-                .sqs
-                .receive_message()
-                .queue_url(&dlq)
-                .max_number_of_messages(10)
-                .visibility_timeout(0)
-                .send()
-                .await?;
-            Ok(out
-                .messages()
+            let messages = stack.peek(&dlq).await?;
+            Ok(messages
                 .iter()
                 .any(|m| m.body() == Some(poison.as_str()))
                 .then_some(()))
@@ -499,18 +471,8 @@ async fn a_retryable_failure_is_retried_by_the_template_policy_and_then_succeeds
     let retry = json!({"max_attempts": 4, "backoff_seconds": 1, "max_backoff_seconds": 2});
     let (sc, link) = scenario_behind_a_cut_link(&stack, "retry", retry).await;
     let data = body(50_000, 4);
-    let etag = stack
-        .put_object(&sc.bucket, "flaky.bin", data.clone())
-        .await
-        .unwrap();
     stack
-        .send_events(&[s3_event(
-            &sc.bucket,
-            "flaky.bin",
-            data.len() as u64,
-            &etag,
-            "00000000000000F1",
-        )])
+        .put_and_announce(&sc.bucket, "flaky.bin", data.clone(), "00000000000000F1")
         .await
         .unwrap();
     // The first attempt fails on the cut link and waits for its retry.
@@ -543,18 +505,13 @@ async fn a_job_out_of_attempts_fails_with_its_last_error() {
     let stack = Stack::connect().await.unwrap();
     let retry = json!({"max_attempts": 2, "backoff_seconds": 1, "max_backoff_seconds": 1});
     let (sc, _link) = scenario_behind_a_cut_link(&stack, "exhaust", retry).await;
-    let etag = stack
-        .put_object(&sc.bucket, "never.bin", b"never".to_vec())
-        .await
-        .unwrap();
     stack
-        .send_events(&[s3_event(
+        .put_and_announce(
             &sc.bucket,
             "never.bin",
-            5,
-            &etag,
+            b"never".to_vec(),
             "00000000000000F2",
-        )])
+        )
         .await
         .unwrap();
     let jobs = stack.finished_jobs(&sc.template, 1).await.unwrap();
@@ -631,18 +588,8 @@ async fn sigterm_releases_a_running_job_to_another_executor_at_once() {
         .await
         .unwrap();
     let data = body(30 * 1024 * 1024, 31);
-    let etag = stack
-        .put_object(&sc.bucket, "long.mov", data.clone())
-        .await
-        .unwrap();
     stack
-        .send_events(&[s3_event(
-            &sc.bucket,
-            "long.mov",
-            data.len() as u64,
-            &etag,
-            "00000000000000A7",
-        )])
+        .put_and_announce(&sc.bucket, "long.mov", data.clone(), "00000000000000A7")
         .await
         .unwrap();
     let first_landing = sc.executor.landing.clone();

@@ -244,18 +244,8 @@ async fn a_template_naming_a_pool_without_a_queue_fails_its_jobs_clearly() {
         .create_template(&template_json(&tpl, &bucket, "**", &pool, "{key}"))
         .await
         .unwrap();
-    let etag = stack
-        .put_object(&bucket, "orphan.txt", b"x".to_vec())
-        .await
-        .unwrap();
     stack
-        .send_events(&[s3_event(
-            &bucket,
-            "orphan.txt",
-            1,
-            &etag,
-            "0000000000000005EE",
-        )])
+        .put_and_announce(&bucket, "orphan.txt", b"x".to_vec(), "0000000000000005EE")
         .await
         .unwrap();
     let jobs = stack.finished_jobs(&tpl, 1).await.unwrap();
@@ -330,17 +320,8 @@ async fn bad_records_are_reported_while_the_rest_of_the_batch_succeeds() {
         Duration::from_secs(60),
         "both bad bodies in the DLQ",
         || async {
-            let out = stack
-                .sqs
-                .receive_message()
-                .queue_url(&dlq)
-                .max_number_of_messages(10)
-                .visibility_timeout(0)
-                .message_attribute_names("All")
-                .send()
-                .await?;
-            let mine: Vec<(String, String)> = out
-                .messages()
+            let messages = stack.peek(&dlq).await?;
+            let mine: Vec<(String, String)> = messages
                 .iter()
                 .filter(|m| m.body().is_some_and(|b| b.contains(&marker)))
                 .map(|m| {
