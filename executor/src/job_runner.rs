@@ -113,22 +113,19 @@ async fn run(
             return Disposition::Delete;
         }
         Claim::Done(prev) => {
-            info!("already delivered this version; acknowledging without copying");
+            info!(state = %prev.state, "this version's job already ended here; acknowledging without running it again");
             let result = JobResult {
                 files: prev.files,
                 bytes: prev.bytes,
                 duration_ms: prev.duration_ms,
-                error_class: None,
-                error: None,
+                error_class: prev.error_class,
+                error: prev.error.clone(),
                 note: None,
             };
-            // Reported as the attempt that did the copy, so the job's history stays true.
-            let report = ctx.status.message(
-                &job.job_id,
-                prev.attempt.max(1),
-                JobState::Succeeded,
-                Some(result),
-            );
+            // Reported as the attempt that ended it, so the job's history stays true.
+            let report =
+                ctx.status
+                    .message(&job.job_id, prev.attempt.max(1), prev.state, Some(result));
             return match ctx.status.report(&report) {
                 Ok(()) => Disposition::Delete,
                 Err(e) => {

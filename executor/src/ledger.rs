@@ -22,7 +22,7 @@ pub struct LedgerError(#[from] rusqlite::Error);
 pub enum Claim {
     /// This delivery runs the job; the ledger now shows it running.
     Run { deliveries: u32 },
-    /// The job already succeeded here for the same source version.
+    /// The job already ended here (succeeded, or failed for good) for the same source version.
     Done(PreviousRun),
     /// Another delivery of the same job is running here right now.
     InFlight,
@@ -37,6 +37,8 @@ pub struct PreviousRun {
     pub files: u64,
     pub bytes: u64,
     pub duration_ms: u64,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
 }
 
 /// A recorded outcome.
@@ -199,29 +201,26 @@ impl Ledger {
         let previous = tx
             .query_row(
                 "SELECT state, source_version, COALESCE(files,0), COALESCE(bytes,0), COALESCE(duration_ms,0),
-                        (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.job_id = jobs.job_id AND a.state = jobs.state)
+                        (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.job_id = jobs.job_id AND a.state = jobs.state),
+                        error_class, error
                  FROM jobs WHERE job_id = ?1",
                 params![job.job_id.as_str()],
                 |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)? as u64,
-                        r.get::<_, i64>(3)? as u64,
-                        r.get::<_, i64>(4)? as u64,
-                        r.get::<_, u32>(5)?,
-                    ))
+                    Ok(PreviousRun {
+                        state: JobState::parse(&r.get::<_, String>(0)?).unwrap_or(JobState::Queued),
+                        source_version: r.get(1)?,
+                        files: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(3)? as u64,
+                        duration_ms: r.get::<_, i64>(4)? as u64,
+                        attempt: r.get(5)?,
+                        error_class: r
+                            .get::<_, Option<String>>(6)?
+                            .and_then(|c| ErrorClass::parse(&c)),
+                        error: r.get(7)?,
+                    })
                 },
             )
-            .optional()?
-            .map(|(state, source_version, files, bytes, duration_ms, attempt)| PreviousRun {
-                state: JobState::parse(&state).unwrap_or(JobState::Queued),
-                attempt,
-                source_version,
-                files,
-                bytes,
-                duration_ms,
-            });
+            .optional()?;
         tx.execute(
             "INSERT INTO jobs (job_id, template_id, source_version, state, deliveries, message, received_at)
              VALUES (?1, ?2, ?3, 'queued', 1, ?4, ?5)
@@ -235,7 +234,10 @@ impl Ledger {
             ],
         )?;
         let claim = match previous {
-            Some(p) if p.state == JobState::Succeeded && p.source_version == version => {
+            Some(p)
+                if matches!(p.state, JobState::Succeeded | JobState::Failed)
+                    && p.source_version == version =>
+            {
                 Claim::Done(p)
             }
             Some(p) if p.state == JobState::Running => Claim::InFlight,
@@ -507,6 +509,23 @@ mod tests {
         ledger
             .finish(&job.job_id, 2, &Outcome::succeeded(1, 10, 1, None), None)
             .unwrap();
+        // A final failure is final for later deliveries too.
+        let other = JobId::parse("ev-failed").unwrap();
+        let mut failed_job = job.clone();
+        failed_job.job_id = other.clone();
+        assert_eq!(
+            ledger.claim(&failed_job, "{}").unwrap(),
+            Claim::Run { deliveries: 1 }
+        );
+        ledger.start_attempt(&other, 1).unwrap();
+        let failure = Outcome::failed(ErrorClass::NotFound, "gone".into(), 1);
+        ledger.finish(&other, 1, &failure, None).unwrap();
+        let Claim::Done(prev) = ledger.claim(&failed_job, "{}").unwrap() else {
+            panic!("a finally failed job was run again")
+        };
+        assert_eq!((prev.state, prev.attempt), (JobState::Failed, 1));
+        assert_eq!(prev.error_class, Some(ErrorClass::NotFound));
+        assert_eq!(prev.error.as_deref(), Some("gone"));
         // A new version of the source under the same job id is copied again.
         job.files[0].etag = Some("\"other\"".into());
         assert_eq!(

@@ -108,6 +108,19 @@ impl ErrorClass {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Retryable,
+            Self::Auth,
+            Self::NotFound,
+            Self::Conflict,
+            Self::BadRequest,
+            Self::Internal,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Retryable | Self::Internal)
     }
