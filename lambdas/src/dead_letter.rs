@@ -41,6 +41,6 @@ pub async fn dead_letter(
         .message_attributes(REASON_ATTRIBUTE, attr)
         .send()
         .await
-        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+        .map_err(|e| crate::items::describe_error(&e))?;
     Ok(())
 }

@@ -87,7 +87,8 @@ impl Update {
     }
 }
 
-/// A short description of an SDK error: the service's code and message when there is one.
+/// A short description of an SDK error of any AWS client: the service's code and message when
+/// there is one, else the whole cause chain (connection errors).
 pub fn describe_error<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,

@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::dead_letter::dead_letter;
 use crate::env::TriggerEnv;
+use crate::items::describe_error;
 use crate::job_table::{Inserted, JobTable};
 use crate::template_table::TemplateTable;
 use plan::{Body, Planned, parse_body, plan};
@@ -143,7 +144,7 @@ impl Trigger {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| Transient(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| Transient(describe_error(&e)))?;
         self.jobs
             .mark_dispatched(&message.job_id)
             .await
@@ -174,9 +175,7 @@ impl Trigger {
             {
                 Ok(None)
             }
-            Err(e) => Err(Transient(
-                aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-            )),
+            Err(e) => Err(Transient(describe_error(&e))),
         }
     }
 }
