@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the local stack and the tests need into project-local folders under
-# .tools/ (Python venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone), plus
-# the Debian packages the endpoint tests use. Idempotent: a re-run only checks what is there.
+# .tools/ (Python venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone).
+# Idempotent: a re-run only checks what is there.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,18 +52,6 @@ for tool in sam cfn-lint cargo-lambda rclone; do
   ln -sf "$tools/cli/bin/$tool" "$tools/bin/$tool"
 done
 ln -sf "$tools/ministack/bin/ministack" "$tools/bin/ministack"
-
-# Debian packages: samba and sshd serve as real SMB and SFTP targets in the endpoint tests.
-need_apt=()
-command -v smbd >/dev/null || need_apt+=(samba)
-[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
-command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
 
 "$tools/bin/rclone" version | head -1 >&2
 log "tools ready in $tools/bin"
