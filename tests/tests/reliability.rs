@@ -132,7 +132,7 @@ async fn the_same_job_message_three_times_is_one_copy_and_one_success() {
         .put_object(&sc.bucket, "once.bin", data.clone())
         .await
         .unwrap();
-    let job_id = format!("ev-{}", "a".repeat(40));
+    let job_id = unique("ev-thrice");
     let message = job_message(&sc, &job_id, "once.bin", data.len(), &etag);
     for _ in 0..3 {
         stack
@@ -153,12 +153,21 @@ async fn the_same_job_message_three_times_is_one_copy_and_one_success() {
     .await
     .unwrap();
     assert_eq!(row["attempts"], 1, "copied more than once: {row}");
-    let (status, job) = stack
-        .call("GET", &format!("/api/v1/jobs/{job_id}"), None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    assert_eq!(job["state"], "succeeded", "{job:#}");
+    // The reports reach the API through the outbox, the StatusQueue and the status λ.
+    let job = eventually(
+        Duration::from_secs(60),
+        "the job to show succeeded",
+        || async {
+            let (status, job) = stack
+                .call("GET", &format!("/api/v1/jobs/{job_id}"), None)
+                .await?;
+            Ok((status == 200 && job["state"] == "succeeded").then_some(job))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(job["attempt"], 1, "{job:#}");
+    assert_eq!(job["result"]["bytes"], data.len() as u64, "{job:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
