@@ -53,5 +53,7 @@ for tool in sam cfn-lint cargo-lambda rclone; do
 done
 ln -sf "$tools/ministack/bin/ministack" "$tools/bin/ministack"
 
-"$tools/bin/rclone" version | head -1 >&2
+# (No `| head`: under pipefail an early-closing reader can fail the script with SIGPIPE.)
+rclone_version=$("$tools/bin/rclone" version)
+echo "${rclone_version%%$'\n'*}" >&2
 log "tools ready in $tools/bin"

@@ -137,6 +137,7 @@ async fn run(config: Config) -> Result<()> {
     // rclone reads remotes from the environment only; its config file stays empty.
     std::fs::write(config.state_dir.join("rclone.conf"), "").context("writing rclone.conf")?;
     let ledger = Arc::new(Ledger::open(&config.state_dir.join("ledger.sqlite"))?);
+    let rclone_version = rclone::check_version(&config.rclone).await?;
     recovery::recover(&config, &ledger).context("recovering interrupted jobs")?;
     let executor_id = config.executor_id();
     let config = Arc::new(config);
@@ -182,7 +183,7 @@ async fn run(config: Config) -> Result<()> {
         credentials,
         dest_locks: Default::default(),
     });
-    info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), "executor starting");
+    info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), rclone = %rclone_version, "executor starting");
 
     let poller = Poller {
         sqs,

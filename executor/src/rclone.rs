@@ -376,3 +376,84 @@ mod tests {
         );
     }
 }
+
+/// The oldest rclone that writes `.partial` files and renames them when complete.
+pub const MIN_VERSION: (u32, u32) = (1, 63);
+
+/// Why the configured rclone cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("cannot run {path}: {source}")]
+    Missing {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read a version from `{path} version`: {output:?}")]
+    Unreadable { path: String, output: String },
+    #[error(
+        "{path} is rclone {major}.{minor}; 1.63 or newer is needed (older versions write straight to the final name, exposing partial files)"
+    )]
+    TooOld {
+        path: String,
+        major: u32,
+        minor: u32,
+    },
+}
+
+/// `(major, minor)` from the first line of `rclone version` (`rclone v1.75.2`).
+pub fn parse_version(output: &str) -> Option<(u32, u32)> {
+    let first = output.lines().next()?;
+    let v = first.trim().strip_prefix("rclone v")?;
+    let mut parts = v.split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Checks that the configured rclone runs and is new enough; returns its version line.
+pub async fn check_version(rclone: &Path) -> Result<String, VersionError> {
+    let path = rclone.display().to_string();
+    let out = Command::new(rclone)
+        .arg("version")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .await
+        .map_err(|source| VersionError::Missing {
+            path: path.clone(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some((major, minor)) = parse_version(&text) else {
+        return Err(VersionError::Unreadable { path, output: text });
+    };
+    if (major, minor) < MIN_VERSION {
+        return Err(VersionError::TooOld { path, major, minor });
+    }
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_and_compared() {
+        assert_eq!(
+            parse_version("rclone v1.75.2\n- os/version: debian"),
+            Some((1, 75))
+        );
+        assert_eq!(parse_version("rclone v1.60.1-DEV\n"), Some((1, 60)));
+        assert_eq!(parse_version("something else"), None);
+        assert!((1, 60) < MIN_VERSION && (1, 63) >= MIN_VERSION && (2, 0) > MIN_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_is_a_clear_error() {
+        let e = check_version(Path::new("/nonexistent/rclone"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot run /nonexistent/rclone"),
+            "{e}"
+        );
+    }
+}
