@@ -44,6 +44,20 @@ where
     }
 }
 
+/// Deterministic pseudo-random bytes (xorshift), so a copy cannot succeed by accident and a test
+/// can recompute what it uploaded.
+pub fn body(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = 0x2545_F491u32 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 /// A name unique to this test run: lowercase, safe for pools, templates, buckets and keys.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -4,21 +4,8 @@
 use std::time::Duration;
 
 use pbs_e2e::link::Link;
-use pbs_e2e::{ExecutorOptions, Scenario, Stack, eventually, s3_event, unique};
+use pbs_e2e::{ExecutorOptions, Scenario, Stack, body, eventually, s3_event, unique};
 use serde_json::{Value, json};
-
-/// Pseudo-random bytes, so a copy cannot succeed by accident.
-fn body(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = 0x2545_F491u32 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn partials(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)

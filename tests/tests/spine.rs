@@ -4,21 +4,8 @@
 
 use std::time::Duration;
 
-use pbs_e2e::{Scenario, Stack, eventually, s3_event, template_json, unique};
+use pbs_e2e::{Scenario, Stack, body, eventually, s3_event, template_json, unique};
 use serde_json::json;
-
-/// A deterministic, incompressible-enough body of `len` bytes.
-fn body(len: usize, seed: u8) -> Vec<u8> {
-    let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_keys_land_byte_identical_and_the_api_reports_success() {
