@@ -11,7 +11,6 @@ pub mod plan;
 mod template_cache;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
@@ -179,6 +178,3 @@ impl Trigger {
         }
     }
 }
-
-/// Shared handle for `lambda_runtime::service_fn`.
-pub type SharedTrigger = Arc<Trigger>;
