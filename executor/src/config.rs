@@ -80,15 +80,110 @@ pub struct CloudConfig {
     pub visibility_timeout_seconds: i32,
 }
 
-/// A destination the executor can write to.
+/// A place the executor reads from or writes to, named in templates and jobs.
+///
+/// Passwords are never written here: a field names the environment variable or the file that
+/// holds it, read once at start-up.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum EndpointConfig {
     /// A folder on this machine.
-    Local {
-        /// Absolute path of the endpoint's root folder; files never land outside it.
-        root: PathBuf,
-    },
+    Local(LocalEndpoint),
+    /// A share on an SMB (Windows, Samba, NAS) server.
+    Smb(SmbEndpoint),
+    /// A folder on an SFTP server.
+    Sftp(SftpEndpoint),
+    /// A bucket (and optional prefix) in S3 or an S3-compatible store.
+    S3(S3Endpoint),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalEndpoint {
+    /// Absolute path of the endpoint's root folder; files never land outside it.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmbEndpoint {
+    /// Server host name or address.
+    pub host: String,
+    #[serde(default = "default_smb_port")]
+    pub port: u16,
+    /// Share name, e.g. `media`.
+    pub share: String,
+    /// Folder inside the share that is the endpoint's root. Default: the share's top.
+    #[serde(default)]
+    pub root: String,
+    pub user: String,
+    /// Windows domain or workgroup. Default: `WORKGROUP`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (its first line), readable only by the executor's user.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpEndpoint {
+    pub host: String,
+    #[serde(default = "default_sftp_port")]
+    pub port: u16,
+    pub user: String,
+    /// Folder that is the endpoint's root: absolute, or relative to the user's home folder.
+    #[serde(default)]
+    pub root: String,
+    /// Private key file (OpenSSH or PEM format).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the password (or the key's passphrase with `key_file`).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (or the key's passphrase with `key_file`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// known_hosts file that pins the server's host key. Required: an unknown or changed host
+    /// key fails the connection.
+    pub known_hosts_file: PathBuf,
+    /// How MD5 hashes are taken on the server: `shell` runs `md5sum` there (needs a shell
+    /// account); `none` for SFTP-only accounts, where hashes are taken by reading the file back.
+    #[serde(default)]
+    pub hash: SftpHash,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SftpHash {
+    #[default]
+    Shell,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Endpoint {
+    pub bucket: String,
+    /// Key prefix that is the endpoint's root. Default: the whole bucket.
+    #[serde(default)]
+    pub root: String,
+    /// Default: the `[cloud]` region, else `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// For S3-compatible stores (MinIO, Ceph, a VPC endpoint). Default: AWS.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+fn default_smb_port() -> u16 {
+    445
+}
+fn default_sftp_port() -> u16 {
+    22
 }
 
 fn default_concurrency() -> usize {
@@ -116,6 +211,111 @@ fn is_bwlimit(v: &str) -> bool {
     v.len() - digits.len() <= 1
         && !digits.is_empty()
         && digits.parse::<f64>().is_ok_and(|n| n > 0.0)
+}
+
+impl EndpointConfig {
+    /// Checks what the types cannot: returns the failing field and why.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let host = |h: &str| {
+            if h.is_empty() || h.contains(['/', ' ', ':']) && !h.starts_with('[') {
+                Err(("host", format!("{h:?} is not a host name or address")))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::Local(l) if !l.root.is_absolute() => Err((
+                "root",
+                format!("must be an absolute path, got {}", l.root.display()),
+            )),
+            Self::Local(_) => Ok(()),
+            Self::Smb(e) => {
+                host(&e.host)?;
+                if e.share.is_empty() || e.share.contains(['/', '\\']) {
+                    return Err(("share", format!("{:?} is not a share name", e.share)));
+                }
+                check_relative_root(&e.root)?;
+                if e.user.is_empty() {
+                    return Err(("user", "must not be empty".into()));
+                }
+                one_password(&e.password_env, &e.password_file, true)
+            }
+            Self::Sftp(e) => {
+                host(&e.host)?;
+                if e.user.is_empty() {
+                    return Err(("user", "must not be empty".into()));
+                }
+                if e.root.split('/').any(|s| s == "..") {
+                    return Err(("root", format!("{:?} must not contain '..'", e.root)));
+                }
+                one_password(&e.password_env, &e.password_file, e.key_file.is_none())?;
+                if let Some(k) = &e.key_file
+                    && !k.is_absolute()
+                {
+                    return Err(("key_file", format!("must be an absolute path, got {}", k.display())));
+                }
+                if !e.known_hosts_file.is_absolute() {
+                    return Err((
+                        "known_hosts_file",
+                        format!("must be an absolute path, got {}", e.known_hosts_file.display()),
+                    ));
+                }
+                Ok(())
+            }
+            Self::S3(e) => {
+                if !(3..=63).contains(&e.bucket.len())
+                    || !e.bucket.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
+                    })
+                {
+                    return Err(("bucket", format!("{:?} is not a valid bucket name", e.bucket)));
+                }
+                check_relative_root(&e.root)?;
+                if let Some(url) = &e.endpoint_url
+                    && !(url.starts_with("https://") || url.starts_with("http://"))
+                {
+                    return Err(("endpoint_url", format!("{url:?} is not an http(s) URL")));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A root inside a share or bucket: relative, no `..`.
+fn check_relative_root(root: &str) -> Result<(), (&'static str, String)> {
+    if root.starts_with('/') || root.split('/').any(|s| s == "..") {
+        return Err((
+            "root",
+            format!("{root:?} must be a relative folder without '..'"),
+        ));
+    }
+    Ok(())
+}
+
+/// At most one of `password_env` and `password_file`; exactly one when `required`.
+fn one_password(
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    required: bool,
+) -> Result<(), (&'static str, String)> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err((
+            "password_env",
+            "set either password_env or password_file, not both".into(),
+        )),
+        (None, None) if required => Err((
+            "password_env",
+            "a password is required: set password_env (an environment variable) or password_file"
+                .into(),
+        )),
+        (Some(v), None) if v.is_empty() => Err(("password_env", "must not be empty".into())),
+        (None, Some(f)) if !f.is_absolute() => Err((
+            "password_file",
+            format!("must be an absolute path, got {}", f.display()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl Config {
@@ -165,15 +365,9 @@ impl Config {
             }
         }
         for (name, endpoint) in &self.endpoints {
-            match endpoint {
-                EndpointConfig::Local { root } if !root.is_absolute() => {
-                    return Err(format!(
-                        "endpoints.{name}.root must be an absolute path, got {}",
-                        root.display()
-                    ));
-                }
-                EndpointConfig::Local { .. } => {}
-            }
+            endpoint
+                .validate()
+                .map_err(|(field, message)| format!("endpoints.{name}.{field}: {message}"))?;
         }
         Ok(())
     }
@@ -233,7 +427,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.contains("endpoints.disk.root must be an absolute path"),
+            e.contains("endpoints.disk.root: must be an absolute path"),
             "{e}"
         );
         let e = Config::parse("pool = \"p\"\nstate_dir = \"/tmp\"\nbandwidth_limit = \"fast\"\n")
@@ -250,5 +444,75 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("unknown variant `ftp`"), "{e}");
+    }
+
+    fn endpoint(body: &str) -> Result<Config, String> {
+        Config::parse(&format!(
+            "pool = \"p\"\nstate_dir = \"/tmp\"\n[endpoints.nas]\n{body}"
+        ))
+    }
+
+    #[test]
+    fn every_endpoint_type_parses_and_bad_fields_are_named() {
+        let c = endpoint(
+            "type = \"smb\"\nhost = \"nas.local\"\nshare = \"media\"\nuser = \"svc\"\npassword_env = \"NAS_PW\"\n",
+        )
+        .unwrap();
+        let EndpointConfig::Smb(smb) = &c.endpoints[&EndpointName::parse("nas").unwrap()] else {
+            panic!("not smb")
+        };
+        assert_eq!(smb.port, 445);
+        let c = endpoint(
+            "type = \"sftp\"\nhost = \"10.0.0.5\"\nuser = \"drop\"\nkey_file = \"/etc/pbs/id\"\nknown_hosts_file = \"/etc/pbs/kh\"\nhash = \"none\"\n",
+        )
+        .unwrap();
+        let EndpointConfig::Sftp(sftp) = &c.endpoints[&EndpointName::parse("nas").unwrap()] else {
+            panic!("not sftp")
+        };
+        assert_eq!((sftp.port, sftp.hash), (22, SftpHash::None));
+        endpoint("type = \"s3\"\nbucket = \"archive-1\"\nroot = \"backups\"\n").unwrap();
+
+        let cases = [
+            (
+                "type = \"smb\"\nhost = \"nas\"\nshare = \"media\"\nuser = \"svc\"\n",
+                "endpoints.nas.password_env: a password is required",
+            ),
+            (
+                "type = \"smb\"\nhost = \"nas\"\nshare = \"a/b\"\nuser = \"svc\"\npassword_env = \"X\"\n",
+                "endpoints.nas.share: \"a/b\" is not a share name",
+            ),
+            (
+                "type = \"smb\"\nhost = \"nas\"\nshare = \"m\"\nuser = \"u\"\npassword = \"hunter2\"\n",
+                "unknown field `password`",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"X\"\n",
+                "missing field `known_hosts_file`",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nuser = \"u\"\nknown_hosts_file = \"/k\"\n",
+                "endpoints.nas.password_env: a password is required",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nuser = \"u\"\nroot = \"../x\"\nkey_file = \"/k\"\nknown_hosts_file = \"/k\"\n",
+                "endpoints.nas.root",
+            ),
+            (
+                "type = \"s3\"\nbucket = \"Bad_Bucket\"\n",
+                "endpoints.nas.bucket: \"Bad_Bucket\" is not a valid bucket name",
+            ),
+            (
+                "type = \"s3\"\nbucket = \"ok-bucket\"\nendpoint_url = \"minio:9000\"\n",
+                "endpoints.nas.endpoint_url",
+            ),
+            (
+                "type = \"local\"\nroot = \"rel\"\n",
+                "endpoints.nas.root: must be an absolute path",
+            ),
+        ];
+        for (body, expected) in cases {
+            let e = endpoint(body).unwrap_err();
+            assert!(e.contains(expected), "{body}: {e}");
+        }
     }
 }

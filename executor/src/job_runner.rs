@@ -6,16 +6,20 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use pbs_shared::message::sequencer_cmp;
-use pbs_shared::{ErrorClass, JobId, JobMessage, JobResult, JobSource, JobState};
+use pbs_shared::{
+    DeliveredFile, DestPath, ErrorClass, FileOutcome, JobId, JobMessage, JobResult, JobSource,
+    JobState,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::Config;
+use crate::config::{Config, EndpointConfig};
 use crate::dest_locks::DestLocks;
-use crate::endpoints;
+use crate::endpoints::{self, Endpoints, Side};
 use crate::ledger::{Claim, Ledger, Outcome};
 use crate::rclone;
 use crate::status_outbox::StatusOutbox;
+use crate::transfer;
 
 /// What to do with the SQS message once the job is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,7 @@ pub enum Disposition {
 /// Everything a job needs from the executor.
 pub struct JobContext {
     pub config: Arc<Config>,
+    pub endpoints: Arc<Endpoints>,
     pub ledger: Arc<Ledger>,
     pub status: Arc<StatusOutbox>,
     pub credentials: SharedCredentialsProvider,
@@ -88,6 +93,7 @@ fn failure_result(class: ErrorClass, error: String, duration_ms: u64) -> JobResu
         error_class: Some(class),
         error: Some(error),
         note: None,
+        delivered: Vec::new(),
     }
 }
 
@@ -121,6 +127,7 @@ async fn run(
                 error_class: prev.error_class,
                 error: prev.error.clone(),
                 note: None,
+                delivered: Vec::new(),
             };
             // Reported as the attempt that ended it, so the job's history stays true.
             let report =
@@ -151,19 +158,31 @@ async fn run(
     let copied = copy(ctx, &job, attempt, abort).await;
     let duration_ms = started.elapsed().as_millis() as u64;
 
-    let outcome = match copied {
+    let (outcome, delivered) = match copied {
         Copy::Done {
             files,
             bytes,
             superseded,
+            delivered,
         } => {
-            let note = (!superseded.is_empty()).then(|| {
-                format!(
+            let skipped = delivered
+                .iter()
+                .filter(|d| d.outcome == FileOutcome::SkippedExisting)
+                .count();
+            let mut notes = Vec::new();
+            if !superseded.is_empty() {
+                notes.push(format!(
                     "skipped as superseded (a newer write was already delivered): {}",
                     superseded.join(", ")
-                )
-            });
-            Outcome::succeeded(files, bytes, duration_ms, note)
+                ));
+            }
+            if skipped > 0 {
+                notes.push(format!(
+                    "{skipped} file(s) already at the destination were left as they are (skip-existing)"
+                ));
+            }
+            let note = (!notes.is_empty()).then(|| notes.join("; "));
+            (Outcome::succeeded(files, bytes, duration_ms, note), delivered)
         }
         Copy::Interrupted => {
             warn!("interrupted by shutdown; releasing the job to another executor");
@@ -185,7 +204,7 @@ async fn run(
             );
             return Disposition::Release(delay);
         }
-        Copy::Failed { class, error } => Outcome::failed(class, error, duration_ms),
+        Copy::Failed { class, error } => (Outcome::failed(class, error, duration_ms), Vec::new()),
     };
     let result = JobResult {
         files: outcome.files,
@@ -194,6 +213,7 @@ async fn run(
         error_class: outcome.error_class,
         error: outcome.error.clone(),
         note: outcome.note.clone(),
+        delivered,
     };
     let report = ctx
         .status
@@ -236,6 +256,7 @@ enum Copy {
         bytes: u64,
         /// Keys not copied because a newer write of them was already delivered.
         superseded: Vec<String>,
+        delivered: Vec<DeliveredFile>,
     },
     Failed {
         class: ErrorClass,
@@ -244,43 +265,86 @@ enum Copy {
     Interrupted,
 }
 
-async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &CancellationToken) -> Copy {
-    let JobSource::S3 { bucket } = &job.source;
-    let creds = match ctx.credentials.provide_credentials().await {
-        Ok(c) => c,
-        Err(e) => {
-            return Copy::Failed {
-                class: ErrorClass::Auth,
-                error: format!("AWS credentials for reading s3://{bucket}: {e}"),
-            };
+impl From<transfer::Fail> for Copy {
+    fn from(f: transfer::Fail) -> Self {
+        match f {
+            transfer::Fail::Failed { class, error } => Copy::Failed { class, error },
+            transfer::Fail::Interrupted => Copy::Interrupted,
         }
+    }
+}
+
+fn failed(class: ErrorClass, error: impl Into<String>) -> Copy {
+    Copy::Failed {
+        class,
+        error: error.into(),
+    }
+}
+
+/// Resolves the job's source and destination into rclone remotes.
+async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), Copy> {
+    let cloud = ctx.config.cloud.as_ref();
+    let unknown = |e: endpoints::EndpointError| failed(ErrorClass::BadRequest, format!("{e} (pool {})", job.pool));
+    let dest = ctx.endpoints.get(&job.destination).map_err(unknown)?;
+    let source = match &job.source {
+        JobSource::S3 { .. } => None,
+        JobSource::Endpoint { endpoint } => Some(ctx.endpoints.get(endpoint).map_err(unknown)?),
+    };
+    let needs_aws = source.is_none_or(|s| matches!(s.config, EndpointConfig::S3(_)))
+        || matches!(dest.config, EndpointConfig::S3(_));
+    let creds = if needs_aws {
+        match ctx.credentials.provide_credentials().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return Err(failed(
+                    ErrorClass::Auth,
+                    format!("AWS credentials for {}: {e}", job.source.describe()),
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let bad = |e: endpoints::EndpointError| failed(ErrorClass::BadRequest, e.to_string());
+    let src = match (&job.source, source) {
+        (JobSource::S3 { bucket }, _) => {
+            endpoints::s3_source(cloud, bucket, creds.as_ref().expect("fetched above")).map_err(bad)?
+        }
+        (_, Some(ep)) => ep.side("SRC", cloud, creds.as_ref()).map_err(bad)?,
+        (JobSource::Endpoint { .. }, None) => unreachable!("resolved above"),
+    };
+    let dst = dest.side("DST", cloud, creds.as_ref()).map_err(bad)?;
+    Ok((src, dst))
+}
+
+async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &CancellationToken) -> Copy {
+    let (src, dst) = match sides(ctx, job).await {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+    let runner = transfer::Runner {
+        rclone: &ctx.config.rclone,
+        home: &ctx.config.state_dir,
+        log: &log,
+        secrets: src.secrets().into_iter().chain(dst.secrets()).collect(),
+        bandwidth_limit: ctx.config.bandwidth_limit.as_deref(),
+        abort,
     };
     let mut files = 0;
     let mut bytes = 0;
     let mut superseded = Vec::new();
+    let mut delivered = Vec::with_capacity(job.files.len());
     for file in &job.files {
-        let source = match endpoints::s3_source(ctx.config.cloud.as_ref(), &creds) {
-            Ok(r) => r,
-            Err(e) => {
-                return Copy::Failed {
-                    class: ErrorClass::BadRequest,
-                    error: e.to_string(),
-                };
-            }
-        };
-        let target = match endpoints::destination(
-            &ctx.config.endpoints,
-            &job.destination,
-            &file.dest_path,
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                return Copy::Failed {
-                    class: ErrorClass::BadRequest,
-                    error: format!("{e} (pool {})", job.pool),
-                };
-            }
-        };
+        // Paths read from an endpoint obey the same rules as paths written: no escaping its root.
+        if matches!(job.source, JobSource::Endpoint { .. })
+            && let Err(e) = DestPath::parse(&file.key)
+        {
+            return failed(
+                ErrorClass::BadRequest,
+                format!("source path {:?} is not allowed: {e}", file.key),
+            );
+        }
         // Writes of one path run one at a time, and an older write never replaces a newer one.
         let _path_lock = ctx
             .dest_locks
@@ -294,89 +358,29 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
                 Ok(Some(known)) if sequencer_cmp(&known, seq).is_gt() => {
                     info!(key = %file.key, "a newer write of this key was already delivered; skipped");
                     superseded.push(file.key.clone());
+                    delivered.push(DeliveredFile {
+                        key: file.key.clone(),
+                        dest_path: file.dest_path.to_string(),
+                        size: file.size,
+                        md5: None,
+                        outcome: FileOutcome::Superseded,
+                    });
                     continue;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    return Copy::Failed {
-                        class: ErrorClass::Internal,
-                        error: e.to_string(),
-                    };
-                }
+                Err(e) => return failed(ErrorClass::Internal, e.to_string()),
             }
         }
-        let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
-        let secrets: Vec<String> = source.secrets().map(str::to_owned).collect();
-        let inv = rclone::copy_file(
-            source,
-            &format!("{bucket}/{}", file.key),
-            target.remote.clone(),
-            &target.path,
-            &log,
-            ctx.config.bandwidth_limit.as_deref(),
-        );
-        let end = rclone::run(
-            &ctx.config.rclone,
-            &ctx.config.state_dir,
-            &inv,
-            abort,
-            Duration::from_secs(10),
-        )
-        .await;
-        let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        match end {
-            Err(e) => {
-                return Copy::Failed {
-                    class: ErrorClass::Internal,
-                    error: format!(
-                        "cannot start rclone at {}: {e}",
-                        ctx.config.rclone.display()
-                    ),
-                };
-            }
-            Ok(rclone::RunEnd::Cancelled) => return Copy::Interrupted,
-            Ok(rclone::RunEnd::Exited { code: Some(0) }) => {}
-            Ok(rclone::RunEnd::Exited { code }) => {
-                let detail = rclone::last_error(&log, &secret_refs)
-                    .unwrap_or_else(|| format!("rclone exited with {code:?}"));
-                return Copy::Failed {
-                    class: rclone::classify(code, &detail),
-                    error: format!("s3://{bucket}/{} -> {}: {detail}", file.key, target.display),
-                };
-            }
-        }
-        if let Some(local) = &target.local_file {
-            match std::fs::metadata(local) {
-                Ok(m) if m.len() == file.size => {}
-                Ok(m) => {
-                    return Copy::Failed {
-                        class: ErrorClass::Retryable,
-                        error: format!(
-                            "{}: size after copy is {} bytes, expected {}",
-                            target.display,
-                            m.len(),
-                            file.size
-                        ),
-                    };
-                }
-                // rclone exits 0 when the source does not exist: it copied nothing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Copy::Failed {
-                        class: ErrorClass::NotFound,
-                        error: format!(
-                            "s3://{bucket}/{}: source object not found; nothing was delivered to {}",
-                            file.key, target.display
-                        ),
-                    };
-                }
-                Err(e) => {
-                    return Copy::Failed {
-                        class: ErrorClass::Retryable,
-                        error: format!("{}: cannot check the delivered file: {e}", target.display),
-                    };
-                }
-            }
-        }
+        let item = transfer::Item {
+            source: &file.key,
+            dest: file.dest_path.as_str(),
+            size: file.size,
+            etag: file.etag.as_deref(),
+        };
+        let done = match runner.deliver(&src, &dst, item, job.delivery).await {
+            Ok(d) => d,
+            Err(f) => return f.into(),
+        };
         if let Some(seq) = &file.sequencer
             && let Err(e) = ctx.ledger.record_delivered(
                 job.destination.as_str(),
@@ -385,17 +389,24 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
                 &job.job_id,
             )
         {
-            return Copy::Failed {
-                class: ErrorClass::Internal,
-                error: e.to_string(),
-            };
+            return failed(ErrorClass::Internal, e.to_string());
         }
-        files += 1;
-        bytes += file.size;
+        if done.outcome == FileOutcome::Copied {
+            files += 1;
+            bytes += done.size;
+        }
+        delivered.push(DeliveredFile {
+            key: file.key.clone(),
+            dest_path: file.dest_path.to_string(),
+            size: done.size,
+            md5: done.md5,
+            outcome: done.outcome,
+        });
     }
     Copy::Done {
         files,
         bytes,
         superseded,
+        delivered,
     }
 }

@@ -6,9 +6,11 @@ mod endpoints;
 mod job_runner;
 mod ledger;
 mod poller;
+mod probe;
 mod rclone;
 mod recovery;
 mod status_outbox;
+mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
+use crate::endpoints::Endpoints;
 use crate::job_runner::JobContext;
 use crate::ledger::Ledger;
 use crate::poller::Poller;
@@ -53,10 +56,31 @@ enum Command {
     Run,
     /// Check the configuration file and print a summary.
     CheckConfig,
+    /// The configured endpoints.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+    },
     /// Jobs recorded in the local ledger.
     Jobs {
         #[command(subcommand)]
         command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EndpointsCommand {
+    /// Write, list, read and delete a probe file on each endpoint (or the one named), and report
+    /// what is wrong in seconds. Exits non-zero when any endpoint fails.
+    Test {
+        /// Only this endpoint.
+        name: Option<String>,
+        /// Print one JSON object per endpoint instead of a line of text.
+        #[arg(long)]
+        json: bool,
+        /// Seconds allowed per endpoint.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
     },
 }
 
@@ -93,7 +117,16 @@ async fn main() -> Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Run => run(config).await,
+        Command::Endpoints {
+            command:
+                EndpointsCommand::Test {
+                    name,
+                    json,
+                    timeout,
+                },
+        } => test_endpoints(config, name, json, Duration::from_secs(timeout)).await,
         Command::CheckConfig => {
+            Endpoints::resolve(&config).await?;
             println!(
                 "ok: executor {} in pool {}, {} endpoint(s), {}",
                 config.executor_id(),
@@ -131,6 +164,77 @@ async fn main() -> Result<()> {
     }
 }
 
+/// AWS credentials from the standard chain, for S3 endpoints outside a `[cloud]` section.
+async fn aws_credentials(config: &Config) -> Option<aws_credential_types::Credentials> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let region = config
+        .cloud
+        .as_ref()
+        .map_or("us-east-1".to_owned(), |c| c.region.clone());
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .load()
+        .await;
+    sdk.credentials_provider()?
+        .provide_credentials()
+        .await
+        .ok()
+}
+
+async fn test_endpoints(
+    config: Config,
+    only: Option<String>,
+    json: bool,
+    limit: Duration,
+) -> Result<()> {
+    std::fs::create_dir_all(config.state_dir.join("logs"))
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    std::fs::write(config.state_dir.join("rclone.conf"), "").context("writing rclone.conf")?;
+    rclone::check_version(&config.rclone).await?;
+    let endpoints = Endpoints::resolve(&config).await?;
+    let selected: Vec<_> = endpoints
+        .iter()
+        .filter(|e| only.as_deref().is_none_or(|n| e.name.as_str() == n))
+        .collect();
+    if let Some(n) = &only
+        && selected.is_empty()
+    {
+        anyhow::bail!("endpoint {n:?} is not defined in the configuration");
+    }
+    let creds = if endpoints.uses_s3() {
+        aws_credentials(&config).await
+    } else {
+        None
+    };
+    let mut failed = 0;
+    for ep in selected {
+        let report = match ep.side("DST", config.cloud.as_ref(), creds.as_ref()) {
+            Ok(side) => probe::probe(ep, &side, &config.rclone, &config.state_dir, limit).await,
+            Err(e) => probe::ProbeReport {
+                endpoint: ep.name.to_string(),
+                location: probe::location(&ep.config),
+                ok: false,
+                step: Some("setup"),
+                problem: Some("auth"),
+                message: Some(e.to_string()),
+                elapsed_ms: 0,
+            },
+        };
+        if !report.ok {
+            failed += 1;
+        }
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", report.line());
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} endpoint(s) failed the test");
+    }
+    Ok(())
+}
+
 async fn run(config: Config) -> Result<()> {
     std::fs::create_dir_all(config.state_dir.join("logs"))
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
@@ -138,6 +242,7 @@ async fn run(config: Config) -> Result<()> {
     std::fs::write(config.state_dir.join("rclone.conf"), "").context("writing rclone.conf")?;
     let ledger = Arc::new(Ledger::open(&config.state_dir.join("ledger.sqlite"))?);
     let rclone_version = rclone::check_version(&config.rclone).await?;
+    let endpoints = Arc::new(Endpoints::resolve(&config).await?);
     recovery::recover(&config, &ledger).context("recovering interrupted jobs")?;
     let executor_id = config.executor_id();
     let config = Arc::new(config);
@@ -178,6 +283,7 @@ async fn run(config: Config) -> Result<()> {
     });
     let ctx = Arc::new(JobContext {
         config: config.clone(),
+        endpoints,
         ledger: ledger.clone(),
         status: status.clone(),
         credentials,

@@ -93,57 +93,86 @@ impl Remote {
 pub struct Invocation {
     pub args: Vec<String>,
     pub remotes: Vec<Remote>,
+    /// Bytes written to rclone's standard input (`rcat`, `obscure -`).
+    pub stdin: Option<Vec<u8>>,
 }
 
-/// Options common to every transfer: JSON log to a file, retries inside rclone, and checksums
-/// compared after the transfer wherever both sides have one.
-fn common_args(log_file: &Path) -> Vec<String> {
-    [
-        "--use-json-log",
-        "--log-level",
-        "INFO",
-        "--log-file",
-        &log_file.to_string_lossy(),
-        "--stats",
-        "0",
-        // The executor retries whole attempts by the template's policy; inside one attempt rclone
-        // retries each request a few times only, so an unreachable endpoint fails in seconds.
-        "--retries",
-        "1",
-        "--low-level-retries",
-        "3",
-        "--contimeout",
-        "10s",
-        "--timeout",
-        "60s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+impl Invocation {
+    /// `rclone VERB` with the options every run shares: JSON log appended to `log_file`, and
+    /// requests retried a few times only, so that an unreachable endpoint fails in seconds. The
+    /// executor retries whole attempts by the template's policy.
+    pub fn new(verb: &str, log_file: &Path) -> Self {
+        let mut args = vec![verb.to_owned()];
+        args.extend(
+            [
+                "--use-json-log",
+                "--log-level",
+                "INFO",
+                "--log-file",
+                &log_file.to_string_lossy(),
+                "--stats",
+                "0",
+                "--retries",
+                "1",
+                "--low-level-retries",
+                "3",
+                "--contimeout",
+                "10s",
+                "--timeout",
+                "60s",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        Self {
+            args,
+            remotes: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    /// Makes `remote` known to this run (through the environment).
+    pub fn remote(mut self, remote: &Remote) -> Self {
+        if !self.remotes.iter().any(|r| r.name == remote.name) {
+            self.remotes.push(remote.clone());
+        }
+        self
+    }
+
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
 }
 
 /// `rclone copyto SRC:src_path DST:dst_path` for one file.
 pub fn copy_file(
-    source: Remote,
+    source: &Remote,
     source_path: &str,
-    dest: Remote,
+    dest: &Remote,
     dest_path: &str,
     log_file: &Path,
     bandwidth_limit: Option<&str>,
 ) -> Invocation {
-    let mut args = vec![
-        "copyto".to_owned(),
-        format!("{}:{}", source.name, source_path),
-        format!("{}:{}", dest.name, dest_path),
-    ];
-    args.extend(common_args(log_file));
+    let mut inv = Invocation::new("copyto", log_file)
+        .arg(format!("{}:{}", source.name, source_path))
+        .arg(format!("{}:{}", dest.name, dest_path))
+        .remote(source)
+        .remote(dest);
     if let Some(limit) = bandwidth_limit {
-        args.extend(["--bwlimit".to_owned(), limit.to_owned()]);
+        inv = inv.args(["--bwlimit", limit]);
     }
-    Invocation {
-        args,
-        remotes: vec![source, dest],
-    }
+    inv
 }
 
 /// How an rclone run ended.
@@ -151,6 +180,8 @@ pub fn copy_file(
 pub enum RunEnd {
     Exited {
         code: Option<i32>,
+        /// What rclone printed on standard output (listings, hashes, file contents).
+        stdout: Vec<u8>,
     },
     /// Stopped by cancellation (SIGTERM, so rclone removes its partial files).
     Cancelled,
@@ -165,14 +196,20 @@ pub async fn run(
     cancel: &CancellationToken,
     kill_after: Duration,
 ) -> std::io::Result<RunEnd> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let mut cmd = Command::new(rclone);
     cmd.args(&inv.args)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", home)
         .env("RCLONE_CONFIG", home.join("rclone.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdin(if inv.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
     for remote in &inv.remotes {
@@ -191,8 +228,23 @@ pub async fn run(
         });
     }
     let mut child = cmd.spawn()?;
+    if let (Some(bytes), Some(mut stdin)) = (inv.stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&bytes).await;
+        });
+    }
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf).await;
+        buf
+    });
     tokio::select! {
-        status = child.wait() => Ok(RunEnd::Exited { code: status?.code() }),
+        status = child.wait() => {
+            let code = status?.code();
+            let stdout = reader.await.unwrap_or_default();
+            Ok(RunEnd::Exited { code, stdout })
+        }
         _ = cancel.cancelled() => {
             if let Some(pid) = child.id() {
                 // SAFETY: plain kill(2) on our own child's pid.
@@ -206,9 +258,43 @@ pub async fn run(
     }
 }
 
-/// The last error rclone logged, redacted, from its JSON log file.
-pub fn last_error(log_file: &Path, secrets: &[&str]) -> Option<String> {
-    let text = std::fs::read_to_string(log_file).ok()?;
+/// Obscures a password the way rclone expects it in `RCLONE_CONFIG_*_PASS`, passing it on
+/// standard input (never in argv).
+pub async fn obscure(rclone: &Path, secret: &Secret) -> Result<Secret, String> {
+    let mut child = Command::new(rclone)
+        .args(["obscure", "-"])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", rclone.display()))?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(format!("{}\n", secret.expose()).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || text.is_empty() {
+        return Err(format!("rclone obscure exited with {}", out.status));
+    }
+    Ok(Secret::new(text))
+}
+
+/// The size of a log file now, to read only what a later run appends.
+pub fn log_offset(log_file: &Path) -> u64 {
+    std::fs::metadata(log_file).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The last error rclone logged after byte `offset` of its JSON log file, redacted.
+pub fn last_error_since(log_file: &Path, offset: u64, secrets: &[&str]) -> Option<String> {
+    let bytes = std::fs::read(log_file).ok()?;
+    let text = String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default());
     let msg = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -240,48 +326,161 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// What an rclone error message says went wrong, in an operator's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The host name does not resolve.
+    Dns,
+    /// Nothing answers, or the connection broke.
+    Connect,
+    /// The SSH host key is unknown or changed.
+    HostKey,
+    /// The TLS certificate is not trusted.
+    Tls,
+    /// The credentials were refused.
+    Auth,
+    /// Logged in, but not allowed to do this.
+    Permission,
+    /// The share, bucket, folder or file does not exist.
+    NotFound,
+    /// The server asks us to slow down.
+    Throttled,
+}
+
+impl Problem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::HostKey => "host_key",
+            Self::Tls => "tls",
+            Self::Auth => "auth",
+            Self::Permission => "permission",
+            Self::NotFound => "not_found",
+            Self::Throttled => "throttled",
+        }
+    }
+
+    /// Auth, permission, trust and not-found are final; the network and throttling may pass.
+    pub fn class(self) -> ErrorClass {
+        match self {
+            Self::HostKey | Self::Tls | Self::Auth | Self::Permission => ErrorClass::Auth,
+            Self::NotFound => ErrorClass::NotFound,
+            Self::Dns | Self::Connect | Self::Throttled => ErrorClass::Retryable,
+        }
+    }
+}
+
+/// Reads the kind of failure from an rclone error message (S3, SMB, SFTP and local wording).
+pub fn diagnose(message: &str) -> Option<Problem> {
+    let m = message.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    let rules: [(Problem, &[&str]); 8] = [
+        (
+            Problem::HostKey,
+            &["knownhosts", "host key mismatch", "host key verification"],
+        ),
+        (
+            Problem::Tls,
+            &["x509:", "tls: ", "certificate signed by unknown"],
+        ),
+        (
+            Problem::Auth,
+            &[
+                "logon is invalid",
+                "logon failure",
+                "unable to authenticate",
+                "authentication failed",
+                "invalidaccesskeyid",
+                "signaturedoesnotmatch",
+                "invalid credentials",
+                "expiredtoken",
+            ],
+        ),
+        (
+            Problem::Permission,
+            &[
+                "accessdenied",
+                "access denied",
+                "access is denied",
+                "permission denied",
+                "forbidden",
+                "status code: 403",
+                "operation not permitted",
+                "read-only file system",
+            ],
+        ),
+        (
+            Problem::NotFound,
+            &[
+                "network name not found",
+                "bad network name",
+                "nosuchbucket",
+                "nosuchkey",
+                "not found",
+                "no such file",
+                "doesn't exist",
+                "does not exist",
+                "status code: 404",
+            ],
+        ),
+        (
+            Problem::Dns,
+            &["no such host", "server misbehaving", "name resolution"],
+        ),
+        (
+            Problem::Throttled,
+            &["slowdown", "slow down", "too many requests", "status code: 429", "throttl"],
+        ),
+        (
+            Problem::Connect,
+            &[
+                "connection refused",
+                "i/o timeout",
+                "no route to host",
+                "network is unreachable",
+                "connection reset",
+                "broken pipe",
+                "dial tcp",
+                "unexpected eof",
+            ],
+        ),
+    ];
+    rules
+        .into_iter()
+        .find(|(_, needles)| any(needles))
+        .map(|(p, _)| p)
+}
+
 /// Classifies a failed run from rclone's exit code and last error message.
 ///
 /// Exit codes (rclone docs): 3 directory not found, 4 file not found, 5 temporary error,
 /// 6 less serious error, 7 fatal error, 8 transfer limit, 1 usage error, 2 other.
 pub fn classify(code: Option<i32>, message: &str) -> ErrorClass {
+    if let Some(p) = diagnose(message) {
+        return p.class();
+    }
     let m = message.to_ascii_lowercase();
-    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
-    if any(&[
-        "accessdenied",
-        "access denied",
-        "invalidaccesskeyid",
-        "signaturedoesnotmatch",
-        "forbidden",
-        "permission denied",
-        "authentication failed",
-        "unable to authenticate",
-        "logon failure",
-        "status code: 403",
-        "status code 403",
-    ]) {
-        return ErrorClass::Auth;
-    }
-    if any(&[
-        "nosuchkey",
-        "nosuchbucket",
-        "not found",
-        "no such file",
-        "status code: 404",
-    ]) {
-        return ErrorClass::NotFound;
-    }
-    if any(&["no space left", "quota exceeded", "disk full"]) {
+    if ["no space left", "quota exceeded", "disk full"]
+        .iter()
+        .any(|n| m.contains(n))
+    {
         return ErrorClass::Retryable;
     }
     match code {
         Some(3 | 4) => ErrorClass::NotFound,
         Some(1) => ErrorClass::BadRequest,
         Some(7) => ErrorClass::Auth,
-        Some(5 | 8) => ErrorClass::Retryable,
-        None => ErrorClass::Retryable,
         _ => ErrorClass::Retryable,
     }
+}
+
+/// The rclone the project's install script provides, for tests that run it.
+#[cfg(test)]
+pub fn test_binary() -> PathBuf {
+    std::env::var_os("PBS_RCLONE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/rclone"))
 }
 
 /// Where a job's rclone log is kept.
@@ -305,17 +504,18 @@ mod tests {
     #[test]
     fn secrets_go_to_the_environment_never_to_argv() {
         let inv = copy_file(
-            s3_source(),
+            &s3_source(),
             "bucket/a b+c%.txt",
-            Remote::new("DST", "local"),
+            &Remote::new("DST", "local"),
             "/srv/in/a b+c%.txt",
             Path::new("/tmp/x.log"),
             Some("10M"),
         );
         assert!(inv.args.windows(2).any(|w| w == ["--bwlimit", "10M"]));
         assert_eq!(inv.args[0], "copyto");
-        assert_eq!(inv.args[1], "SRC:bucket/a b+c%.txt");
-        assert_eq!(inv.args[2], "DST:/srv/in/a b+c%.txt");
+        let at = |a: &str| inv.args.iter().position(|x| x == a);
+        let (src, dst) = (at("SRC:bucket/a b+c%.txt"), at("DST:/srv/in/a b+c%.txt"));
+        assert!(src.is_some() && src < dst, "{:?}", inv.args);
         let argv = inv.args.join(" ");
         assert!(!argv.contains("s3cr3t-value") && !argv.contains("AKIAEXAMPLE"));
         let env = inv.remotes[0].env();
@@ -347,6 +547,47 @@ mod tests {
     }
 
     #[test]
+    fn smb_sftp_and_network_messages_are_diagnosed() {
+        let cases = [
+            (
+                "couldn't connect SMB: response error: The attempted logon is invalid. This is either due to a bad username or authentication information.",
+                Problem::Auth,
+            ),
+            (
+                "couldn't initialize SMB: response error: {Network Name Not Found} The specified share name cannot be found on the remote server.",
+                Problem::NotFound,
+            ),
+            (
+                "couldn't connect SMB: dial tcp 127.0.0.1:4451: connect: connection refused",
+                Problem::Connect,
+            ),
+            (
+                "NewFs: couldn't connect SSH: ssh: handshake failed: ssh: unable to authenticate, attempted methods [none password]",
+                Problem::Auth,
+            ),
+            (
+                "couldn't connect SSH: ssh: handshake failed: knownhosts: key is unknown",
+                Problem::HostKey,
+            ),
+            (
+                "dial tcp: lookup nas.invalid on 127.0.0.53:53: no such host",
+                Problem::Dns,
+            ),
+            ("SlowDown: Please reduce your request rate", Problem::Throttled),
+            (
+                "open /srv/in/a.txt: permission denied",
+                Problem::Permission,
+            ),
+        ];
+        for (msg, expected) in cases {
+            assert_eq!(diagnose(msg), Some(expected), "{msg}");
+        }
+        assert_eq!(diagnose("something odd"), None);
+        assert_eq!(Problem::Connect.class(), ErrorClass::Retryable);
+        assert_eq!(Problem::HostKey.class(), ErrorClass::Auth);
+    }
+
+    #[test]
     fn last_error_reads_the_json_log_and_redacts() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("j.log");
@@ -360,9 +601,9 @@ mod tests {
             ),
         )
         .unwrap();
-        let e = last_error(&log, &["s3cr3t-value"]).unwrap();
+        let e = last_error_since(&log, 0, &["s3cr3t-value"]).unwrap();
         assert_eq!(e, "a.txt: Failed to copy: key *** refused");
-        assert_eq!(last_error(&dir.path().join("none.log"), &[]), None);
+        assert_eq!(last_error_since(&dir.path().join("none.log"), 0, &[]), None);
 
         // A failed copyto is logged as a notice.
         std::fs::write(
@@ -371,7 +612,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            last_error(&log, &[]).unwrap(),
+            last_error_since(&log, 0, &[]).unwrap(),
             "Failed to copyto: connection refused"
         );
     }

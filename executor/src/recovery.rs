@@ -8,8 +8,7 @@ use std::path::Path;
 use pbs_shared::JobMessage;
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::endpoints;
+use crate::config::{Config, EndpointConfig};
 use crate::ledger::{Ledger, LedgerError};
 
 /// What recovery did.
@@ -24,16 +23,15 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<Recovered, LedgerErro
     for (job_id, attempt, body) in ledger.unfinished()? {
         match JobMessage::parse(&body) {
             Ok(job) => {
-                for file in &job.files {
-                    let Ok(target) = endpoints::destination(
-                        &config.endpoints,
-                        &job.destination,
-                        &file.dest_path,
-                    ) else {
-                        continue;
-                    };
-                    if let Some(local) = &target.local_file {
-                        report.partials_removed += remove_partials(local);
+                // Local targets only: on SMB and SFTP targets the partial is overwritten by the
+                // next attempt's copy of the same file, under a new random suffix.
+                if let Some(EndpointConfig::Local(local)) = config.endpoints.get(&job.destination) {
+                    for file in &job.files {
+                        let path = file
+                            .dest_path
+                            .segments()
+                            .fold(local.root.clone(), |p, s| p.join(s));
+                        report.partials_removed += remove_partials(&path);
                     }
                 }
             }

@@ -212,6 +212,7 @@ mod tests {
             error_class: None,
             error: None,
             note: None,
+            delivered: Vec::new(),
         };
         let done = serde_json::to_value(s.message(&id, 1, JobState::Succeeded, Some(ok))).unwrap();
         assert_eq!(
@@ -225,6 +226,7 @@ mod tests {
             error_class: Some(pbs_shared::ErrorClass::NotFound),
             error: Some("gone".into()),
             note: None,
+            delivered: Vec::new(),
         };
         let failed =
             serde_json::to_value(s.message(&id, 1, JobState::Failed, Some(failed))).unwrap();

@@ -86,7 +86,10 @@ impl JobTable {
     /// Records a new job as `queued`, unless a job with this id exists.
     pub async fn insert_queued(&self, job: &JobMessage) -> Result<Inserted, JobTableError> {
         let mut item = self.base_item(&job.job_id, job.created_at);
-        let pbs_shared::JobSource::S3 { bucket } = &job.source;
+        let source = match &job.source {
+            pbs_shared::JobSource::S3 { bucket } => ("source_bucket", bucket.as_str()),
+            pbs_shared::JobSource::Endpoint { endpoint } => ("source_endpoint", endpoint.as_str()),
+        };
         item.extend([
             ("state".into(), s(JobState::Queued.as_str())),
             ("state_rank".into(), n(JobState::Queued.rank())),
@@ -94,7 +97,7 @@ impl JobTable {
             ("template_id".into(), s(job.template_id.as_str())),
             ("pool".into(), s(job.pool.as_str())),
             ("destination".into(), s(job.destination.as_str())),
-            ("source_bucket".into(), s(bucket)),
+            (source.0.into(), s(source.1)),
             (
                 "files_json".into(),
                 s(serde_json::to_string(&job.files).expect("files serialise")),
@@ -252,6 +255,14 @@ impl JobTable {
             if let Some(note) = &r.note {
                 update = update.set("note", s(note));
             }
+            // Per-file outcomes and hashes, unless they would crowd the item's 400 KB limit (the
+            // delivery report in S3 holds every file).
+            if !r.delivered.is_empty() {
+                let json = serde_json::to_string(&r.delivered).expect("results serialise");
+                if json.len() <= MAX_DELIVERED_JSON {
+                    update = update.set("delivered_json", s(json));
+                }
+            }
         }
         // Same rule as JobState::may_become: nothing replaces a terminal state; within an attempt
         // the rank must rise; a later attempt may restart `running`.
@@ -351,6 +362,8 @@ pub struct JobView {
     pub destination: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_endpoint: Option<String>,
     pub files: Vec<serde_json::Value>,
     pub file_count: u64,
     pub total_bytes: u64,
@@ -373,7 +386,13 @@ pub struct ResultView {
     pub files: u64,
     pub bytes: u64,
     pub duration_ms: u64,
+    /// Each file's outcome and verified hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<serde_json::Value>,
 }
+
+/// Largest per-file result list kept on a job item.
+const MAX_DELIVERED_JSON: usize = 256 * 1024;
 
 impl JobView {
     fn from_item(item: &Item) -> Self {
@@ -385,6 +404,9 @@ impl JobView {
             files: get_n(item, "result_files").unwrap_or(0),
             bytes,
             duration_ms: get_n(item, "duration_ms").unwrap_or(0),
+            delivered: get_s(item, "delivered_json")
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default(),
         });
         Self {
             job_id: opt("job_id").unwrap_or_default(),
@@ -394,6 +416,7 @@ impl JobView {
             pool: opt("pool"),
             destination: opt("destination"),
             source_bucket: opt("source_bucket"),
+            source_endpoint: opt("source_endpoint"),
             file_count: get_n(item, "file_count").unwrap_or(files.len() as u64),
             files,
             total_bytes: get_n(item, "total_bytes").unwrap_or(0),

@@ -90,6 +90,8 @@ pub enum ErrorClass {
     NotFound,
     /// The destination holds something that may not be replaced.
     Conflict,
+    /// The delivered file does not match its source (hash or size) after the copy.
+    Integrity,
     /// The job itself is invalid (unsafe path, unknown endpoint, malformed message).
     BadRequest,
     /// A fault in the executor or the Lambdas.
@@ -103,6 +105,7 @@ impl ErrorClass {
             Self::Auth => "auth",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
+            Self::Integrity => "integrity",
             Self::BadRequest => "bad_request",
             Self::Internal => "internal",
         }
@@ -114,6 +117,7 @@ impl ErrorClass {
             Self::Auth,
             Self::NotFound,
             Self::Conflict,
+            Self::Integrity,
             Self::BadRequest,
             Self::Internal,
         ]
@@ -122,7 +126,7 @@ impl ErrorClass {
     }
 
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Retryable | Self::Internal)
+        matches!(self, Self::Retryable | Self::Integrity | Self::Internal)
     }
 }
 

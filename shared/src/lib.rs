@@ -5,6 +5,7 @@
 //! root, job states only move forward, and the versioned JSON messages exchanged between the cloud
 //! and the executors are defined in one place.
 
+pub mod delivery;
 pub mod dest_path;
 pub mod job;
 pub mod matching;
@@ -15,6 +16,7 @@ pub mod retry;
 pub mod s3_key;
 pub mod template;
 
+pub use delivery::{DeliveredFile, Delivery, FileOutcome, Overwrite, Verify};
 pub use dest_path::{DestPath, PathError};
 pub use job::{ErrorClass, JobState};
 pub use matching::{CompiledTemplate, ObjectRef, TemplateSet};

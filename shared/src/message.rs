@@ -68,6 +68,19 @@ impl<'de> Deserialize<'de> for V1 {
 pub enum JobSource {
     /// An S3 bucket the executor reads with its own AWS credentials.
     S3 { bucket: String },
+    /// An endpoint defined in the executor's configuration (SMB, SFTP, local, S3); each file's
+    /// `key` is a path under the endpoint's root.
+    Endpoint { endpoint: EndpointName },
+}
+
+impl JobSource {
+    /// How the source reads in messages and the API: `s3://bucket` or `endpoint:name`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::S3 { bucket } => format!("s3://{bucket}"),
+            Self::Endpoint { endpoint } => format!("endpoint:{endpoint}"),
+        }
+    }
 }
 
 /// One file of a job: where it is read and where it is written.
@@ -113,6 +126,9 @@ pub struct JobMessage {
     /// Attempts and backoff for retryable failures (the template's policy).
     #[serde(default)]
     pub retry: crate::retry::RetryPolicy,
+    /// Overwrite policy and verification (the template's).
+    #[serde(default)]
+    pub delivery: crate::delivery::Delivery,
     pub created_at: DateTime<Utc>,
 }
 
@@ -144,6 +160,9 @@ pub struct JobResult {
     /// version of it was already delivered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Each file's outcome, with its verified hash (empty for a failed job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<crate::delivery::DeliveredFile>,
 }
 
 /// A report from an executor to the StatusQueue.

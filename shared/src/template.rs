@@ -53,6 +53,9 @@ pub struct Options {
     /// Attempts and backoff for retryable failures.
     #[serde(default)]
     pub retry: crate::retry::RetryPolicy,
+    /// Overwrite policy and verification.
+    #[serde(default)]
+    pub delivery: crate::delivery::Delivery,
 }
 
 fn enabled_default() -> bool {

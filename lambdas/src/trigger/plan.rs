@@ -167,6 +167,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                     }],
                     destination: template.destination.endpoint.clone(),
                     retry: template.options.retry,
+                    delivery: template.options.delivery,
                     created_at: now,
                 }),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {

@@ -1,0 +1,312 @@
+//! Delivering one file from a source to a destination: the overwrite policy, the copy, and its
+//! verification.
+//!
+//! rclone writes every file to `<name>.<hex>.partial` on local, SMB and SFTP targets and renames
+//! it when complete (S3 objects appear only when their upload completes), so the final name is
+//! never seen half-written. Verification then reads back what was delivered: its size, and with
+//! `verify = "hash"` its MD5, computed from the delivered file itself where the target has no
+//! hashes (SMB, SFTP without a shell), compared with the source's. A file that fails the hash
+//! check is removed, so that nothing downstream takes it for a good copy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pbs_shared::{Delivery, ErrorClass, FileOutcome, Overwrite, Verify};
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoints::{Hashes, Side};
+use crate::rclone::{self, Invocation, RunEnd};
+
+/// Why a delivery did not happen.
+#[derive(Debug)]
+pub enum Fail {
+    Failed { class: ErrorClass, error: String },
+    /// Stopped by shutdown.
+    Interrupted,
+}
+
+impl Fail {
+    fn new(class: ErrorClass, error: impl Into<String>) -> Self {
+        Self::Failed {
+            class,
+            error: error.into(),
+        }
+    }
+}
+
+/// What was delivered for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub size: u64,
+    pub md5: Option<String>,
+    pub outcome: FileOutcome,
+}
+
+/// One file to deliver.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    /// Path under the source side's root (an S3 key for the cloud bucket).
+    pub source: &'a str,
+    /// Path under the destination side's root.
+    pub dest: &'a str,
+    /// Size when the job was made.
+    pub size: u64,
+    /// The source's ETag when known (an MD5 for single-part S3 uploads).
+    pub etag: Option<&'a str>,
+}
+
+/// Runs the rclone steps of one job.
+pub struct Runner<'a> {
+    pub rclone: &'a Path,
+    pub home: &'a Path,
+    pub log: &'a Path,
+    pub secrets: Vec<String>,
+    pub bandwidth_limit: Option<&'a str>,
+    pub abort: &'a CancellationToken,
+}
+
+impl Runner<'_> {
+    /// Runs `inv`; a non-zero exit becomes a classified failure prefixed with `context`. Returns
+    /// the exit code and standard output when `tolerate` accepts the code.
+    async fn exec(
+        &self,
+        inv: &Invocation,
+        context: &str,
+        tolerate: &[i32],
+    ) -> Result<(i32, Vec<u8>), Fail> {
+        let offset = rclone::log_offset(self.log);
+        let end = rclone::run(
+            self.rclone,
+            self.home,
+            inv,
+            self.abort,
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| {
+            Fail::new(
+                ErrorClass::Internal,
+                format!("cannot start rclone at {}: {e}", self.rclone.display()),
+            )
+        })?;
+        match end {
+            RunEnd::Cancelled => Err(Fail::Interrupted),
+            RunEnd::Exited {
+                code: Some(code),
+                stdout,
+            } if code == 0 || tolerate.contains(&code) => Ok((code, stdout)),
+            RunEnd::Exited { code, .. } => {
+                let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+                let detail = rclone::last_error_since(self.log, offset, &secrets)
+                    .unwrap_or_else(|| format!("rclone exited with {code:?}"));
+                Err(Fail::new(
+                    rclone::classify(code, &detail),
+                    format!("{context}: {detail}"),
+                ))
+            }
+        }
+    }
+
+    /// The size of `rel` on `side`, or `None` when it does not exist.
+    pub async fn stat(&self, side: &Side, rel: &str) -> Result<Option<u64>, Fail> {
+        if let Some(file) = side.local_file(rel) {
+            return match std::fs::metadata(&file) {
+                Ok(m) if m.is_file() => Ok(Some(m.len())),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Fail::new(
+                    ErrorClass::Retryable,
+                    format!("{}: cannot check the file: {e}", side.display(rel)),
+                )),
+            };
+        }
+        let inv = Invocation::new("lsjson", self.log)
+            .args(["--stat", "--files-only"])
+            .arg(side.spec(rel))
+            .remote(&side.remote);
+        let (code, out) = self.exec(&inv, &side.display(rel), &[3, 4]).await?;
+        if code != 0 {
+            return Ok(None);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+            Fail::new(
+                ErrorClass::Internal,
+                format!("{}: unreadable listing from rclone: {e}", side.display(rel)),
+            )
+        })?;
+        Ok(v["Size"].as_u64())
+    }
+
+    /// The MD5 of `rel` on `side`: from the side's own hashes where it has them, else by reading
+    /// the file. `etag` is used for S3 sources when it is a plain MD5 (single-part upload).
+    pub async fn md5(&self, side: &Side, rel: &str, etag: Option<&str>) -> Result<String, Fail> {
+        if let Some(md5) = etag.and_then(etag_md5) {
+            return Ok(md5);
+        }
+        let native = side.hashes == Hashes::Native;
+        if native && let Some(h) = self.hashsum(side, rel, false).await? {
+            return Ok(h);
+        }
+        // No hash on the backend (SMB, SFTP without a shell) or none stored for this object
+        // (an S3 multipart upload): read the file.
+        self.hashsum(side, rel, true).await?.ok_or_else(|| {
+            Fail::new(
+                ErrorClass::Retryable,
+                format!("{}: rclone returned no MD5", side.display(rel)),
+            )
+        })
+    }
+
+    async fn hashsum(&self, side: &Side, rel: &str, download: bool) -> Result<Option<String>, Fail> {
+        let mut inv = Invocation::new("hashsum", self.log).arg("md5");
+        if download {
+            inv = inv.arg("--download");
+        }
+        let inv = inv.arg(side.spec(rel)).remote(&side.remote);
+        let context = format!("{}: hashing", side.display(rel));
+        let (_, out) = self.exec(&inv, &context, &[]).await?;
+        let text = String::from_utf8_lossy(&out);
+        let hash = text.split_whitespace().next().unwrap_or_default();
+        Ok((hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| hash.to_ascii_lowercase()))
+    }
+
+    /// Removes `rel` from `side`.
+    pub async fn delete(&self, side: &Side, rel: &str) -> Result<(), Fail> {
+        let inv = Invocation::new("deletefile", self.log)
+            .arg(side.spec(rel))
+            .remote(&side.remote);
+        self.exec(&inv, &format!("{}: deleting", side.display(rel)), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Delivers one file by the template's rules.
+    pub async fn deliver(
+        &self,
+        src: &Side,
+        dst: &Side,
+        item: Item<'_>,
+        rules: Delivery,
+    ) -> Result<Delivered, Fail> {
+        let (from, to) = (src.display(item.source), dst.display(item.dest));
+        if rules.overwrite != Overwrite::Overwrite
+            && let Some(size) = self.stat(dst, item.dest).await?
+        {
+            match rules.overwrite {
+                Overwrite::SkipExisting => {
+                    return Ok(Delivered {
+                        size,
+                        md5: None,
+                        outcome: FileOutcome::SkippedExisting,
+                    });
+                }
+                Overwrite::FailIfDifferent => {
+                    let theirs = self.md5(dst, item.dest, None).await?;
+                    let ours = self.md5(src, item.source, item.etag).await?;
+                    if theirs == ours {
+                        return Ok(Delivered {
+                            size,
+                            md5: Some(ours),
+                            outcome: FileOutcome::Unchanged,
+                        });
+                    }
+                    return Err(Fail::new(
+                        ErrorClass::Conflict,
+                        format!(
+                            "{to} already exists and differs from {from} (MD5 {theirs}, source {ours}); \
+                             the template's overwrite policy is fail-if-different"
+                        ),
+                    ));
+                }
+                Overwrite::Overwrite => unreachable!("checked above"),
+            }
+        }
+
+        let mut copy = rclone::copy_file(
+            &src.remote,
+            &src.path(item.source),
+            &dst.remote,
+            &dst.path(item.dest),
+            self.log,
+            self.bandwidth_limit,
+        );
+        if rules.overwrite != Overwrite::Overwrite {
+            // Something written there since the check above is not replaced either.
+            copy = copy.arg("--ignore-existing");
+        }
+        self.exec(&copy, &format!("{from} -> {to}"), &[]).await?;
+
+        // rclone exits 0 when an S3 source is missing: it copied nothing.
+        let Some(size) = self.stat(dst, item.dest).await? else {
+            return Err(Fail::new(
+                ErrorClass::NotFound,
+                format!("{from}: source not found; nothing was delivered to {to}"),
+            ));
+        };
+        if rules.verify != Verify::None && size != item.size {
+            // The source may have been replaced since the job was made: what counts is that the
+            // delivered file matches the source as it is now.
+            let now = self.stat(src, item.source).await?;
+            if now != Some(size) {
+                return Err(Fail::new(
+                    ErrorClass::Integrity,
+                    format!(
+                        "{to}: {size} bytes delivered, but {from} has {}",
+                        now.map_or("no file".to_owned(), |n| format!("{n} bytes"))
+                    ),
+                ));
+            }
+        }
+        let md5 = match rules.verify {
+            Verify::Hash => {
+                let etag = (size == item.size).then_some(item.etag).flatten();
+                let ours = self.md5(src, item.source, etag).await?;
+                let delivered = self.md5(dst, item.dest, None).await?;
+                if ours != delivered {
+                    let removed = match self.delete(dst, item.dest).await {
+                        Ok(()) => "the delivered file was removed".to_owned(),
+                        Err(Fail::Failed { error, .. }) => {
+                            format!("the delivered file could not be removed: {error}")
+                        }
+                        Err(Fail::Interrupted) => return Err(Fail::Interrupted),
+                    };
+                    return Err(Fail::new(
+                        ErrorClass::Integrity,
+                        format!(
+                            "{to}: MD5 of the delivered file is {delivered}, but {from} has {ours}; {removed}"
+                        ),
+                    ));
+                }
+                Some(delivered)
+            }
+            Verify::Size | Verify::None => None,
+        };
+        Ok(Delivered {
+            size,
+            md5,
+            outcome: FileOutcome::Copied,
+        })
+    }
+}
+
+/// The MD5 in an S3 ETag: present only for single-part uploads (multipart ETags end in `-N`).
+fn etag_md5(etag: &str) -> Option<String> {
+    let e = etag.trim_matches('"');
+    (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then(|| e.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_single_part_etags_are_md5s() {
+        assert_eq!(
+            etag_md5("\"D2BA2C4075E409757ED2E77BD94D1225\"").as_deref(),
+            Some("d2ba2c4075e409757ed2e77bd94d1225")
+        );
+        assert_eq!(etag_md5("d2ba2c4075e409757ed2e77bd94d1225-3"), None);
+        assert_eq!(etag_md5(""), None);
+    }
+}
