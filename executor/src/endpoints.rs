@@ -213,8 +213,8 @@ fn readable(path: &Path) -> Result<(), String> {
 
 /// The first line of a secret file, without its line ending.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if line.is_empty() {
         return Err(format!("{} is empty", path.display()));
@@ -463,9 +463,7 @@ mod tests {
             disk.local_file("a/b c.txt").unwrap(),
             PathBuf::from("/data/a/b c.txt")
         );
-        let e = eps
-            .get(&EndpointName::parse("nope").unwrap())
-            .unwrap_err();
+        let e = eps.get(&EndpointName::parse("nope").unwrap()).unwrap_err();
         assert!(e.to_string().contains("\"nope\" is not defined"));
     }
 

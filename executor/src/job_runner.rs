@@ -182,7 +182,10 @@ async fn run(
                 ));
             }
             let note = (!notes.is_empty()).then(|| notes.join("; "));
-            (Outcome::succeeded(files, bytes, duration_ms, note), delivered)
+            (
+                Outcome::succeeded(files, bytes, duration_ms, note),
+                delivered,
+            )
         }
         Copy::Interrupted => {
             warn!("interrupted by shutdown; releasing the job to another executor");
@@ -284,7 +287,9 @@ fn failed(class: ErrorClass, error: impl Into<String>) -> Copy {
 /// Resolves the job's source and destination into rclone remotes.
 async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), Copy> {
     let cloud = ctx.config.cloud.as_ref();
-    let unknown = |e: endpoints::EndpointError| failed(ErrorClass::BadRequest, format!("{e} (pool {})", job.pool));
+    let unknown = |e: endpoints::EndpointError| {
+        failed(ErrorClass::BadRequest, format!("{e} (pool {})", job.pool))
+    };
     let dest = ctx.endpoints.get(&job.destination).map_err(unknown)?;
     let source = match &job.source {
         JobSource::S3 { .. } => None,
@@ -308,7 +313,8 @@ async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), Copy>
     let bad = |e: endpoints::EndpointError| failed(ErrorClass::BadRequest, e.to_string());
     let src = match (&job.source, source) {
         (JobSource::S3 { bucket }, _) => {
-            endpoints::s3_source(cloud, bucket, creds.as_ref().expect("fetched above")).map_err(bad)?
+            endpoints::s3_source(cloud, bucket, creds.as_ref().expect("fetched above"))
+                .map_err(bad)?
         }
         (_, Some(ep)) => ep.side("SRC", cloud, creds.as_ref()).map_err(bad)?,
         (JobSource::Endpoint { .. }, None) => unreachable!("resolved above"),

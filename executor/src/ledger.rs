@@ -103,6 +103,7 @@ pub struct JobRow {
     pub attempts: u32,
     pub files: Option<i64>,
     pub bytes: Option<i64>,
+    pub error_class: Option<String>,
     pub error: Option<String>,
     pub received_at: String,
     pub finished_at: Option<String>,
@@ -423,7 +424,7 @@ impl Ledger {
     pub fn recent(&self, limit: u32) -> Result<Vec<JobRow>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT job_id, template_id, state, deliveries, attempts, files, bytes, error, received_at, finished_at
+            "SELECT job_id, template_id, state, deliveries, attempts, files, bytes, error, received_at, finished_at, error_class
              FROM jobs ORDER BY received_at DESC, job_id LIMIT ?1",
         )?;
         let rows = stmt
@@ -439,6 +440,7 @@ impl Ledger {
                     error: r.get(7)?,
                     received_at: r.get(8)?,
                     finished_at: r.get(9)?,
+                    error_class: r.get(10)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -175,10 +175,7 @@ async fn aws_credentials(config: &Config) -> Option<aws_credential_types::Creden
         .region(Region::new(region))
         .load()
         .await;
-    sdk.credentials_provider()?
-        .provide_credentials()
-        .await
-        .ok()
+    sdk.credentials_provider()?.provide_credentials().await.ok()
 }
 
 async fn test_endpoints(

@@ -99,7 +99,14 @@ impl Step<'_> {
     ) -> Result<(i32, Vec<u8>), StepError> {
         // One try, short timeouts: a broken endpoint answers in seconds.
         let inv = inv
-            .args(["--low-level-retries", "1", "--contimeout", "5s", "--timeout", "15s"])
+            .args([
+                "--low-level-retries",
+                "1",
+                "--contimeout",
+                "5s",
+                "--timeout",
+                "15s",
+            ])
             .remote(&self.side.remote);
         let offset = rclone::log_offset(self.log);
         let end = rclone::run(
@@ -153,7 +160,9 @@ pub async fn probe(
     limit: Duration,
 ) -> ProbeReport {
     let started = Instant::now();
-    let log = home.join("logs").join(format!("probe-{}.log", endpoint.name));
+    let log = home
+        .join("logs")
+        .join(format!("probe-{}.log", endpoint.name));
     let _ = std::fs::remove_file(&log);
     let cancel = CancellationToken::new();
     let timer = {
@@ -247,7 +256,11 @@ async fn steps(step: &Step<'_>, endpoint: &Endpoint) -> Result<(), StepError> {
             });
         }
         let (_, read) = step
-            .run("read", Invocation::new("cat", log).arg(side.spec(&name)), &[])
+            .run(
+                "read",
+                Invocation::new("cat", log).arg(side.spec(&name)),
+                &[],
+            )
             .await?;
         if read != body {
             return Err(StepError {

@@ -430,7 +430,13 @@ pub fn diagnose(message: &str) -> Option<Problem> {
         ),
         (
             Problem::Throttled,
-            &["slowdown", "slow down", "too many requests", "status code: 429", "throttl"],
+            &[
+                "slowdown",
+                "slow down",
+                "too many requests",
+                "status code: 429",
+                "throttl",
+            ],
         ),
         (
             Problem::Connect,
@@ -573,11 +579,11 @@ mod tests {
                 "dial tcp: lookup nas.invalid on 127.0.0.53:53: no such host",
                 Problem::Dns,
             ),
-            ("SlowDown: Please reduce your request rate", Problem::Throttled),
             (
-                "open /srv/in/a.txt: permission denied",
-                Problem::Permission,
+                "SlowDown: Please reduce your request rate",
+                Problem::Throttled,
             ),
+            ("open /srv/in/a.txt: permission denied", Problem::Permission),
         ];
         for (msg, expected) in cases {
             assert_eq!(diagnose(msg), Some(expected), "{msg}");

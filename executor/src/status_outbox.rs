@@ -212,7 +212,13 @@ mod tests {
             error_class: None,
             error: None,
             note: None,
-            delivered: Vec::new(),
+            delivered: vec![pbs_shared::DeliveredFile {
+                key: "k".into(),
+                dest_path: "k".into(),
+                size: 5,
+                md5: Some("0".repeat(32)),
+                outcome: pbs_shared::FileOutcome::Copied,
+            }],
         };
         let done = serde_json::to_value(s.message(&id, 1, JobState::Succeeded, Some(ok))).unwrap();
         assert_eq!(

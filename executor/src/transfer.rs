@@ -20,7 +20,10 @@ use crate::rclone::{self, Invocation, RunEnd};
 /// Why a delivery did not happen.
 #[derive(Debug)]
 pub enum Fail {
-    Failed { class: ErrorClass, error: String },
+    Failed {
+        class: ErrorClass,
+        error: String,
+    },
     /// Stopped by shutdown.
     Interrupted,
 }
@@ -157,7 +160,12 @@ impl Runner<'_> {
         })
     }
 
-    async fn hashsum(&self, side: &Side, rel: &str, download: bool) -> Result<Option<String>, Fail> {
+    async fn hashsum(
+        &self,
+        side: &Side,
+        rel: &str,
+        download: bool,
+    ) -> Result<Option<String>, Fail> {
         let mut inv = Invocation::new("hashsum", self.log).arg("md5");
         if download {
             inv = inv.arg("--download");
@@ -167,8 +175,10 @@ impl Runner<'_> {
         let (_, out) = self.exec(&inv, &context, &[]).await?;
         let text = String::from_utf8_lossy(&out);
         let hash = text.split_whitespace().next().unwrap_or_default();
-        Ok((hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| hash.to_ascii_lowercase()))
+        Ok(
+            (hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| hash.to_ascii_lowercase()),
+        )
     }
 
     /// Removes `rel` from `side`.

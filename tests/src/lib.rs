@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub mod link;
+pub mod servers;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -284,6 +285,17 @@ impl Stack {
     }
 
     /// The messages in a queue right now, left visible for others (for dead-letter checks).
+    /// Sends a job message straight to a pool's work queue, as a manual job would arrive.
+    pub async fn send_job(&self, queue_url: &str, job: &Value) -> Result<()> {
+        self.sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(job.to_string())
+            .send()
+            .await?;
+        Ok(())
+    }
+
     pub async fn peek(&self, queue_url: &str) -> Result<Vec<aws_sdk_sqs::types::Message>> {
         let out = self
             .sqs
@@ -360,7 +372,17 @@ pub fn encode_event_key(key: &str) -> String {
     out
 }
 
-fn spawn_executor(config: &Path, dir: &Path) -> Result<Child> {
+/// The project's rclone (or `PBS_RCLONE`).
+pub fn rclone_bin() -> String {
+    std::env::var("PBS_RCLONE").unwrap_or_else(|_| {
+        workspace_root()
+            .join(".tools/bin/rclone")
+            .display()
+            .to_string()
+    })
+}
+
+fn spawn_executor(config: &Path, dir: &Path, env: &[(String, String)]) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -370,13 +392,15 @@ fn spawn_executor(config: &Path, dir: &Path) -> Result<Child> {
         .arg(config)
         .arg("run")
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", executor_bin()))
 }
 
-fn executor_bin() -> String {
+/// The executor binary under test (or `PBS_EXECUTOR_BIN`).
+pub fn executor_bin() -> String {
     std::env::var("PBS_EXECUTOR_BIN").unwrap_or_else(|_| {
         workspace_root()
             .join("target/debug/pbs-executor")
@@ -398,6 +422,12 @@ pub struct ExecutorOptions {
     pub visibility_timeout: Option<u32>,
     /// Suffix of the executor id, to run several executors on one pool.
     pub name: Option<String>,
+    /// More TOML appended to the configuration (endpoints beside the default `disk`).
+    pub extra_config: String,
+    /// Environment variables for the executor (e.g. the endpoint passwords it reads).
+    pub env: Vec<(String, String)>,
+    /// rclone binary; default the project's.
+    pub rclone: Option<String>,
 }
 
 /// A real executor process with its own config, state dir and landing folder.
@@ -408,6 +438,7 @@ pub struct Executor {
     pub config_path: PathBuf,
     pub landing: PathBuf,
     pub state: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Executor {
@@ -426,12 +457,7 @@ impl Executor {
         let landing = dir.path().join("landing");
         let state = dir.path().join("state");
         std::fs::create_dir_all(&landing)?;
-        let rclone = std::env::var("PBS_RCLONE").unwrap_or_else(|_| {
-            workspace_root()
-                .join(".tools/bin/rclone")
-                .display()
-                .to_string()
-        });
+        let rclone = opts.rclone.clone().unwrap_or_else(rclone_bin);
         let id = format!("{pool}-{}", opts.name.as_deref().unwrap_or("exec"));
         let emulator = stack.output("EmulatorUrl");
         let sqs_endpoint = opts.sqs_endpoint.as_deref().unwrap_or(emulator);
@@ -460,7 +486,10 @@ visibility_timeout_seconds = {visibility}
 [endpoints.disk]
 type = "local"
 root = "{landing}"
+
+{extra}
 "#,
+            extra = opts.extra_config,
             state = state.display(),
             status = stack.output("StatusQueueUrl"),
             landing = landing.display(),
@@ -468,7 +497,7 @@ root = "{landing}"
         );
         let config_path = dir.path().join("executor.toml");
         std::fs::write(&config_path, config)?;
-        let child = spawn_executor(&config_path, dir.path())?;
+        let child = spawn_executor(&config_path, dir.path(), &opts.env)?;
         Ok(Self {
             child,
             id,
@@ -476,6 +505,7 @@ root = "{landing}"
             config_path,
             landing,
             state,
+            env: opts.env,
         })
     }
 
@@ -496,8 +526,43 @@ root = "{landing}"
     /// Starts the executor again with the same configuration and state.
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();
-        self.child = spawn_executor(&self.config_path, self.dir.path())?;
+        self.child = spawn_executor(&self.config_path, self.dir.path(), &self.env)?;
         Ok(())
+    }
+
+    /// The executor's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `pbs-executor --config <this executor's config> ARGS` with its environment.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new(executor_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .with_context(|| format!("running pbs-executor {args:?}"))
+    }
+
+    /// The job's row in the executor's ledger once it has reached a terminal state.
+    pub async fn finished(&self, job_id: &str) -> Result<Value> {
+        eventually(
+            Duration::from_secs(120),
+            &format!("job {job_id} to finish"),
+            || async {
+                Ok(self.ledger()?.into_iter().find(|r| {
+                    r["job_id"] == job_id
+                        && matches!(
+                            r["state"].as_str(),
+                            Some("succeeded" | "failed" | "cancelled")
+                        )
+                }))
+            },
+        )
+        .await
+        .with_context(|| format!("executor log:\n{}", self.log()))
     }
 
     pub fn is_running(&mut self) -> bool {
