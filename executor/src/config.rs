@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pbs_shared::{EndpointName, ExecutorId, PoolName};
+use pbs_shared::{
+    Delivery, EndpointName, ExecutorId, PathTemplate, PoolName, RetryPolicy, TemplateId,
+};
 use serde::Deserialize;
 
 /// Why the configuration could not be used.
@@ -50,9 +52,137 @@ pub struct Config {
     /// The cloud connection. Without it the executor runs standalone.
     #[serde(default)]
     pub cloud: Option<CloudConfig>,
-    /// Named endpoints that templates refer to as destinations.
+    /// Named endpoints that templates and rules refer to.
     #[serde(default)]
     pub endpoints: BTreeMap<EndpointName, EndpointConfig>,
+    /// Watch-folder rules (`[[watch]]`).
+    #[serde(default)]
+    pub watch: Vec<WatchRule>,
+    /// Cron schedules (`[[schedule]]`).
+    #[serde(default)]
+    pub schedule: Vec<ScheduleRule>,
+}
+
+/// Copy files from a local folder as they settle.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRule {
+    /// Unique rule name; jobs carry it as their template id.
+    pub name: TemplateId,
+    /// A `local` endpoint holding the watched folder.
+    pub source: EndpointName,
+    /// Folder under the source endpoint's root. Default: the root.
+    #[serde(default)]
+    pub folder: String,
+    /// Watch subfolders too.
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    /// Globs on the path relative to the watched folder; default every file.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs on the same path that are never taken.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Where files go.
+    pub destination: EndpointName,
+    /// Destination path template; `{key}` is the path relative to the watched folder.
+    #[serde(default = "default_path")]
+    pub path: PathTemplate,
+    /// A file is taken once its size and modification time have not changed for this long.
+    #[serde(default = "default_stable")]
+    pub stable_seconds: u64,
+    /// What happens to the source file after a verified delivery.
+    #[serde(default)]
+    pub after: AfterAction,
+    /// For `after = "move-to"`: folder under the source endpoint's root that delivered files
+    /// move to, keeping their relative path.
+    #[serde(default)]
+    pub archive_folder: Option<String>,
+    /// Files already in the folder when the executor starts: `process` or `ignore`.
+    #[serde(default)]
+    pub existing: ExistingFiles,
+    /// A full scan of the folder this often catches events lost to overflow or restarts.
+    #[serde(default = "default_reconcile")]
+    pub reconcile_seconds: u64,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// What happens to a watched file after its verified delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterAction {
+    #[default]
+    Keep,
+    Delete,
+    MoveTo,
+}
+
+/// Files present when watching starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExistingFiles {
+    #[default]
+    Process,
+    Ignore,
+}
+
+/// Copy a folder (or prefix) on a cron schedule.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRule {
+    pub name: TemplateId,
+    /// `min hour day-of-month month day-of-week` (five fields), or six with seconds first.
+    pub cron: String,
+    /// IANA time zone the expression is read in, e.g. `Europe/Paris`.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// Any endpoint: local, SMB, SFTP or S3.
+    pub source: EndpointName,
+    #[serde(default)]
+    pub folder: String,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub destination: EndpointName,
+    #[serde(default = "default_path")]
+    pub path: PathTemplate,
+    /// After downtime: `skip` the runs missed, or `run-once` to catch up with one run.
+    #[serde(default)]
+    pub missed: MissedRuns,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissedRuns {
+    #[default]
+    Skip,
+    RunOnce,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_path() -> PathTemplate {
+    PathTemplate::parse("{key}").expect("valid template")
+}
+fn default_stable() -> u64 {
+    5
+}
+fn default_reconcile() -> u64 {
+    60
+}
+fn default_tz() -> String {
+    "UTC".into()
 }
 
 /// How the executor reaches its pool's queues (outbound HTTPS only).
@@ -378,6 +508,7 @@ impl Config {
                 .validate()
                 .map_err(|(field, message)| format!("endpoints.{name}.{field}: {message}"))?;
         }
+        crate::rules::check(self)?;
         Ok(())
     }
 

@@ -58,7 +58,24 @@ pub async fn handle(ctx: &JobContext, msg: &Received, abort: &CancellationToken)
     };
     let span =
         info_span!("job", job_id = %job.job_id, template = %job.template_id, pool = %job.pool);
-    run(ctx, msg, job, abort).instrument(span).await
+    run(ctx, msg, job, abort).instrument(span).await.0
+}
+
+/// Runs a job made on this executor (watch, schedule) as attempt `attempt`; also returns the
+/// state it ended in, when it ended.
+pub async fn handle_local(
+    ctx: &JobContext,
+    job: JobMessage,
+    attempt: u32,
+    abort: &CancellationToken,
+) -> (Disposition, Option<JobState>) {
+    let msg = Received {
+        body: serde_json::to_string(&job).expect("jobs serialise"),
+        receive_count: attempt,
+    };
+    let span =
+        info_span!("job", job_id = %job.job_id, template = %job.template_id, pool = %job.pool);
+    run(ctx, &msg, job, abort).instrument(span).await
 }
 
 /// A message that is not a valid v1 job: reported as a failed job when its id can be read, and
@@ -102,13 +119,13 @@ async fn run(
     msg: &Received,
     job: JobMessage,
     abort: &CancellationToken,
-) -> Disposition {
+) -> (Disposition, Option<JobState>) {
     let attempt = msg.receive_count.max(1);
     let claim = match ctx.ledger.claim(&job, &msg.body) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "ledger unavailable; job left for redelivery");
-            return Disposition::Keep;
+            return (Disposition::Keep, None);
         }
     };
     let deliveries = match claim {
@@ -116,7 +133,7 @@ async fn run(
         Claim::InFlight => {
             // The running delivery holds its own message, which comes back if it fails.
             info!("duplicate delivery of a job running here now; dropped");
-            return Disposition::Delete;
+            return (Disposition::Delete, None);
         }
         Claim::Done(prev) => {
             info!(state = %prev.state, "this version's job already ended here; acknowledging without running it again");
@@ -130,14 +147,14 @@ async fn run(
                 delivered: Vec::new(),
             };
             // Reported as the attempt that ended it, so the job's history stays true.
-            let report =
-                ctx.status
-                    .message(&job.job_id, prev.attempt.max(1), prev.state, Some(result));
+            let report = ctx
+                .status
+                .for_job(&job, prev.attempt.max(1), prev.state, Some(result));
             return match ctx.status.report(&report) {
-                Ok(()) => Disposition::Delete,
+                Ok(()) => (Disposition::Delete, Some(prev.state)),
                 Err(e) => {
                     error!(error = %e, "report not recorded; job left for redelivery");
-                    Disposition::Keep
+                    (Disposition::Keep, None)
                 }
             };
         }
@@ -145,11 +162,9 @@ async fn run(
     tracing::debug!(deliveries, attempt, "running");
     if let Err(e) = ctx.ledger.start_attempt(&job.job_id, attempt) {
         error!(error = %e, "ledger unavailable; job left for redelivery");
-        return Disposition::Keep;
+        return (Disposition::Keep, None);
     }
-    let running = ctx
-        .status
-        .message(&job.job_id, attempt, JobState::Running, None);
+    let running = ctx.status.for_job(&job, attempt, JobState::Running, None);
     if let Err(e) = ctx.status.report(&running) {
         warn!(error = %e, "running report not recorded; continuing");
     }
@@ -192,7 +207,7 @@ async fn run(
             let requeued =
                 Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
             let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued, None);
-            return Disposition::Release(Duration::ZERO);
+            return (Disposition::Release(Duration::ZERO), None);
         }
         Copy::Failed { class, error }
             if class.is_retryable() && job.retry.may_retry_after(attempt) =>
@@ -205,7 +220,7 @@ async fn run(
                 &Outcome::requeued(Some(class), error, duration_ms),
                 None,
             );
-            return Disposition::Release(delay);
+            return (Disposition::Release(delay), None);
         }
         Copy::Failed { class, error } => (Outcome::failed(class, error, duration_ms), Vec::new()),
     };
@@ -220,16 +235,16 @@ async fn run(
     };
     let report = ctx
         .status
-        .message(&job.job_id, attempt, outcome.state, Some(result));
+        .for_job(&job, attempt, outcome.state, Some(result.clone()));
     // Outcome and report are committed together; the message may then go, whatever the cloud's
     // state: the outbox delivers the report when it can.
-    let body = StatusOutbox::body(&report);
+    let body = ctx.status.enabled().then(|| StatusOutbox::body(&report));
     if let Err(e) = ctx
         .ledger
-        .finish(&job.job_id, attempt, &outcome, Some(&body))
+        .finish(&job.job_id, attempt, &outcome, body.as_deref())
     {
         error!(error = %e, "outcome could not be recorded; job left for redelivery");
-        return Disposition::Keep;
+        return (Disposition::Keep, None);
     }
     ctx.status.wake();
     match outcome.state {
@@ -241,7 +256,7 @@ async fn run(
         ),
         _ => error!(error = outcome.error.as_deref().unwrap_or(""), "job failed"),
     }
-    Disposition::Delete
+    (Disposition::Delete, Some(outcome.state))
 }
 
 /// A number in [0, 1] that differs between executors and moments, to spread retries.

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pbs_shared::message::sequencer_cmp;
 use pbs_shared::{ErrorClass, JobId, JobMessage, JobState};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -143,6 +143,10 @@ CREATE TABLE IF NOT EXISTS paths (
     sequencer TEXT NOT NULL,
     job_id    TEXT NOT NULL,
     PRIMARY KEY (endpoint, dest_path)
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    rule     TEXT PRIMARY KEY,
+    last_run TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS attempts (
     job_id      TEXT NOT NULL,
@@ -418,6 +422,105 @@ impl Ledger {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// A job's current state, if the ledger has it.
+    pub fn job_state(&self, job_id: &JobId) -> Result<Option<JobState>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT state FROM jobs WHERE job_id = ?1",
+                params![job_id.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|s| JobState::parse(&s)))
+    }
+
+    /// Attempts recorded for a job (so a job made again after a restart numbers on).
+    pub fn attempt_count(&self, job_id: &JobId) -> Result<u32, LedgerError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE job_id = ?1",
+            params![job_id.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The last scheduled time a schedule ran or skipped.
+    pub fn schedule_last(&self, rule: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT last_run FROM schedules WHERE rule = ?1",
+                params![rule],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    pub fn set_schedule_last(&self, rule: &str, at: DateTime<Utc>) -> Result<(), LedgerError> {
+        self.conn().execute(
+            "INSERT INTO schedules (rule, last_run) VALUES (?1, ?2)
+             ON CONFLICT(rule) DO UPDATE SET last_run = excluded.last_run",
+            params![rule, at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Everything the ledger knows of one job: its row, message and attempts.
+    pub fn job_detail(&self, job_id: &str) -> Result<Option<serde_json::Value>, LedgerError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT job_id, template_id, state, deliveries, attempts, files, bytes, duration_ms,
+                        error_class, error, received_at, started_at, finished_at, message
+                 FROM jobs WHERE job_id = ?1",
+                params![job_id],
+                |r| {
+                    let message: String = r.get(13)?;
+                    Ok(serde_json::json!({
+                        "job_id": r.get::<_, String>(0)?,
+                        "template_id": r.get::<_, Option<String>>(1)?,
+                        "state": r.get::<_, String>(2)?,
+                        "deliveries": r.get::<_, u32>(3)?,
+                        "attempts": r.get::<_, u32>(4)?,
+                        "files": r.get::<_, Option<i64>>(5)?,
+                        "bytes": r.get::<_, Option<i64>>(6)?,
+                        "duration_ms": r.get::<_, Option<i64>>(7)?,
+                        "error_class": r.get::<_, Option<String>>(8)?,
+                        "error": r.get::<_, Option<String>>(9)?,
+                        "received_at": r.get::<_, String>(10)?,
+                        "started_at": r.get::<_, Option<String>>(11)?,
+                        "finished_at": r.get::<_, Option<String>>(12)?,
+                        "job": serde_json::from_str::<serde_json::Value>(&message)
+                            .unwrap_or(serde_json::Value::String(message)),
+                    }))
+                },
+            )
+            .optional()?;
+        let Some(mut row) = row else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT attempt, started_at, finished_at, state, error FROM attempts
+             WHERE job_id = ?1 ORDER BY attempt",
+        )?;
+        let attempts = stmt
+            .query_map(params![job_id], |r| {
+                Ok(serde_json::json!({
+                    "attempt": r.get::<_, u32>(0)?,
+                    "started_at": r.get::<_, String>(1)?,
+                    "finished_at": r.get::<_, Option<String>>(2)?,
+                    "state": r.get::<_, String>(3)?,
+                    "error": r.get::<_, Option<String>>(4)?,
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        row["attempt_history"] = serde_json::Value::Array(attempts);
+        Ok(Some(row))
     }
 
     /// The most recent jobs, newest first.

@@ -5,12 +5,17 @@ mod dest_locks;
 mod endpoints;
 mod job_runner;
 mod ledger;
+mod local_jobs;
 mod poller;
 mod probe;
 mod rclone;
 mod recovery;
+mod rule_set;
+mod rules;
+mod schedule;
 mod status_outbox;
 mod transfer;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_config::{BehaviorVersion, Region};
 use clap::{Parser, Subcommand};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -28,7 +34,9 @@ use crate::config::Config;
 use crate::endpoints::Endpoints;
 use crate::job_runner::JobContext;
 use crate::ledger::Ledger;
+use crate::local_jobs::LocalJobs;
 use crate::poller::Poller;
+use crate::rule_set::RuleSet;
 use crate::status_outbox::StatusOutbox;
 
 #[derive(Parser)]
@@ -86,6 +94,13 @@ enum EndpointsCommand {
 
 #[derive(Subcommand)]
 enum JobsCommand {
+    /// One job: its state, attempts, result, message and the path of its rclone logs.
+    Show {
+        job_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The most recent jobs, newest first.
     List {
         #[arg(long, default_value_t = 50)]
@@ -116,7 +131,7 @@ async fn main() -> Result<()> {
     init_tracing(&cli.log_format);
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::Run => run(config).await,
+        Command::Run => run(config, cli.config.clone()).await,
         Command::Endpoints {
             command:
                 EndpointsCommand::Test {
@@ -141,6 +156,33 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Jobs {
+            command: JobsCommand::Show { job_id, json },
+        } => {
+            let ledger = Ledger::open(&config.state_dir.join("ledger.sqlite"))?;
+            let Some(mut detail) = ledger.job_detail(&job_id)? else {
+                anyhow::bail!("job {job_id:?} is not in this executor's ledger");
+            };
+            let logs: Vec<String> = std::fs::read_dir(config.state_dir.join("logs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{job_id}.")))
+                })
+                .map(|p| p.display().to_string())
+                .collect();
+            detail["logs"] = serde_json::json!(logs);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print_job(&detail);
+            }
+            Ok(())
+        }
+        Command::Jobs {
             command: JobsCommand::List { limit, json },
         } => {
             let ledger = Ledger::open(&config.state_dir.join("ledger.sqlite"))?;
@@ -161,6 +203,56 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn print_job(d: &serde_json::Value) {
+    let text = |k: &str| match &d[k] {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    println!("job        {}", text("job_id"));
+    println!("rule       {}", text("template_id"));
+    println!("state      {}", text("state"));
+    if let Some(origin) = d["job"]["origin"].as_object() {
+        println!(
+            "origin     {} {}",
+            origin["kind"].as_str().unwrap_or(""),
+            origin["rule"].as_str().unwrap_or("")
+        );
+    }
+    println!("source     {}", d["job"]["source"]);
+    println!(
+        "to         {}",
+        d["job"]["destination"].as_str().unwrap_or("-")
+    );
+    println!("files      {} ({} bytes)", text("files"), text("bytes"));
+    println!("received   {}", text("received_at"));
+    println!("finished   {}", text("finished_at"));
+    if d["error"].is_string() {
+        println!("error      [{}] {}", text("error_class"), text("error"));
+    }
+    for a in d["attempt_history"].as_array().into_iter().flatten() {
+        println!(
+            "attempt {}  {}  {} .. {}  {}",
+            a["attempt"],
+            a["state"].as_str().unwrap_or(""),
+            a["started_at"].as_str().unwrap_or(""),
+            a["finished_at"].as_str().unwrap_or("-"),
+            a["error"].as_str().unwrap_or("")
+        );
+    }
+    for f in d["job"]["files"].as_array().into_iter().flatten() {
+        println!(
+            "file       {} -> {} ({} bytes)",
+            f["key"].as_str().unwrap_or(""),
+            f["dest_path"].as_str().unwrap_or(""),
+            f["size"]
+        );
+    }
+    for l in d["logs"].as_array().into_iter().flatten() {
+        println!("log        {}", l.as_str().unwrap_or(""));
     }
 }
 
@@ -232,7 +324,7 @@ async fn test_endpoints(
     Ok(())
 }
 
-async fn run(config: Config) -> Result<()> {
+async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     std::fs::create_dir_all(config.state_dir.join("logs"))
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     // rclone reads remotes from the environment only; its config file stays empty.
@@ -249,14 +341,12 @@ async fn run(config: Config) -> Result<()> {
     let tracker = TaskTracker::new();
     spawn_signal_handler(shutdown.clone());
 
-    let Some(cloud) = config.cloud.clone() else {
-        warn!("no [cloud] section: running standalone with nothing to poll");
-        shutdown.cancelled().await;
-        return Ok(());
-    };
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(cloud.region.clone()));
-    if let Some(url) = &cloud.endpoint_url {
+    let cloud = config.cloud.clone();
+    let region = cloud
+        .as_ref()
+        .map_or("us-east-1".to_owned(), |c| c.region.clone());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+    if let Some(url) = cloud.as_ref().and_then(|c| c.endpoint_url.as_ref()) {
         loader = loader.endpoint_url(url);
     }
     let sdk = loader.load().await;
@@ -265,8 +355,9 @@ async fn run(config: Config) -> Result<()> {
         .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let status = Arc::new(StatusOutbox::new(
-        sqs.clone(),
-        cloud.status_queue_url.clone(),
+        cloud
+            .as_ref()
+            .map(|c| (sqs.clone(), c.status_queue_url.clone())),
         executor_id.clone(),
         config.pool.clone(),
         ledger.clone(),
@@ -280,25 +371,53 @@ async fn run(config: Config) -> Result<()> {
     });
     let ctx = Arc::new(JobContext {
         config: config.clone(),
-        endpoints,
+        endpoints: endpoints.clone(),
         ledger: ledger.clone(),
         status: status.clone(),
         credentials,
         dest_locks: Default::default(),
     });
-    info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), rclone = %rclone_version, "executor starting");
+    info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), rclone = %rclone_version,
+          mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
 
-    let poller = Poller {
-        sqs,
-        queue_url: cloud.work_queue_url.clone(),
-        wait_seconds: cloud.wait_seconds,
-        visibility_timeout: cloud.visibility_timeout_seconds,
-        concurrency: config.concurrency,
-        ctx,
-    };
-    poller
-        .run(shutdown.clone(), abort.clone(), tracker.clone())
-        .await;
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let local = Arc::new(LocalJobs {
+        ctx: ctx.clone(),
+        slots: slots.clone(),
+        shutdown: shutdown.clone(),
+        abort: abort.clone(),
+        tracker: tracker.clone(),
+    });
+    let mut rules = RuleSet::new(
+        config.pool.clone(),
+        endpoints,
+        local,
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    rules.apply(&config);
+    info!(rules = rules.len(), "watch and schedule rules in force");
+    tracker.spawn(rules.follow(config_path, shutdown.clone()));
+
+    match cloud {
+        Some(cloud) => {
+            let poller = Poller {
+                sqs,
+                queue_url: cloud.work_queue_url.clone(),
+                wait_seconds: cloud.wait_seconds,
+                visibility_timeout: cloud.visibility_timeout_seconds,
+                slots,
+                ctx,
+            };
+            poller
+                .run(shutdown.clone(), abort.clone(), tracker.clone())
+                .await;
+        }
+        None => {
+            info!("no [cloud] section: running standalone (watch and schedule rules only)");
+            shutdown.cancelled().await;
+        }
+    }
 
     tracker.close();
     let grace = config.shutdown_grace();

@@ -18,7 +18,8 @@ pub struct Poller {
     pub queue_url: String,
     pub wait_seconds: i32,
     pub visibility_timeout: i32,
-    pub concurrency: usize,
+    /// Job slots, shared with jobs made by watch and schedule rules.
+    pub slots: Arc<Semaphore>,
     pub ctx: Arc<JobContext>,
 }
 
@@ -31,9 +32,9 @@ impl Poller {
         tracker: TaskTracker,
     ) {
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(this.concurrency));
+        let slots = this.slots.clone();
         let mut backoff = Duration::from_secs(1);
-        info!(queue = %this.queue_url, concurrency = this.concurrency, "polling the pool's work queue");
+        info!(queue = %this.queue_url, "polling the pool's work queue");
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,

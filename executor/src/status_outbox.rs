@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::Utc;
 use pbs_shared::message::{JobStatus, V1};
-use pbs_shared::{ExecutorId, JobId, JobResult, JobState, PoolName, StatusMessage};
+use pbs_shared::{ExecutorId, JobId, JobMessage, JobResult, JobState, PoolName, StatusMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -22,8 +22,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 pub struct StatusOutbox {
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
+    /// The StatusQueue; `None` when the executor runs standalone (nothing is reported).
+    sink: Option<(aws_sdk_sqs::Client, String)>,
     executor_id: ExecutorId,
     pool: PoolName,
     ledger: Arc<Ledger>,
@@ -32,15 +32,13 @@ pub struct StatusOutbox {
 
 impl StatusOutbox {
     pub fn new(
-        sqs: aws_sdk_sqs::Client,
-        queue_url: String,
+        sink: Option<(aws_sdk_sqs::Client, String)>,
         executor_id: ExecutorId,
         pool: PoolName,
         ledger: Arc<Ledger>,
     ) -> Self {
         Self {
-            sqs,
-            queue_url,
+            sink,
             executor_id,
             pool,
             ledger,
@@ -65,7 +63,27 @@ impl StatusOutbox {
             state,
             at: Utc::now(),
             result,
+            job: None,
         })
+    }
+
+    /// A report on `job`; jobs made on this executor carry their summary, so that the cloud can
+    /// list a job it never planned.
+    pub fn for_job(
+        &self,
+        job: &JobMessage,
+        attempt: u32,
+        state: JobState,
+        result: Option<JobResult>,
+    ) -> StatusMessage {
+        let StatusMessage::Job(mut status) = self.message(&job.job_id, attempt, state, result);
+        status.job = job.summary();
+        StatusMessage::Job(status)
+    }
+
+    /// Whether reports go anywhere (false when standalone).
+    pub fn enabled(&self) -> bool {
+        self.sink.is_some()
     }
 
     pub fn body(message: &StatusMessage) -> String {
@@ -74,6 +92,9 @@ impl StatusOutbox {
 
     /// Commits a report to the outbox and wakes the sender.
     pub fn report(&self, message: &StatusMessage) -> Result<(), LedgerError> {
+        if !self.enabled() {
+            return Ok(());
+        }
         let StatusMessage::Job(status) = message;
         self.ledger
             .enqueue_report(&status.job_id, &Self::body(message))?;
@@ -88,6 +109,9 @@ impl StatusOutbox {
 
     /// Sends reports until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
+        if !self.enabled() {
+            return;
+        }
         let mut backoff = Duration::from_secs(1);
         loop {
             match self.send_batch().await {
@@ -126,6 +150,9 @@ impl StatusOutbox {
 
     /// Sends the oldest reports; returns how many were delivered.
     async fn send_batch(&self) -> Result<usize, String> {
+        let Some((sqs, queue_url)) = &self.sink else {
+            return Ok(0);
+        };
         let head = self.ledger.outbox_head(BATCH).map_err(|e| e.to_string())?;
         if head.is_empty() {
             return Ok(0);
@@ -140,10 +167,9 @@ impl StatusOutbox {
                     .map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .sqs
+        let out = sqs
             .send_message_batch()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .set_entries(Some(entries))
             .send()
             .await
@@ -182,8 +208,7 @@ mod tests {
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
             .build();
         StatusOutbox::new(
-            aws_sdk_sqs::Client::from_conf(conf),
-            "unused".into(),
+            Some((aws_sdk_sqs::Client::from_conf(conf), "unused".into())),
             ExecutorId::parse("edit-bay-1").unwrap(),
             PoolName::parse("default").unwrap(),
             Arc::new(Ledger::open(&dir.join("ledger.sqlite")).unwrap()),

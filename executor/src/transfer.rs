@@ -300,6 +300,56 @@ impl Runner<'_> {
     }
 }
 
+/// The files under `folder` of `side` (recursively or not): paths relative to the folder, and
+/// sizes. Used by schedules to make their job.
+pub async fn list_files(
+    rclone_bin: &Path,
+    home: &Path,
+    log: &Path,
+    side: &Side,
+    folder: &str,
+    recursive: bool,
+) -> Result<Vec<(String, u64)>, String> {
+    let mut inv = Invocation::new("lsjson", log)
+        .args(["--files-only", "--no-mimetype"])
+        .arg(if recursive {
+            "--recursive"
+        } else {
+            "--max-depth=1"
+        });
+    inv = inv.arg(side.spec(folder)).remote(&side.remote);
+    let offset = rclone::log_offset(log);
+    let end = rclone::run(
+        rclone_bin,
+        home,
+        &inv,
+        &CancellationToken::new(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| format!("cannot start rclone at {}: {e}", rclone_bin.display()))?;
+    let stdout = match end {
+        RunEnd::Exited {
+            code: Some(0),
+            stdout,
+        } => stdout,
+        RunEnd::Exited { code, .. } => {
+            let secrets = side.secrets();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let detail = rclone::last_error_since(log, offset, &secrets)
+                .unwrap_or_else(|| format!("rclone exited with {code:?}"));
+            return Err(format!("listing {}: {detail}", side.display(folder)));
+        }
+        RunEnd::Cancelled => return Err("listing cancelled".into()),
+    };
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&stdout)
+        .map_err(|e| format!("listing {}: unreadable output: {e}", side.display(folder)))?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| Some((e["Path"].as_str()?.to_owned(), e["Size"].as_u64()?)))
+        .collect())
+}
+
 /// The MD5 in an S3 ETag: present only for single-part uploads (multipart ETags end in `-N`).
 fn etag_md5(etag: &str) -> Option<String> {
     let e = etag.trim_matches('"');

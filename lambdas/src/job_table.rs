@@ -228,6 +228,11 @@ impl JobTable {
     /// Applies an executor's report if it moves the job forward (see `JobState::may_become`).
     pub async fn apply_status(&self, st: &JobStatus) -> Result<Applied, JobTableError> {
         let at = st.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // A job made on an executor is listed by its creation time, not its first report's.
+        let created = st.job.as_ref().map_or(at.clone(), |j| {
+            j.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
         let mut update = Update::new()
             .set("state", s(st.state.as_str()))
             .set("state_rank", n(st.state.rank()))
@@ -236,11 +241,29 @@ impl JobTable {
             .set("executor_id", s(st.executor_id.as_str()))
             .set_if_absent("pool", s(st.pool.as_str()))
             .set_if_absent("list_pk", s(LIST_PK))
-            .set_if_absent("created_at", s(&at))
-            .set_if_absent("created_sk", s(format!("{at}#{}", st.job_id)))
+            .set_if_absent("created_at", s(&created))
+            .set_if_absent("created_sk", s(format!("{created}#{}", st.job_id)))
             .set_if_absent("expires_at", n((st.at + self.ttl).timestamp()))
             .name("job_id")
             .value("terminal", n(JobState::Succeeded.rank()));
+        // A job made on the executor (watch, schedule) is first heard of in its reports.
+        if let Some(job) = &st.job {
+            update = update
+                .set_if_absent("template_id", s(job.template_id.as_str()))
+                .set_if_absent("destination", s(job.destination.as_str()))
+                .set_if_absent("origin", s(job.origin.kind.as_str()))
+                .set_if_absent("origin_rule", s(&job.origin.rule))
+                .set_if_absent("file_count", n(job.file_count))
+                .set_if_absent("total_bytes", n(job.total_bytes));
+            update = match &job.source {
+                pbs_shared::JobSource::S3 { bucket } => {
+                    update.set_if_absent("source_bucket", s(bucket))
+                }
+                pbs_shared::JobSource::Endpoint { endpoint } => {
+                    update.set_if_absent("source_endpoint", s(endpoint.as_str()))
+                }
+            };
+        }
         if let Some(r) = &st.result {
             update = update
                 .set("result_files", n(r.files))
@@ -364,6 +387,11 @@ pub struct JobView {
     pub source_bucket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_endpoint: Option<String>,
+    /// `watch` or `schedule` for jobs made by an executor's rule; absent for S3-event jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_rule: Option<String>,
     pub files: Vec<serde_json::Value>,
     pub file_count: u64,
     pub total_bytes: u64,
@@ -417,6 +445,8 @@ impl JobView {
             destination: opt("destination"),
             source_bucket: opt("source_bucket"),
             source_endpoint: opt("source_endpoint"),
+            origin: opt("origin"),
+            origin_rule: opt("origin_rule"),
             file_count: get_n(item, "file_count").unwrap_or(files.len() as u64),
             files,
             total_bytes: get_n(item, "total_bytes").unwrap_or(0),

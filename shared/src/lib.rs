@@ -20,7 +20,10 @@ pub use delivery::{DeliveredFile, Delivery, FileOutcome, Overwrite, Verify};
 pub use dest_path::{DestPath, PathError};
 pub use job::{ErrorClass, JobState};
 pub use matching::{CompiledTemplate, ObjectRef, TemplateSet};
-pub use message::{JobFile, JobMessage, JobResult, JobSource, MessageError, StatusMessage};
+pub use message::{
+    JobFile, JobMessage, JobResult, JobSource, JobSummary, MessageError, Origin, OriginKind,
+    StatusMessage,
+};
 pub use names::{EndpointName, ExecutorId, JobId, NameError, PoolName, TemplateId};
 pub use path_template::PathTemplate;
 pub use retry::RetryPolicy;

@@ -129,7 +129,68 @@ pub struct JobMessage {
     /// Overwrite policy and verification (the template's).
     #[serde(default)]
     pub delivery: crate::delivery::Delivery,
+    /// For jobs an executor made itself (watch folder, schedule): which rule made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What made a job on the executor itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginKind {
+    /// A file settled in a watched folder.
+    Watch,
+    /// A cron schedule fired.
+    Schedule,
+}
+
+impl OriginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Watch => "watch",
+            Self::Schedule => "schedule",
+        }
+    }
+}
+
+/// The rule behind a job an executor made itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    pub kind: OriginKind,
+    /// The watch or schedule rule's name.
+    pub rule: String,
+}
+
+/// What the cloud needs to list a job it did not plan itself (sent with reports of jobs that
+/// have an [`Origin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSummary {
+    pub template_id: TemplateId,
+    pub origin: Origin,
+    pub source: JobSource,
+    pub destination: EndpointName,
+    pub file_count: u64,
+    pub total_bytes: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl JobMessage {
+    /// The summary sent with status reports of a job made on the executor.
+    pub fn summary(&self) -> Option<JobSummary> {
+        let origin = self.origin.clone()?;
+        Some(JobSummary {
+            template_id: self.template_id.clone(),
+            origin,
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            file_count: self.files.len() as u64,
+            total_bytes: self.total_bytes(),
+            created_at: self.created_at,
+        })
+    }
 }
 
 impl JobMessage {
@@ -187,6 +248,9 @@ pub struct JobStatus {
     pub at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<JobResult>,
+    /// For jobs made on the executor (watch, schedule), what the cloud needs to list them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobSummary>,
 }
 
 impl StatusMessage {

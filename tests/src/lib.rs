@@ -428,6 +428,8 @@ pub struct ExecutorOptions {
     pub env: Vec<(String, String)>,
     /// rclone binary; default the project's.
     pub rclone: Option<String>,
+    /// No `[cloud]` section: the executor runs its watch and schedule rules only.
+    pub standalone: bool,
 }
 
 /// A real executor process with its own config, state dir and landing folder.
@@ -466,6 +468,23 @@ impl Executor {
             .bandwidth_limit
             .map(|b| format!("bandwidth_limit = \"{b}\"\n"))
             .unwrap_or_default();
+        let cloud = if opts.standalone {
+            String::new()
+        } else {
+            format!(
+                r#"[cloud]
+region = "us-east-1"
+endpoint_url = "{sqs_endpoint}"
+s3_endpoint_url = "{s3_endpoint}"
+work_queue_url = "{work_queue_url}"
+status_queue_url = "{status}"
+wait_seconds = 1
+visibility_timeout_seconds = {visibility}
+"#,
+                status = stack.output("StatusQueueUrl"),
+                visibility = opts.visibility_timeout.unwrap_or(60),
+            )
+        };
         let config = format!(
             r#"executor_id = "{id}"
 pool = "{pool}"
@@ -474,15 +493,7 @@ concurrency = 4
 rclone = "{rclone}"
 shutdown_grace_seconds = 5
 {bandwidth}
-[cloud]
-region = "us-east-1"
-endpoint_url = "{sqs_endpoint}"
-s3_endpoint_url = "{s3_endpoint}"
-work_queue_url = "{work_queue_url}"
-status_queue_url = "{status}"
-wait_seconds = 1
-visibility_timeout_seconds = {visibility}
-
+{cloud}
 [endpoints.disk]
 type = "local"
 root = "{landing}"
@@ -491,9 +502,7 @@ root = "{landing}"
 "#,
             extra = opts.extra_config,
             state = state.display(),
-            status = stack.output("StatusQueueUrl"),
             landing = landing.display(),
-            visibility = opts.visibility_timeout.unwrap_or(60),
         );
         let config_path = dir.path().join("executor.toml");
         std::fs::write(&config_path, config)?;

@@ -104,7 +104,7 @@ pub fn parse_body(body: &str) -> Result<Body, BadBody> {
 #[derive(Debug, Clone)]
 pub enum Planned {
     /// A valid job: recorded `queued` and sent to its pool's queue.
-    Dispatch(JobMessage),
+    Dispatch(Box<JobMessage>),
     /// A job that can never run (e.g. its path would escape): recorded `failed` with the reason.
     Reject(Box<RejectedJob>),
 }
@@ -149,7 +149,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                 event_time: event.event_time,
             };
             match template.destination.path.render(&ctx) {
-                Ok(dest_path) => Planned::Dispatch(JobMessage {
+                Ok(dest_path) => Planned::Dispatch(Box::new(JobMessage {
                     v: V1,
                     job_id,
                     template_id: template.id.clone(),
@@ -168,8 +168,9 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                     destination: template.destination.endpoint.clone(),
                     retry: template.options.retry,
                     delivery: template.options.delivery,
+                    origin: None,
                     created_at: now,
-                }),
+                })),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {
                     job_id,
                     template: template.clone(),

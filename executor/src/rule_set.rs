@@ -1,0 +1,151 @@
+//! The watch and schedule rules in force, changed without a restart: when the configuration file
+//! changes, rules that changed or went are stopped and new or changed ones started; the others
+//! keep running untouched. A configuration that does not load is reported and ignored, and the
+//! rules in force stay.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pbs_shared::PoolName;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::config::{Config, EndpointConfig, ScheduleRule, WatchRule};
+use crate::endpoints::Endpoints;
+use crate::local_jobs::LocalJobs;
+use crate::schedule::Scheduler;
+use crate::watch::Watcher;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Rule {
+    Watch(WatchRule),
+    Schedule(ScheduleRule),
+}
+
+pub struct RuleSet {
+    pool: PoolName,
+    endpoints: Arc<Endpoints>,
+    jobs: Arc<LocalJobs>,
+    tracker: TaskTracker,
+    /// Rules stop with it (shutdown).
+    parent: CancellationToken,
+    running: HashMap<String, (Rule, CancellationToken)>,
+}
+
+impl RuleSet {
+    pub fn new(
+        pool: PoolName,
+        endpoints: Arc<Endpoints>,
+        jobs: Arc<LocalJobs>,
+        tracker: TaskTracker,
+        parent: CancellationToken,
+    ) -> Self {
+        Self {
+            pool,
+            endpoints,
+            jobs,
+            tracker,
+            parent,
+            running: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Makes `config`'s rules the ones in force.
+    pub fn apply(&mut self, config: &Config) {
+        let mut wanted: HashMap<String, Rule> = HashMap::new();
+        for w in &config.watch {
+            wanted.insert(w.name.to_string(), Rule::Watch(w.clone()));
+        }
+        for s in &config.schedule {
+            wanted.insert(s.name.to_string(), Rule::Schedule(s.clone()));
+        }
+        self.running.retain(|name, (rule, stop)| {
+            if wanted.get(name) == Some(rule) {
+                return true;
+            }
+            info!(rule = %name, "rule changed or removed; stopping it");
+            stop.cancel();
+            false
+        });
+        for (name, rule) in wanted {
+            if self.running.contains_key(&name) {
+                continue;
+            }
+            let stop = self.parent.child_token();
+            match &rule {
+                Rule::Watch(w) => {
+                    // Endpoints are resolved at start; a rule naming a new one needs a restart.
+                    let root = match self.endpoints.get(&w.source).map(|e| &e.config) {
+                        Ok(EndpointConfig::Local(l)) => l.root.clone(),
+                        _ => {
+                            error!(rule = %name, endpoint = %w.source, "rule not started: its source endpoint is new or not local; restart the executor to use new endpoints");
+                            continue;
+                        }
+                    };
+                    let watcher = Arc::new(Watcher {
+                        rule: w.clone(),
+                        root,
+                        pool: self.pool.clone(),
+                        jobs: self.jobs.clone(),
+                    });
+                    self.tracker.spawn(watcher.run(stop.clone()));
+                }
+                Rule::Schedule(s) => {
+                    if self.endpoints.get(&s.source).is_err()
+                        || self.endpoints.get(&s.destination).is_err()
+                    {
+                        error!(rule = %name, "rule not started: it names an endpoint added since the start; restart the executor to use new endpoints");
+                        continue;
+                    }
+                    let scheduler = Arc::new(Scheduler {
+                        rule: s.clone(),
+                        pool: self.pool.clone(),
+                        endpoints: self.endpoints.clone(),
+                        jobs: self.jobs.clone(),
+                    });
+                    self.tracker.spawn(scheduler.run(stop.clone()));
+                }
+            }
+            self.running.insert(name, (rule, stop));
+        }
+    }
+
+    /// Reloads the rules whenever `path` changes, until `stop`.
+    pub async fn follow(mut self, path: PathBuf, stop: CancellationToken) {
+        let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut last: Option<SystemTime> = modified(&path);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            let now = modified(&path);
+            if now == last {
+                continue;
+            }
+            last = now;
+            match Config::load(&path) {
+                Ok(config) => {
+                    self.apply(&config);
+                    info!(
+                        rules = self.len(),
+                        "configuration reloaded: rules in force updated"
+                    );
+                }
+                Err(e) => {
+                    error!(error = %e, "configuration changed but does not load; the rules in force stay")
+                }
+            }
+        }
+        for (_, (_, stop)) in self.running.drain() {
+            stop.cancel();
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! Watch and schedule rules: their checks, file filters, cron clocks and the jobs they make.
+//!
+//! Everything here is pure (no I/O, time passed in), so the decisions (which files, which job id,
+//! when a schedule fires, what happens after downtime or while a run is still going) are tested
+//! with an injected clock.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use globset::{GlobSet, GlobSetBuilder};
+use pbs_shared::path_template::RenderContext;
+use pbs_shared::{
+    Delivery, DestPath, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
+    PathTemplate, PoolName, RetryPolicy, TemplateId, Verify,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AfterAction, Config, EndpointConfig, MissedRuns};
+
+/// Checks every rule against the endpoints; errors name the rule and field.
+pub fn check(config: &Config) -> Result<(), String> {
+    let mut names = std::collections::BTreeSet::new();
+    let endpoint = |rule: &str, field: &str, name: &EndpointName| {
+        config.endpoints.get(name).ok_or_else(|| {
+            format!("{rule}.{field}: endpoint \"{name}\" is not defined in [endpoints]")
+        })
+    };
+    for (i, w) in config.watch.iter().enumerate() {
+        let at = format!("watch[{i}] ({})", w.name);
+        if !names.insert(w.name.as_str()) {
+            return Err(format!("{at}.name: another rule has this name"));
+        }
+        match endpoint(&at, "source", &w.source)? {
+            EndpointConfig::Local(_) => {}
+            other => {
+                return Err(format!(
+                    "{at}.source: watched folders must be on a local endpoint, {:?} is not",
+                    other_kind(other)
+                ));
+            }
+        }
+        endpoint(&at, "destination", &w.destination)?;
+        relative_folder(&w.folder).map_err(|m| format!("{at}.folder: {m}"))?;
+        Filter::new(&w.include, &w.exclude).map_err(|m| format!("{at}.{m}"))?;
+        if !(1..=86_400).contains(&w.stable_seconds) {
+            return Err(format!("{at}.stable_seconds: must be 1 to 86400"));
+        }
+        if !(5..=86_400).contains(&w.reconcile_seconds) {
+            return Err(format!("{at}.reconcile_seconds: must be 5 to 86400"));
+        }
+        if w.after != AfterAction::Keep && w.delivery.verify == Verify::None {
+            return Err(format!(
+                "{at}.after: deleting or moving source files needs delivery.verify = \"size\" or \"hash\""
+            ));
+        }
+        match (w.after, &w.archive_folder) {
+            (AfterAction::MoveTo, None) => {
+                return Err(format!(
+                    "{at}.archive_folder: required with after = \"move-to\""
+                ));
+            }
+            (AfterAction::MoveTo, Some(a)) => {
+                relative_folder(a).map_err(|m| format!("{at}.archive_folder: {m}"))?;
+                let inside = w.folder.is_empty()
+                    || a == &w.folder
+                    || a.starts_with(&format!("{}/", w.folder));
+                if a.is_empty() || (w.recursive && inside) {
+                    return Err(format!(
+                        "{at}.archive_folder: {a:?} is inside the watched folder; archived files would be taken again"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        w.retry
+            .check()
+            .map_err(|(f, m)| format!("{at}.retry.{f}: {m}"))?;
+    }
+    for (i, s) in config.schedule.iter().enumerate() {
+        let at = format!("schedule[{i}] ({})", s.name);
+        if !names.insert(s.name.as_str()) {
+            return Err(format!("{at}.name: another rule has this name"));
+        }
+        endpoint(&at, "source", &s.source)?;
+        endpoint(&at, "destination", &s.destination)?;
+        relative_folder(&s.folder).map_err(|m| format!("{at}.folder: {m}"))?;
+        Filter::new(&s.include, &s.exclude).map_err(|m| format!("{at}.{m}"))?;
+        Cron::parse(&s.cron, &s.timezone).map_err(|m| format!("{at}.{m}"))?;
+        s.retry
+            .check()
+            .map_err(|(f, m)| format!("{at}.retry.{f}: {m}"))?;
+    }
+    Ok(())
+}
+
+fn other_kind(e: &EndpointConfig) -> &'static str {
+    match e {
+        EndpointConfig::Local(_) => "local",
+        EndpointConfig::Smb(_) => "smb",
+        EndpointConfig::Sftp(_) => "sftp",
+        EndpointConfig::S3(_) => "s3",
+    }
+}
+
+fn relative_folder(folder: &str) -> Result<(), String> {
+    if folder.is_empty() {
+        return Ok(());
+    }
+    DestPath::parse(folder)
+        .map(drop)
+        .map_err(|e| format!("{folder:?} must be a relative folder under the endpoint's root: {e}"))
+}
+
+/// `folder/rel`, or `rel` when the folder is the root.
+pub fn join_rel(folder: &str, rel: &str) -> String {
+    if folder.is_empty() {
+        rel.to_owned()
+    } else {
+        format!("{}/{rel}", folder.trim_end_matches('/'))
+    }
+}
+
+/// Which files a rule takes, by their path relative to its folder.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl Filter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, String> {
+        let set = |field: &str, globs: &[String]| {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(
+                    globset::GlobBuilder::new(g)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| format!("{field}: {g:?}: {e}"))?,
+                );
+            }
+            b.build().map_err(|e| format!("{field}: {e}"))
+        };
+        Ok(Self {
+            include: if include.is_empty() {
+                None
+            } else {
+                Some(set("include", include)?)
+            },
+            exclude: set("exclude", exclude)?,
+        })
+    }
+
+    /// Whether `rel` is taken: not a temporary name, included, not excluded.
+    pub fn matches(&self, rel: &str) -> bool {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        !is_temporary(name)
+            && self.include.as_ref().is_none_or(|s| s.is_match(rel))
+            && !self.exclude.is_match(rel)
+    }
+}
+
+/// Names of files still being written by some program: rclone and browsers' partials, Office
+/// lock files, editor swap files, our own probes.
+pub fn is_temporary(name: &str) -> bool {
+    name.ends_with(".partial")
+        || name.ends_with(".part")
+        || name.ends_with(".crdownload")
+        || name.ends_with(".tmp")
+        || name.starts_with("~$")
+        || (name.starts_with('.') && (name.ends_with(".swp") || name.ends_with(".swx")))
+        || name.starts_with(".pbs-probe-")
+}
+
+/// A cron expression read in a time zone.
+#[derive(Debug, Clone)]
+pub struct Cron {
+    schedule: cron::Schedule,
+    tz: Tz,
+}
+
+impl Cron {
+    /// Five fields (`min hour dom month dow`) or six with seconds first. Day-of-week names
+    /// (`MON-FRI`) are the unambiguous spelling.
+    pub fn parse(expr: &str, tz: &str) -> Result<Self, String> {
+        let fields = expr.split_whitespace().count();
+        let full = match fields {
+            5 => format!("0 {expr}"),
+            6 => expr.to_owned(),
+            n => {
+                return Err(format!(
+                    "cron: {expr:?} has {n} fields; expected 5 (min hour day month weekday) or 6 (with seconds first)"
+                ));
+            }
+        };
+        let schedule =
+            cron::Schedule::from_str(&full).map_err(|e| format!("cron: {expr:?}: {e}"))?;
+        let tz = Tz::from_str(tz).map_err(|_| {
+            format!("timezone: {tz:?} is not an IANA time zone such as Europe/Paris")
+        })?;
+        Ok(Self { schedule, tz })
+    }
+
+    /// The first firing strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule
+            .after(&t.with_timezone(&self.tz))
+            .next()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    /// The last firing at or before `now` that comes after `since`, and how many there were
+    /// (counting stops at 10,000).
+    fn due_since(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Option<(DateTime<Utc>, u32)> {
+        let mut last = None;
+        let mut count = 0;
+        let mut t = since;
+        while let Some(next) = self.next_after(t) {
+            if next > now || count >= 10_000 {
+                break;
+            }
+            last = Some(next);
+            count += 1;
+            t = next;
+        }
+        last.map(|l| (l, count))
+    }
+}
+
+/// What a schedule does at a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fire {
+    /// Start a run for this scheduled time.
+    Run(DateTime<Utc>),
+    /// This scheduled time came while the previous run was still going: skipped.
+    SkipOverlap(DateTime<Utc>),
+    /// Runs missed while the executor was down, skipped (`missed = "skip"`).
+    SkipMissed { latest: DateTime<Utc>, count: u32 },
+}
+
+/// One schedule's state: the last scheduled time handled, and whether a run is going.
+#[derive(Debug, Clone)]
+pub struct RuleClock {
+    cron: Cron,
+    missed: MissedRuns,
+    /// The last scheduled time that was run or skipped (persisted).
+    pub last: Option<DateTime<Utc>>,
+    pub running: bool,
+}
+
+impl RuleClock {
+    pub fn new(cron: Cron, missed: MissedRuns, last: Option<DateTime<Utc>>) -> Self {
+        Self {
+            cron,
+            missed,
+            last,
+            running: false,
+        }
+    }
+
+    /// At start-up: applies the missed-run policy to firings between the last one handled and
+    /// `now`. A schedule never seen before starts counting from `now`.
+    pub fn start(&mut self, now: DateTime<Utc>) -> Option<Fire> {
+        let Some(last) = self.last else {
+            self.last = Some(now);
+            return None;
+        };
+        let (latest, count) = self.cron.due_since(last, now)?;
+        self.last = Some(latest);
+        match self.missed {
+            MissedRuns::Skip => Some(Fire::SkipMissed { latest, count }),
+            MissedRuns::RunOnce => {
+                self.running = true;
+                Some(Fire::Run(latest))
+            }
+        }
+    }
+
+    /// When the schedule next needs looking at.
+    pub fn next_due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.next_after(self.last.unwrap_or(now))
+    }
+
+    /// At `now`: fires if a scheduled time has come (several that came at once make one run).
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Option<Fire> {
+        let since = self.last.unwrap_or(now);
+        let (latest, _) = self.cron.due_since(since, now)?;
+        self.last = Some(latest);
+        if self.running {
+            return Some(Fire::SkipOverlap(latest));
+        }
+        self.running = true;
+        Some(Fire::Run(latest))
+    }
+
+    /// The run started by the last [`Fire::Run`] has ended.
+    pub fn finished(&mut self) {
+        self.running = false;
+    }
+}
+
+fn digest_id(prefix: &str, parts: &[&str]) -> JobId {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let hex = hex::encode(h.finalize());
+    JobId::parse(format!("{prefix}-{}", &hex[..40])).expect("valid job id")
+}
+
+/// A watched file's job id: the same file in the same state is the same job.
+pub fn watch_job_id(rule: &TemplateId, rel: &str, size: u64, mtime_ns: i128) -> JobId {
+    digest_id(
+        "wt",
+        &[rule.as_str(), rel, &size.to_string(), &mtime_ns.to_string()],
+    )
+}
+
+/// A scheduled run's job id: one job per rule and scheduled time.
+pub fn schedule_job_id(rule: &TemplateId, scheduled_for: DateTime<Utc>) -> JobId {
+    digest_id("sc", &[rule.as_str(), &scheduled_for.to_rfc3339()])
+}
+
+/// What a rule's job is made of.
+pub struct RuleJob<'a> {
+    pub job_id: JobId,
+    pub rule: &'a TemplateId,
+    pub kind: OriginKind,
+    pub pool: &'a PoolName,
+    pub source: &'a EndpointName,
+    pub folder: &'a str,
+    pub destination: &'a EndpointName,
+    pub path: &'a PathTemplate,
+    pub delivery: Delivery,
+    pub retry: RetryPolicy,
+    pub now: DateTime<Utc>,
+}
+
+impl RuleJob<'_> {
+    /// The job for `files` (path relative to the rule's folder, size). A file whose destination
+    /// path would be unsafe is refused with the reason.
+    pub fn build(self, files: &[(String, u64)]) -> Result<JobMessage, String> {
+        let files = files
+            .iter()
+            .map(|(rel, size)| {
+                let dest_path = self
+                    .path
+                    .render(&RenderContext {
+                        bucket: "",
+                        key: rel,
+                        event_time: self.now,
+                    })
+                    .map_err(|e| format!("{rel:?}: {e}"))?;
+                Ok(JobFile {
+                    key: join_rel(self.folder, rel),
+                    size: *size,
+                    etag: None,
+                    version_id: None,
+                    sequencer: None,
+                    dest_path,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(JobMessage {
+            v: pbs_shared::message::V1,
+            job_id: self.job_id,
+            template_id: self.rule.clone(),
+            pool: self.pool.clone(),
+            source: JobSource::Endpoint {
+                endpoint: self.source.clone(),
+            },
+            files,
+            destination: self.destination.clone(),
+            retry: self.retry,
+            delivery: self.delivery,
+            origin: Some(Origin {
+                kind: self.kind,
+                rule: self.rule.to_string(),
+            }),
+            created_at: self.now,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn config(rules: &str) -> Result<Config, String> {
+        Config::parse(&format!(
+            "pool = \"p\"\nstate_dir = \"/tmp\"\n\
+             [endpoints.drop]\ntype = \"local\"\nroot = \"/srv/drop\"\n\
+             [endpoints.nas]\ntype = \"smb\"\nhost = \"h\"\nshare = \"s\"\nuser = \"u\"\npassword_env = \"P\"\n\
+             {rules}"
+        ))
+    }
+
+    #[test]
+    fn rules_are_checked_against_the_endpoints_naming_rule_and_field() {
+        let watch = |extra: &str| {
+            format!("[[watch]]\nname = \"w\"\nsource = \"drop\"\ndestination = \"nas\"\n{extra}\n")
+        };
+        assert!(config(&watch("")).is_ok());
+        let cases = [
+            (
+                "[[watch]]\nname = \"w\"\nsource = \"nas\"\ndestination = \"drop\"\n".to_owned(),
+                "watch[0] (w).source: watched folders must be on a local endpoint",
+            ),
+            (
+                "[[watch]]\nname = \"w\"\nsource = \"drop\"\ndestination = \"nope\"\n".to_owned(),
+                "watch[0] (w).destination: endpoint \"nope\" is not defined",
+            ),
+            (
+                watch("after = \"move-to\""),
+                "watch[0] (w).archive_folder: required with after = \"move-to\"",
+            ),
+            (
+                watch("after = \"move-to\"\narchive_folder = \"done\""),
+                "is inside the watched folder",
+            ),
+            (
+                watch("after = \"delete\"\n[watch.delivery]\nverify = \"none\""),
+                "watch[0] (w).after: deleting or moving source files needs delivery.verify",
+            ),
+            (watch("folder = \"../etc\""), "watch[0] (w).folder"),
+            (watch("include = [\"[\"]"), "watch[0] (w).include: \"[\""),
+            (
+                format!("{}{}", watch(""), watch("")),
+                "watch[1] (w).name: another rule has this name",
+            ),
+            (
+                "[[schedule]]\nname = \"s\"\ncron = \"0 61 * * *\"\nsource = \"nas\"\ndestination = \"drop\"\n".to_owned(),
+                "schedule[0] (s).cron:",
+            ),
+            (
+                "[[schedule]]\nname = \"s\"\ncron = \"0 2 * * *\"\ntimezone = \"Paris\"\nsource = \"nas\"\ndestination = \"drop\"\n".to_owned(),
+                "schedule[0] (s).timezone:",
+            ),
+        ];
+        for (rules, expected) in cases {
+            let e = config(&rules).unwrap_err();
+            assert!(e.contains(expected), "{rules}\n=> {e}");
+        }
+        // A schedule may read from any endpoint, and archive outside a non-recursive folder.
+        assert!(
+            config("[[schedule]]\nname = \"s\"\ncron = \"*/15 * * * *\"\nsource = \"nas\"\ndestination = \"drop\"\nmissed = \"run-once\"\n").is_ok()
+        );
+        assert!(
+            config(&watch(
+                "folder = \"in\"\nafter = \"move-to\"\narchive_folder = \"done\""
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn filters_take_included_files_and_never_temporary_names() {
+        let f = Filter::new(&["**/*.mov".into(), "*.mxf".into()], &["rejects/**".into()]).unwrap();
+        assert!(f.matches("a.mxf"));
+        assert!(f.matches("day1/cam a/clip 1.mov"));
+        assert!(!f.matches("day1/a.mxf"), "* stays within one folder");
+        assert!(!f.matches("rejects/x.mov"));
+        assert!(!f.matches("day1/clip.mov.1a2b3c4d.partial"));
+        let all = Filter::new(&[], &[]).unwrap();
+        for temp in [
+            "~$report.docx",
+            ".notes.txt.swp",
+            "x.partial",
+            ".pbs-probe-1",
+        ] {
+            assert!(!all.matches(temp), "{temp}");
+        }
+        assert!(all.matches("report.docx"));
+        let e = Filter::new(&["[".into()], &[]).unwrap_err();
+        assert!(e.starts_with("include: \"[\""), "{e}");
+    }
+
+    #[test]
+    fn cron_reads_five_or_six_fields_in_a_named_zone() {
+        assert!(Cron::parse("*/15 * * * *", "UTC").is_ok());
+        assert!(Cron::parse("30 0 2 * * MON-FRI", "Europe/Paris").is_ok());
+        let e = Cron::parse("* * *", "UTC").unwrap_err();
+        assert!(e.contains("has 3 fields"), "{e}");
+        let e = Cron::parse("0 2 * * *", "Mars/Olympus").unwrap_err();
+        assert!(e.starts_with("timezone:"), "{e}");
+        let e = Cron::parse("0 25 * * *", "UTC").unwrap_err();
+        assert!(e.starts_with("cron:"), "{e}");
+    }
+
+    #[test]
+    fn next_run_follows_local_time_across_daylight_saving_changes() {
+        // 09:00 in New York: 14:00 UTC in winter, 13:00 UTC once DST starts (8 March 2026).
+        let c = Cron::parse("0 9 * * *", "America/New_York").unwrap();
+        let before = utc(2026, 3, 7, 14, 0);
+        assert_eq!(c.next_after(before), Some(utc(2026, 3, 8, 13, 0)));
+        // And back: DST ends on 1 November 2026.
+        assert_eq!(
+            c.next_after(utc(2026, 10, 31, 13, 0)),
+            Some(utc(2026, 11, 1, 14, 0))
+        );
+        // 02:30 does not exist in Paris on 29 March 2026 (02:00 jumps to 03:00): that day is
+        // skipped, not run twice or at a shifted hour.
+        let p = Cron::parse("30 2 * * *", "Europe/Paris").unwrap();
+        let next = p.next_after(utc(2026, 3, 28, 2, 0)).unwrap();
+        assert_eq!(next, utc(2026, 3, 30, 0, 30));
+    }
+
+    #[test]
+    fn a_run_still_going_makes_the_next_firing_skip() {
+        let cron = Cron::parse("*/15 * * * *", "UTC").unwrap();
+        let mut clock = RuleClock::new(cron, MissedRuns::Skip, None);
+        let t0 = utc(2026, 11, 25, 10, 1);
+        assert_eq!(clock.start(t0), None, "a new schedule has nothing missed");
+        assert_eq!(clock.next_due(t0), Some(utc(2026, 11, 25, 10, 15)));
+        assert_eq!(clock.tick(utc(2026, 11, 25, 10, 14)), None);
+        assert_eq!(
+            clock.tick(utc(2026, 11, 25, 10, 15)),
+            Some(Fire::Run(utc(2026, 11, 25, 10, 15)))
+        );
+        // Still running at 10:30: skipped, and not run late when the first run ends.
+        assert_eq!(
+            clock.tick(utc(2026, 11, 25, 10, 30)),
+            Some(Fire::SkipOverlap(utc(2026, 11, 25, 10, 30)))
+        );
+        clock.finished();
+        assert_eq!(clock.tick(utc(2026, 11, 25, 10, 31)), None);
+        assert_eq!(
+            clock.tick(utc(2026, 11, 25, 10, 45)),
+            Some(Fire::Run(utc(2026, 11, 25, 10, 45)))
+        );
+    }
+
+    #[test]
+    fn missed_runs_are_skipped_or_caught_up_once() {
+        let last = utc(2026, 11, 25, 2, 0);
+        // Down from 02:05 to 05:10 with an hourly schedule: 03:00, 04:00 and 05:00 were missed.
+        let now = utc(2026, 11, 25, 5, 10);
+        let hourly = || Cron::parse("0 * * * *", "UTC").unwrap();
+
+        let mut skip = RuleClock::new(hourly(), MissedRuns::Skip, Some(last));
+        assert_eq!(
+            skip.start(now),
+            Some(Fire::SkipMissed {
+                latest: utc(2026, 11, 25, 5, 0),
+                count: 3
+            })
+        );
+        assert!(!skip.running);
+        assert_eq!(skip.next_due(now), Some(utc(2026, 11, 25, 6, 0)));
+
+        let mut once = RuleClock::new(hourly(), MissedRuns::RunOnce, Some(last));
+        assert_eq!(once.start(now), Some(Fire::Run(utc(2026, 11, 25, 5, 0))));
+        assert!(once.running);
+        assert_eq!(once.tick(now), None, "one catch-up run, not three");
+
+        // Nothing missed: nothing happens.
+        let mut fine = RuleClock::new(hourly(), MissedRuns::RunOnce, Some(utc(2026, 11, 25, 5, 0)));
+        assert_eq!(fine.start(now), None);
+    }
+
+    #[test]
+    fn job_ids_follow_the_file_state_and_the_scheduled_time() {
+        let rule = TemplateId::parse("drop").unwrap();
+        let a = watch_job_id(&rule, "a.mov", 10, 1);
+        assert_eq!(a, watch_job_id(&rule, "a.mov", 10, 1));
+        assert_ne!(a, watch_job_id(&rule, "a.mov", 10, 2));
+        assert_ne!(a, watch_job_id(&rule, "a.mov", 11, 1));
+        assert!(a.as_str().starts_with("wt-"));
+        let t = utc(2026, 11, 25, 2, 0);
+        assert_eq!(schedule_job_id(&rule, t), schedule_job_id(&rule, t));
+        assert_ne!(
+            schedule_job_id(&rule, t),
+            schedule_job_id(&rule, utc(2026, 11, 25, 3, 0))
+        );
+    }
+}

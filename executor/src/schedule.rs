@@ -1,0 +1,175 @@
+//! Cron schedules: at each scheduled time the rule's source folder is listed and its files copied
+//! as one ordinary job. A run still going makes the next firing skip; after downtime, missed runs
+//! are skipped or caught up with one run, as the rule says. The last scheduled time handled is
+//! kept in the ledger, so restarts neither repeat nor forget runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pbs_shared::{OriginKind, PoolName};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::ScheduleRule;
+use crate::endpoints::Endpoints;
+use crate::local_jobs::LocalJobs;
+use crate::rules::{Cron, Filter, Fire, RuleClock, RuleJob, schedule_job_id};
+use crate::transfer;
+
+pub struct Scheduler {
+    pub rule: ScheduleRule,
+    pub pool: PoolName,
+    pub endpoints: Arc<Endpoints>,
+    pub jobs: Arc<LocalJobs>,
+}
+
+impl Scheduler {
+    /// Runs the schedule until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let cron = Cron::parse(&self.rule.cron, &self.rule.timezone)
+            .expect("rules are checked when the configuration loads");
+        let ledger = &self.jobs.ctx.ledger;
+        let last = ledger.schedule_last(self.rule.name.as_str()).unwrap_or_else(|e| {
+            warn!(rule = %self.rule.name, error = %e, "cannot read the last run; counting from now");
+            None
+        });
+        let mut clock = RuleClock::new(cron, self.rule.missed, last);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let first = clock.start(Utc::now());
+        self.handle(first, &clock, &done_tx);
+        info!(rule = %self.rule.name, cron = %self.rule.cron, timezone = %self.rule.timezone,
+              next = ?clock.next_due(Utc::now()), "schedule active");
+        loop {
+            let now = Utc::now();
+            // Sleep in steps of at most a minute, so a wall-clock jump is noticed.
+            let wait = clock
+                .next_due(now)
+                .map(|next| (next - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(()) = done_rx.recv() => clock.finished(),
+                _ = tokio::time::sleep(wait) => {
+                    let fire = clock.tick(Utc::now());
+                    self.handle(fire, &clock, &done_tx);
+                }
+            }
+        }
+    }
+
+    fn handle(
+        self: &Arc<Self>,
+        fire: Option<Fire>,
+        clock: &RuleClock,
+        done: &mpsc::UnboundedSender<()>,
+    ) {
+        let Some(fire) = fire else {
+            return;
+        };
+        if let Some(last) = clock.last
+            && let Err(e) = self
+                .jobs
+                .ctx
+                .ledger
+                .set_schedule_last(self.rule.name.as_str(), last)
+        {
+            warn!(rule = %self.rule.name, error = %e, "cannot record the run time");
+        }
+        match fire {
+            Fire::SkipOverlap(at) => {
+                warn!(rule = %self.rule.name, scheduled_for = %at, "previous run still going; this run is skipped")
+            }
+            Fire::SkipMissed { latest, count } => {
+                info!(rule = %self.rule.name, missed = count, latest = %latest, "runs missed while stopped are skipped (missed = \"skip\")")
+            }
+            Fire::Run(at) => {
+                let this = self.clone();
+                let done = done.clone();
+                self.jobs.spawn(async move {
+                    this.run_once(at).await;
+                    let _ = done.send(());
+                });
+            }
+        }
+    }
+
+    async fn run_once(&self, scheduled_for: DateTime<Utc>) {
+        let files = match self.list().await {
+            Ok(f) => f,
+            Err(e) => {
+                error!(rule = %self.rule.name, scheduled_for = %scheduled_for, error = %e, "scheduled run failed: cannot list the source");
+                return;
+            }
+        };
+        if files.is_empty() {
+            info!(rule = %self.rule.name, scheduled_for = %scheduled_for, "scheduled run: no files to copy");
+            return;
+        }
+        let job = RuleJob {
+            job_id: schedule_job_id(&self.rule.name, scheduled_for),
+            rule: &self.rule.name,
+            kind: OriginKind::Schedule,
+            pool: &self.pool,
+            source: &self.rule.source,
+            folder: &self.rule.folder,
+            destination: &self.rule.destination,
+            path: &self.rule.path,
+            delivery: self.rule.delivery,
+            retry: self.rule.retry,
+            now: scheduled_for,
+        }
+        .build(&files);
+        match job {
+            Ok(job) => {
+                info!(rule = %self.rule.name, job_id = %job.job_id, files = files.len(), "scheduled run");
+                self.jobs.run(job).await;
+            }
+            Err(e) => error!(rule = %self.rule.name, error = %e, "scheduled run refused"),
+        }
+    }
+
+    /// The files of the rule's folder that its filter takes.
+    async fn list(&self) -> Result<Vec<(String, u64)>, String> {
+        let ctx = &self.jobs.ctx;
+        let endpoint = self
+            .endpoints
+            .get(&self.rule.source)
+            .map_err(|e| e.to_string())?;
+        let creds = if matches!(endpoint.config, crate::config::EndpointConfig::S3(_)) {
+            use aws_credential_types::provider::ProvideCredentials;
+            Some(
+                ctx.credentials
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| format!("AWS credentials: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let side = endpoint
+            .side("SRC", ctx.config.cloud.as_ref(), creds.as_ref())
+            .map_err(|e| e.to_string())?;
+        let log = ctx
+            .config
+            .state_dir
+            .join("logs")
+            .join(format!("schedule-{}.log", self.rule.name));
+        let filter = Filter::new(&self.rule.include, &self.rule.exclude)?;
+        let files = transfer::list_files(
+            &ctx.config.rclone,
+            &ctx.config.state_dir,
+            &log,
+            &side,
+            &self.rule.folder,
+            self.rule.recursive,
+        )
+        .await?;
+        Ok(files
+            .into_iter()
+            .filter(|(rel, _)| filter.matches(rel))
+            .collect())
+    }
+}

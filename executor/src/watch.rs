@@ -1,0 +1,368 @@
+//! Watch folders: files are taken once they have settled, each as one job, and after a verified
+//! delivery kept, deleted or moved to an archive folder.
+//!
+//! inotify events (through `notify`'s debouncer) say where to look; they are only hints. A file is
+//! taken when its size and modification time have not changed for `stable_seconds`, so a file
+//! still being written is never copied half-way. A full scan every `reconcile_seconds` (and at
+//! start) catches what events miss: queue overflows, files that arrived while the executor was
+//! down, network filesystems without inotify. The job id is a digest of rule, path, size and
+//! modification time, so the same file in the same state is one job however often it is seen, and
+//! a file changed after its delivery is a new job.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use pbs_shared::{JobState, OriginKind, PoolName};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{AfterAction, ExistingFiles, WatchRule};
+use crate::local_jobs::LocalJobs;
+use crate::rules::{Filter, RuleJob, join_rel, watch_job_id};
+
+/// A file's state as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    size: u64,
+    mtime_ns: i128,
+}
+
+fn seen(path: &Path) -> Option<Seen> {
+    let m = std::fs::metadata(path).ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    let mtime = m.modified().ok()?;
+    let mtime_ns = match mtime.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    };
+    Some(Seen {
+        size: m.len(),
+        mtime_ns,
+    })
+}
+
+struct Candidate {
+    seen: Seen,
+    since: Instant,
+}
+
+pub struct Watcher {
+    pub rule: WatchRule,
+    /// The source endpoint's root.
+    pub root: PathBuf,
+    pub pool: PoolName,
+    pub jobs: Arc<LocalJobs>,
+}
+
+/// What a finished job tells the watch loop.
+struct Done {
+    rel: String,
+    seen: Seen,
+    state: Option<JobState>,
+}
+
+impl Watcher {
+    fn folder(&self) -> PathBuf {
+        if self.rule.folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(&self.rule.folder)
+        }
+    }
+
+    /// Watches until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let folder = self.folder();
+        let filter = Filter::new(&self.rule.include, &self.rule.exclude)
+            .expect("rules are checked when the configuration loads");
+        let stable = Duration::from_secs(self.rule.stable_seconds);
+        let (event_tx, mut events) = mpsc::unbounded_channel::<Option<PathBuf>>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+
+        let mut candidates: HashMap<String, Candidate> = HashMap::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        // Files known delivered (and kept) or ignored in their current state.
+        let mut settled: HashMap<String, Seen> = HashMap::new();
+        let mut debouncer = None;
+
+        info!(rule = %self.rule.name, folder = %folder.display(), "watching");
+        let first = self.scan(&folder, &filter);
+        match self.rule.existing {
+            ExistingFiles::Process => {
+                for (rel, s) in first {
+                    candidates.insert(
+                        rel,
+                        Candidate {
+                            seen: s,
+                            since: Instant::now(),
+                        },
+                    );
+                }
+            }
+            ExistingFiles::Ignore => {
+                info!(rule = %self.rule.name, files = first.len(), "files already present are ignored");
+                settled.extend(first);
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut reconcile = tokio::time::interval(Duration::from_secs(self.rule.reconcile_seconds));
+        reconcile.tick().await;
+        loop {
+            if debouncer.is_none() {
+                debouncer = self.subscribe(&folder, event_tx.clone());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(ev) = events.recv() => {
+                    let paths = match ev {
+                        Some(path) if path.is_dir() => self.scan_under(&path, &folder, &filter),
+                        Some(path) => rel_of(&folder, &path)
+                            .filter(|rel| self.takes(rel, &filter))
+                            .and_then(|rel| seen(&path).map(|s| (rel, s)))
+                            .into_iter()
+                            .collect(),
+                        // Events were lost (queue overflow): look at everything.
+                        None => self.scan(&folder, &filter),
+                    };
+                    for (rel, s) in paths {
+                        if settled.get(&rel) != Some(&s) {
+                            candidates.entry(rel).or_insert(Candidate { seen: s, since: Instant::now() });
+                        }
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    in_flight.remove(&done.rel);
+                    if done.state == Some(JobState::Succeeded) && self.rule.after == AfterAction::Keep {
+                        settled.insert(done.rel, done.seen);
+                    }
+                }
+                _ = reconcile.tick() => {
+                    let found = self.scan(&folder, &filter);
+                    debug!(rule = %self.rule.name, files = found.len(), "reconcile scan");
+                    for (rel, s) in found {
+                        if settled.get(&rel) != Some(&s) && !candidates.contains_key(&rel) {
+                            candidates.insert(rel, Candidate { seen: s, since: Instant::now() });
+                        }
+                    }
+                    settled.retain(|rel, _| folder.join(rel).exists());
+                }
+                _ = tick.tick() => {
+                    let mut ready = Vec::new();
+                    candidates.retain(|rel, c| {
+                        if in_flight.contains(rel) {
+                            return true;
+                        }
+                        match seen(&folder.join(rel)) {
+                            None => false,
+                            Some(now) if now != c.seen => {
+                                c.seen = now;
+                                c.since = Instant::now();
+                                true
+                            }
+                            Some(now) if c.since.elapsed() >= stable => {
+                                ready.push((rel.clone(), now));
+                                false
+                            }
+                            Some(_) => true,
+                        }
+                    });
+                    for (rel, s) in ready {
+                        if settled.get(&rel) == Some(&s) {
+                            continue;
+                        }
+                        if self.start(rel.clone(), s, &done_tx) {
+                            in_flight.insert(rel);
+                        } else {
+                            settled.insert(rel, s);
+                        }
+                    }
+                }
+            }
+        }
+        drop(debouncer);
+        info!(rule = %self.rule.name, "stopped watching");
+    }
+
+    /// Subscribes to the folder's events; `None` (retried on the next loop) if it cannot.
+    fn subscribe(
+        &self,
+        folder: &Path,
+        tx: mpsc::UnboundedSender<Option<PathBuf>>,
+    ) -> Option<notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>>
+    {
+        let mut debouncer = match new_debouncer(
+            Duration::from_millis(200),
+            move |res: DebounceEventResult| match res {
+                Ok(events) => {
+                    for e in events {
+                        let _ = tx.send(Some(e.path));
+                    }
+                }
+                Err(_) => {
+                    let _ = tx.send(None);
+                }
+            },
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                error!(rule = %self.rule.name, error = %e, "cannot watch for file events; relying on the reconcile scan");
+                return None;
+            }
+        };
+        let mode = if self.rule.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        if let Err(e) = debouncer.watcher().watch(folder, mode) {
+            warn!(rule = %self.rule.name, folder = %folder.display(), error = %e, "cannot watch the folder (missing?); the reconcile scan retries");
+            return None;
+        }
+        Some(debouncer)
+    }
+
+    fn takes(&self, rel: &str, filter: &Filter) -> bool {
+        (self.rule.recursive || !rel.contains('/')) && filter.matches(rel)
+    }
+
+    /// Every file the rule takes, with its state.
+    fn scan(&self, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
+        self.scan_under(folder, folder, filter)
+    }
+
+    fn scan_under(&self, dir: &Path, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    if self.rule.recursive {
+                        stack.push(path);
+                    }
+                } else if kind.is_file()
+                    && let Some(rel) = rel_of(folder, &path)
+                    && self.takes(&rel, filter)
+                    && let Some(s) = seen(&path)
+                {
+                    out.push((rel, s));
+                }
+            }
+        }
+        out
+    }
+
+    /// Starts the job of a settled file; false when there is nothing to do (already handled).
+    fn start(self: &Arc<Self>, rel: String, s: Seen, done: &mpsc::UnboundedSender<Done>) -> bool {
+        let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns);
+        match self.jobs.ctx.ledger.job_state(&job_id) {
+            Ok(Some(JobState::Succeeded)) => {
+                // Delivered before (e.g. the executor stopped before the after-action ran).
+                self.after(&rel, s);
+                return false;
+            }
+            Ok(Some(JobState::Failed)) => {
+                debug!(rule = %self.rule.name, path = %rel, "its job failed; taken again when the file changes");
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "ledger unavailable; file left for the next scan");
+                return false;
+            }
+        }
+        let job = RuleJob {
+            job_id,
+            rule: &self.rule.name,
+            kind: OriginKind::Watch,
+            pool: &self.pool,
+            source: &self.rule.source,
+            folder: &self.rule.folder,
+            destination: &self.rule.destination,
+            path: &self.rule.path,
+            delivery: self.rule.delivery,
+            retry: self.rule.retry,
+            now: Utc::now(),
+        }
+        .build(&[(rel.clone(), s.size)]);
+        let job = match job {
+            Ok(j) => j,
+            Err(e) => {
+                error!(rule = %self.rule.name, error = %e, "file not taken: its destination path is not allowed");
+                return false;
+            }
+        };
+        let this = self.clone();
+        let done = done.clone();
+        self.jobs.spawn(async move {
+            let state = this.jobs.run(job).await;
+            if state == Some(JobState::Succeeded) {
+                this.after(&rel, s);
+            }
+            let _ = done.send(Done {
+                rel,
+                seen: s,
+                state,
+            });
+        });
+        true
+    }
+
+    /// The after-transfer action, for a file delivered and verified in state `s`. A file changed
+    /// since is left alone: it is a new version, with its own job.
+    fn after(&self, rel: &str, s: Seen) {
+        let path = self.folder().join(rel);
+        if seen(&path) != Some(s) {
+            return;
+        }
+        match self.rule.after {
+            AfterAction::Keep => {}
+            AfterAction::Delete => match std::fs::remove_file(&path) {
+                Ok(()) => info!(rule = %self.rule.name, path = %rel, "delivered; source deleted"),
+                Err(e) => {
+                    warn!(rule = %self.rule.name, path = %rel, error = %e, "delivered; source not deleted")
+                }
+            },
+            AfterAction::MoveTo => {
+                let archive = self.rule.archive_folder.as_deref().unwrap_or_default();
+                let target = self.root.join(join_rel(archive, rel));
+                let moved = target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::rename(&path, &target));
+                match moved {
+                    Ok(()) => {
+                        info!(rule = %self.rule.name, path = %rel, to = %target.display(), "delivered; source archived")
+                    }
+                    Err(e) => {
+                        warn!(rule = %self.rule.name, path = %rel, error = %e, "delivered; source not archived")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `path` relative to `folder`, with `/` separators, if it is inside.
+fn rel_of(folder: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(folder).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
