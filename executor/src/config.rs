@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use pbs_shared::rule_spec::{AfterAction, ExistingFiles, MissedRuns};
+use pbs_shared::rule_spec::{
+    ScheduleTrigger, WatchTrigger, default_reconcile, default_stable, default_tz, yes,
+};
 use pbs_shared::{
-    Delivery, EndpointName, ExecutorId, PathTemplate, PoolName, RetryPolicy, TemplateId,
+    Delivery, EndpointName, ExecutorId, PathTemplate, PoolName, RetryPolicy, Template, TemplateId,
 };
 use serde::Deserialize;
 
@@ -110,25 +114,6 @@ pub struct WatchRule {
     pub retry: RetryPolicy,
 }
 
-/// What happens to a watched file after its verified delivery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AfterAction {
-    #[default]
-    Keep,
-    Delete,
-    MoveTo,
-}
-
-/// Files present when watching starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExistingFiles {
-    #[default]
-    Process,
-    Ignore,
-}
-
 /// Copy a folder (or prefix) on a cron schedule.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -161,28 +146,81 @@ pub struct ScheduleRule {
     pub retry: RetryPolicy,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MissedRuns {
-    #[default]
-    Skip,
-    RunOnce,
-}
-
-fn yes() -> bool {
-    true
-}
 fn default_path() -> PathTemplate {
     PathTemplate::parse("{key}").expect("valid template")
 }
-fn default_stable() -> u64 {
-    5
+
+impl WatchRule {
+    /// The rule's trigger part, as a template would carry it.
+    pub fn trigger(&self) -> WatchTrigger {
+        WatchTrigger {
+            source: self.source.clone(),
+            folder: self.folder.clone(),
+            recursive: self.recursive,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            stable_seconds: self.stable_seconds,
+            after: self.after,
+            archive_folder: self.archive_folder.clone(),
+            existing: self.existing,
+            reconcile_seconds: self.reconcile_seconds,
+        }
+    }
+
+    /// The rule a `watch` template makes.
+    pub fn from_template(t: &Template, w: &WatchTrigger) -> Self {
+        Self {
+            name: t.id.clone(),
+            source: w.source.clone(),
+            folder: w.folder.clone(),
+            recursive: w.recursive,
+            include: w.include.clone(),
+            exclude: w.exclude.clone(),
+            destination: t.destination.endpoint.clone(),
+            path: t.destination.path.clone(),
+            stable_seconds: w.stable_seconds,
+            after: w.after,
+            archive_folder: w.archive_folder.clone(),
+            existing: w.existing,
+            reconcile_seconds: w.reconcile_seconds,
+            delivery: t.options.delivery,
+            retry: t.options.retry,
+        }
+    }
 }
-fn default_reconcile() -> u64 {
-    60
-}
-fn default_tz() -> String {
-    "UTC".into()
+
+impl ScheduleRule {
+    pub fn trigger(&self) -> ScheduleTrigger {
+        ScheduleTrigger {
+            cron: self.cron.clone(),
+            timezone: self.timezone.clone(),
+            source: self.source.clone(),
+            folder: self.folder.clone(),
+            recursive: self.recursive,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            missed: self.missed,
+        }
+    }
+
+    /// The rule a `schedule` template makes.
+    pub fn from_template(t: &Template, s: &ScheduleTrigger) -> Self {
+        Self {
+            name: t.id.clone(),
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+            source: s.source.clone(),
+            folder: s.folder.clone(),
+            recursive: s.recursive,
+            include: s.include.clone(),
+            exclude: s.exclude.clone(),
+            destination: t.destination.endpoint.clone(),
+            path: t.destination.path.clone(),
+            missed: s.missed,
+            delivery: t.options.delivery,
+            retry: t.options.retry,
+        }
+    }
 }
 
 /// How the executor reaches its pool's queues (outbound HTTPS only).
@@ -205,6 +243,13 @@ pub struct CloudConfig {
     /// Long-poll wait, 1 to 20 seconds.
     #[serde(default = "default_wait")]
     pub wait_seconds: i32,
+    /// The configuration bucket (stack output `ConfigBucketName`): the pool's watch and schedule
+    /// templates are read from `pools/<pool>/rules.json` there. Unset: TOML rules only.
+    #[serde(default)]
+    pub rules_bucket: Option<String>,
+    /// How often the pool's rules are checked (a conditional GET), 1 to 3600 seconds.
+    #[serde(default = "default_rules_poll")]
+    pub rules_poll_seconds: u64,
     /// How long a received job stays invisible to other executors; renewed while it runs.
     #[serde(default = "default_visibility")]
     pub visibility_timeout_seconds: i32,
@@ -327,6 +372,9 @@ fn default_shutdown_grace() -> u64 {
 }
 fn default_wait() -> i32 {
     20
+}
+fn default_rules_poll() -> u64 {
+    30
 }
 fn default_visibility() -> i32 {
     300
@@ -494,6 +542,12 @@ impl Config {
                 return Err(format!(
                     "cloud.wait_seconds must be 1 to 20, got {}",
                     cloud.wait_seconds
+                ));
+            }
+            if !(1..=3600).contains(&cloud.rules_poll_seconds) {
+                return Err(format!(
+                    "cloud.rules_poll_seconds must be 1 to 3600, got {}",
+                    cloud.rules_poll_seconds
                 ));
             }
             if !(10..=43_200).contains(&cloud.visibility_timeout_seconds) {

@@ -144,6 +144,11 @@ CREATE TABLE IF NOT EXISTS paths (
     job_id    TEXT NOT NULL,
     PRIMARY KEY (endpoint, dest_path)
 );
+CREATE TABLE IF NOT EXISTS cloud_rules (
+    pool TEXT PRIMARY KEY,
+    etag TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     rule     TEXT PRIMARY KEY,
     last_run TEXT NOT NULL
@@ -444,6 +449,27 @@ impl Ledger {
             params![job_id.as_str()],
             |r| r.get(0),
         )?)
+    }
+
+    /// The last copy of the pool's rule document from the cloud: (ETag, body).
+    pub fn cloud_rules(&self, pool: &str) -> Result<Option<(String, String)>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT etag, body FROM cloud_rules WHERE pool = ?1",
+                params![pool],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn set_cloud_rules(&self, pool: &str, etag: &str, body: &str) -> Result<(), LedgerError> {
+        self.conn().execute(
+            "INSERT INTO cloud_rules (pool, etag, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(pool) DO UPDATE SET etag = excluded.etag, body = excluded.body",
+            params![pool, etag, body],
+        )?;
+        Ok(())
     }
 
     /// The last scheduled time a schedule ran or skipped.

@@ -1,5 +1,6 @@
 //! pbs-executor: the on-prem daemon of PBS Rclone and its command line.
 
+mod cloud_rules;
 mod config;
 mod dest_locks;
 mod endpoints;
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use crate::cloud_rules::CloudRules;
 use crate::config::Config;
 use crate::endpoints::Endpoints;
 use crate::job_runner::JobContext;
@@ -256,6 +258,31 @@ fn print_job(d: &serde_json::Value) {
     }
 }
 
+/// The fetcher of the pool's rules from the cloud, when `cloud.rules_bucket` is set.
+fn cloud_rules_fetcher(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    ledger: Arc<Ledger>,
+) -> Option<CloudRules> {
+    let cloud = config.cloud.as_ref()?;
+    let bucket = cloud.rules_bucket.clone()?;
+    let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
+    if let Some(url) = cloud
+        .s3_endpoint_url
+        .as_ref()
+        .or(cloud.endpoint_url.as_ref())
+    {
+        s3 = s3.endpoint_url(url).force_path_style(true);
+    }
+    Some(CloudRules {
+        s3: aws_sdk_s3::Client::from_conf(s3.build()),
+        bucket,
+        pool: config.pool.clone(),
+        ledger,
+        every: Duration::from_secs(cloud.rules_poll_seconds),
+    })
+}
+
 /// AWS credentials from the standard chain, for S3 endpoints outside a `[cloud]` section.
 async fn aws_credentials(config: &Config) -> Option<aws_credential_types::Credentials> {
     use aws_credential_types::provider::ProvideCredentials;
@@ -395,9 +422,16 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         tracker.clone(),
         shutdown.clone(),
     );
+    let (cloud_tx, cloud_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(fetcher) = cloud_rules_fetcher(&config, &sdk, ledger.clone()) {
+        // The last rules received keep running while the cloud is unreachable.
+        let (etag, cached) = fetcher.cached();
+        rules.apply_cloud(cached);
+        tracker.spawn(fetcher.run(etag, cloud_tx, shutdown.clone()));
+    }
     rules.apply(&config);
     info!(rules = rules.len(), "watch and schedule rules in force");
-    tracker.spawn(rules.follow(config_path, shutdown.clone()));
+    tracker.spawn(rules.follow(config_path, cloud_rx, shutdown.clone()));
 
     match cloud {
         Some(cloud) => {

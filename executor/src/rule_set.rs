@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pbs_shared::PoolName;
+use pbs_shared::template::Trigger;
+use pbs_shared::{PoolName, Template};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
@@ -16,6 +18,7 @@ use tracing::{error, info};
 use crate::config::{Config, EndpointConfig, ScheduleRule, WatchRule};
 use crate::endpoints::Endpoints;
 use crate::local_jobs::LocalJobs;
+use crate::rules::{check_schedule_rule, check_watch_rule};
 use crate::schedule::Scheduler;
 use crate::watch::Watcher;
 
@@ -33,6 +36,10 @@ pub struct RuleSet {
     /// Rules stop with it (shutdown).
     parent: CancellationToken,
     running: HashMap<String, (Rule, CancellationToken)>,
+    /// The configuration the rules in force come from (TOML rules, endpoints for checks).
+    config: Option<Config>,
+    /// The pool's templates with watch and schedule triggers, from the cloud.
+    cloud: Vec<Template>,
 }
 
 impl RuleSet {
@@ -50,15 +57,61 @@ impl RuleSet {
             tracker,
             parent,
             running: HashMap::new(),
+            config: None,
+            cloud: Vec::new(),
         }
+    }
+
+    /// Makes `templates` the cloud's rules for this pool.
+    pub fn apply_cloud(&mut self, templates: Vec<Template>) {
+        self.cloud = templates;
+        if let Some(config) = self.config.clone() {
+            self.apply(&config);
+        }
+    }
+
+    /// The cloud's templates as rules, checked against this executor's endpoints; a rule that
+    /// does not fit (unknown endpoint, same name as a TOML rule) is reported and left out.
+    fn cloud_rules(&self, config: &Config) -> Vec<(String, Rule)> {
+        let mut out = Vec::new();
+        for t in &self.cloud {
+            let name = t.id.to_string();
+            if config.watch.iter().any(|w| w.name == t.id)
+                || config.schedule.iter().any(|s| s.name == t.id)
+            {
+                error!(rule = %name, "cloud rule ignored: a rule of the configuration file has the same name");
+                continue;
+            }
+            let (rule, checked) = match &t.trigger {
+                Trigger::Watch(w) => {
+                    let r = WatchRule::from_template(t, w);
+                    let c = check_watch_rule(config, &r);
+                    (Rule::Watch(r), c)
+                }
+                Trigger::Schedule(s) => {
+                    let r = ScheduleRule::from_template(t, s);
+                    let c = check_schedule_rule(config, &r);
+                    (Rule::Schedule(r), c)
+                }
+                Trigger::S3 { .. } => continue,
+            };
+            match checked {
+                Ok(()) => out.push((name, rule)),
+                Err((field, m)) => {
+                    error!(rule = %name, "cloud rule ignored: trigger.{field}: {m}")
+                }
+            }
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
         self.running.len()
     }
 
-    /// Makes `config`'s rules the ones in force.
+    /// Makes `config`'s rules, and the cloud's, the ones in force.
     pub fn apply(&mut self, config: &Config) {
+        self.config = Some(config.clone());
         let mut wanted: HashMap<String, Rule> = HashMap::new();
         for w in &config.watch {
             wanted.insert(w.name.to_string(), Rule::Watch(w.clone()));
@@ -66,6 +119,7 @@ impl RuleSet {
         for s in &config.schedule {
             wanted.insert(s.name.to_string(), Rule::Schedule(s.clone()));
         }
+        wanted.extend(self.cloud_rules(config));
         self.running.retain(|name, (rule, stop)| {
             if wanted.get(name) == Some(rule) {
                 return true;
@@ -117,13 +171,23 @@ impl RuleSet {
         }
     }
 
-    /// Reloads the rules whenever `path` changes, until `stop`.
-    pub async fn follow(mut self, path: PathBuf, stop: CancellationToken) {
+    /// Reloads the rules whenever `path` changes or the cloud sends new ones, until `stop`.
+    pub async fn follow(
+        mut self,
+        path: PathBuf,
+        mut cloud: mpsc::UnboundedReceiver<Vec<Template>>,
+        stop: CancellationToken,
+    ) {
         let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut last: Option<SystemTime> = modified(&path);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
+                Some(templates) = cloud.recv() => {
+                    self.apply_cloud(templates);
+                    info!(rules = self.len(), "cloud rules updated: rules in force updated");
+                    continue;
+                }
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             let now = modified(&path);

@@ -4,94 +4,78 @@
 //! when a schedule fires, what happens after downtime or while a run is still going) are tested
 //! with an injected clock.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use globset::{GlobSet, GlobSetBuilder};
 use pbs_shared::path_template::RenderContext;
+pub use pbs_shared::rule_spec::{Cron, Filter};
+use pbs_shared::rule_spec::{check_schedule, check_watch};
 use pbs_shared::{
-    Delivery, DestPath, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
-    PathTemplate, PoolName, RetryPolicy, TemplateId, Verify,
+    Delivery, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
+    PathTemplate, PoolName, RetryPolicy, TemplateId,
 };
 use sha2::{Digest, Sha256};
 
-use crate::config::{AfterAction, Config, EndpointConfig, MissedRuns};
+use crate::config::{Config, EndpointConfig, MissedRuns, ScheduleRule, WatchRule};
 
 /// Checks every rule against the endpoints; errors name the rule and field.
 pub fn check(config: &Config) -> Result<(), String> {
     let mut names = std::collections::BTreeSet::new();
-    let endpoint = |rule: &str, field: &str, name: &EndpointName| {
-        config.endpoints.get(name).ok_or_else(|| {
-            format!("{rule}.{field}: endpoint \"{name}\" is not defined in [endpoints]")
-        })
-    };
     for (i, w) in config.watch.iter().enumerate() {
         let at = format!("watch[{i}] ({})", w.name);
         if !names.insert(w.name.as_str()) {
             return Err(format!("{at}.name: another rule has this name"));
         }
-        match endpoint(&at, "source", &w.source)? {
-            EndpointConfig::Local(_) => {}
-            other => {
-                return Err(format!(
-                    "{at}.source: watched folders must be on a local endpoint, {:?} is not",
-                    other_kind(other)
-                ));
-            }
-        }
-        endpoint(&at, "destination", &w.destination)?;
-        relative_folder(&w.folder).map_err(|m| format!("{at}.folder: {m}"))?;
-        Filter::new(&w.include, &w.exclude).map_err(|m| format!("{at}.{m}"))?;
-        if !(1..=86_400).contains(&w.stable_seconds) {
-            return Err(format!("{at}.stable_seconds: must be 1 to 86400"));
-        }
-        if !(5..=86_400).contains(&w.reconcile_seconds) {
-            return Err(format!("{at}.reconcile_seconds: must be 5 to 86400"));
-        }
-        if w.after != AfterAction::Keep && w.delivery.verify == Verify::None {
-            return Err(format!(
-                "{at}.after: deleting or moving source files needs delivery.verify = \"size\" or \"hash\""
-            ));
-        }
-        match (w.after, &w.archive_folder) {
-            (AfterAction::MoveTo, None) => {
-                return Err(format!(
-                    "{at}.archive_folder: required with after = \"move-to\""
-                ));
-            }
-            (AfterAction::MoveTo, Some(a)) => {
-                relative_folder(a).map_err(|m| format!("{at}.archive_folder: {m}"))?;
-                let inside = w.folder.is_empty()
-                    || a == &w.folder
-                    || a.starts_with(&format!("{}/", w.folder));
-                if a.is_empty() || (w.recursive && inside) {
-                    return Err(format!(
-                        "{at}.archive_folder: {a:?} is inside the watched folder; archived files would be taken again"
-                    ));
-                }
-            }
-            _ => {}
-        }
-        w.retry
-            .check()
-            .map_err(|(f, m)| format!("{at}.retry.{f}: {m}"))?;
+        check_watch_rule(config, w).map_err(|(f, m)| format!("{at}.{f}: {m}"))?;
     }
     for (i, s) in config.schedule.iter().enumerate() {
         let at = format!("schedule[{i}] ({})", s.name);
         if !names.insert(s.name.as_str()) {
             return Err(format!("{at}.name: another rule has this name"));
         }
-        endpoint(&at, "source", &s.source)?;
-        endpoint(&at, "destination", &s.destination)?;
-        relative_folder(&s.folder).map_err(|m| format!("{at}.folder: {m}"))?;
-        Filter::new(&s.include, &s.exclude).map_err(|m| format!("{at}.{m}"))?;
-        Cron::parse(&s.cron, &s.timezone).map_err(|m| format!("{at}.{m}"))?;
-        s.retry
-            .check()
-            .map_err(|(f, m)| format!("{at}.retry.{f}: {m}"))?;
+        check_schedule_rule(config, s).map_err(|(f, m)| format!("{at}.{f}: {m}"))?;
     }
     Ok(())
+}
+
+type FieldProblem = (&'static str, String);
+
+fn endpoint<'a>(
+    config: &'a Config,
+    field: &'static str,
+    name: &EndpointName,
+) -> Result<&'a EndpointConfig, FieldProblem> {
+    config.endpoints.get(name).ok_or_else(|| {
+        (
+            field,
+            format!("endpoint \"{name}\" is not defined in [endpoints]"),
+        )
+    })
+}
+
+/// A watch rule against `config`'s endpoints: returns the failing field and why.
+pub fn check_watch_rule(config: &Config, w: &WatchRule) -> Result<(), FieldProblem> {
+    match endpoint(config, "source", &w.source)? {
+        EndpointConfig::Local(_) => {}
+        other => {
+            return Err((
+                "source",
+                format!(
+                    "watched folders must be on a local endpoint, {:?} is not",
+                    other_kind(other)
+                ),
+            ));
+        }
+    }
+    endpoint(config, "destination", &w.destination)?;
+    check_watch(&w.trigger(), w.delivery.verify)?;
+    w.retry.check().map_err(|(_, m)| ("retry", m))
+}
+
+/// A schedule rule against `config`'s endpoints.
+pub fn check_schedule_rule(config: &Config, s: &ScheduleRule) -> Result<(), FieldProblem> {
+    endpoint(config, "source", &s.source)?;
+    endpoint(config, "destination", &s.destination)?;
+    check_schedule(&s.trigger())?;
+    s.retry.check().map_err(|(_, m)| ("retry", m))
 }
 
 fn other_kind(e: &EndpointConfig) -> &'static str {
@@ -103,128 +87,12 @@ fn other_kind(e: &EndpointConfig) -> &'static str {
     }
 }
 
-fn relative_folder(folder: &str) -> Result<(), String> {
-    if folder.is_empty() {
-        return Ok(());
-    }
-    DestPath::parse(folder)
-        .map(drop)
-        .map_err(|e| format!("{folder:?} must be a relative folder under the endpoint's root: {e}"))
-}
-
 /// `folder/rel`, or `rel` when the folder is the root.
 pub fn join_rel(folder: &str, rel: &str) -> String {
     if folder.is_empty() {
         rel.to_owned()
     } else {
         format!("{}/{rel}", folder.trim_end_matches('/'))
-    }
-}
-
-/// Which files a rule takes, by their path relative to its folder.
-#[derive(Debug, Clone)]
-pub struct Filter {
-    include: Option<GlobSet>,
-    exclude: GlobSet,
-}
-
-impl Filter {
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, String> {
-        let set = |field: &str, globs: &[String]| {
-            let mut b = GlobSetBuilder::new();
-            for g in globs {
-                b.add(
-                    globset::GlobBuilder::new(g)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| format!("{field}: {g:?}: {e}"))?,
-                );
-            }
-            b.build().map_err(|e| format!("{field}: {e}"))
-        };
-        Ok(Self {
-            include: if include.is_empty() {
-                None
-            } else {
-                Some(set("include", include)?)
-            },
-            exclude: set("exclude", exclude)?,
-        })
-    }
-
-    /// Whether `rel` is taken: not a temporary name, included, not excluded.
-    pub fn matches(&self, rel: &str) -> bool {
-        let name = rel.rsplit('/').next().unwrap_or(rel);
-        !is_temporary(name)
-            && self.include.as_ref().is_none_or(|s| s.is_match(rel))
-            && !self.exclude.is_match(rel)
-    }
-}
-
-/// Names of files still being written by some program: rclone and browsers' partials, Office
-/// lock files, editor swap files, our own probes.
-pub fn is_temporary(name: &str) -> bool {
-    name.ends_with(".partial")
-        || name.ends_with(".part")
-        || name.ends_with(".crdownload")
-        || name.ends_with(".tmp")
-        || name.starts_with("~$")
-        || (name.starts_with('.') && (name.ends_with(".swp") || name.ends_with(".swx")))
-        || name.starts_with(".pbs-probe-")
-}
-
-/// A cron expression read in a time zone.
-#[derive(Debug, Clone)]
-pub struct Cron {
-    schedule: cron::Schedule,
-    tz: Tz,
-}
-
-impl Cron {
-    /// Five fields (`min hour dom month dow`) or six with seconds first. Day-of-week names
-    /// (`MON-FRI`) are the unambiguous spelling.
-    pub fn parse(expr: &str, tz: &str) -> Result<Self, String> {
-        let fields = expr.split_whitespace().count();
-        let full = match fields {
-            5 => format!("0 {expr}"),
-            6 => expr.to_owned(),
-            n => {
-                return Err(format!(
-                    "cron: {expr:?} has {n} fields; expected 5 (min hour day month weekday) or 6 (with seconds first)"
-                ));
-            }
-        };
-        let schedule =
-            cron::Schedule::from_str(&full).map_err(|e| format!("cron: {expr:?}: {e}"))?;
-        let tz = Tz::from_str(tz).map_err(|_| {
-            format!("timezone: {tz:?} is not an IANA time zone such as Europe/Paris")
-        })?;
-        Ok(Self { schedule, tz })
-    }
-
-    /// The first firing strictly after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule
-            .after(&t.with_timezone(&self.tz))
-            .next()
-            .map(|d| d.with_timezone(&Utc))
-    }
-
-    /// The last firing at or before `now` that comes after `since`, and how many there were
-    /// (counting stops at 10,000).
-    fn due_since(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Option<(DateTime<Utc>, u32)> {
-        let mut last = None;
-        let mut count = 0;
-        let mut t = since;
-        while let Some(next) = self.next_after(t) {
-            if next > now || count >= 10_000 {
-                break;
-            }
-            last = Some(next);
-            count += 1;
-            t = next;
-        }
-        last.map(|l| (l, count))
     }
 }
 
@@ -478,20 +346,21 @@ mod tests {
             assert!(!all.matches(temp), "{temp}");
         }
         assert!(all.matches("report.docx"));
-        let e = Filter::new(&["[".into()], &[]).unwrap_err();
-        assert!(e.starts_with("include: \"[\""), "{e}");
+        let (field, e) = Filter::new(&["[".into()], &[]).unwrap_err();
+        assert_eq!(field, "include");
+        assert!(e.starts_with("\"[\""), "{e}");
     }
 
     #[test]
     fn cron_reads_five_or_six_fields_in_a_named_zone() {
         assert!(Cron::parse("*/15 * * * *", "UTC").is_ok());
         assert!(Cron::parse("30 0 2 * * MON-FRI", "Europe/Paris").is_ok());
-        let e = Cron::parse("* * *", "UTC").unwrap_err();
-        assert!(e.contains("has 3 fields"), "{e}");
-        let e = Cron::parse("0 2 * * *", "Mars/Olympus").unwrap_err();
-        assert!(e.starts_with("timezone:"), "{e}");
-        let e = Cron::parse("0 25 * * *", "UTC").unwrap_err();
-        assert!(e.starts_with("cron:"), "{e}");
+        let (field, e) = Cron::parse("* * *", "UTC").unwrap_err();
+        assert!(field == "cron" && e.contains("has 3 fields"), "{e}");
+        let (field, _) = Cron::parse("0 2 * * *", "Mars/Olympus").unwrap_err();
+        assert_eq!(field, "timezone");
+        let (field, _) = Cron::parse("0 25 * * *", "UTC").unwrap_err();
+        assert_eq!(field, "cron");
     }
 
     #[test]

@@ -157,7 +157,8 @@ impl Scheduler {
             .state_dir
             .join("logs")
             .join(format!("schedule-{}.log", self.rule.name));
-        let filter = Filter::new(&self.rule.include, &self.rule.exclude)?;
+        let filter = Filter::new(&self.rule.include, &self.rule.exclude)
+            .map_err(|(field, m)| format!("{field}: {m}"))?;
         let files = transfer::list_files(
             &ctx.config.rclone,
             &ctx.config.state_dir,

@@ -87,6 +87,9 @@ pub struct ApiEnv {
     pub templates_table: String,
     pub jobs_table: String,
     pub job_ttl_days: i64,
+    /// Where pools' rule documents are published; unset: watch and schedule templates are
+    /// stored but not delivered.
+    pub config_bucket: Option<String>,
 }
 
 impl ApiEnv {
@@ -95,6 +98,9 @@ impl ApiEnv {
             templates_table: required("TEMPLATES_TABLE")?,
             jobs_table: required("JOBS_TABLE")?,
             job_ttl_days: number("JOB_TTL_DAYS", 90)?,
+            config_bucket: std::env::var("CONFIG_BUCKET")
+                .ok()
+                .filter(|b| !b.is_empty()),
         })
     }
 }

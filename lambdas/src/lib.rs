@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod env;
 pub mod items;
 pub mod job_table;
+pub mod pool_rules;
 pub mod sqs_batch;
 pub mod status;
 pub mod telemetry;

@@ -13,6 +13,7 @@ pub mod message;
 pub mod names;
 pub mod path_template;
 pub mod retry;
+pub mod rule_spec;
 pub mod s3_key;
 pub mod template;
 

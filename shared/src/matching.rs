@@ -40,13 +40,16 @@ impl ObjectRef {
 #[derive(Debug, Clone)]
 pub struct CompiledTemplate {
     pub template: Template,
-    glob: GlobMatcher,
+    /// The key glob of an S3 trigger; `None` for triggers that take no S3 events.
+    glob: Option<GlobMatcher>,
 }
 
 impl CompiledTemplate {
     pub fn new(template: Template) -> Result<Self, globset::Error> {
-        let Trigger::S3 { key_glob, .. } = &template.trigger;
-        let glob = compile_glob(key_glob)?;
+        let glob = match &template.trigger {
+            Trigger::S3 { key_glob, .. } => Some(compile_glob(key_glob)?),
+            Trigger::Watch(_) | Trigger::Schedule(_) => None,
+        };
         Ok(Self { template, glob })
     }
 
@@ -55,16 +58,22 @@ impl CompiledTemplate {
         if !self.template.enabled {
             return false;
         }
-        let Trigger::S3 {
-            bucket,
-            min_size,
-            max_size,
-            ..
-        } = &self.template.trigger;
+        let (
+            Trigger::S3 {
+                bucket,
+                min_size,
+                max_size,
+                ..
+            },
+            Some(glob),
+        ) = (&self.template.trigger, &self.glob)
+        else {
+            return false;
+        };
         bucket == &object.bucket
             && min_size.is_none_or(|min| object.size >= min)
             && max_size.is_none_or(|max| object.size <= max)
-            && self.glob.is_match(&object.key)
+            && glob.is_match(&object.key)
     }
 }
 

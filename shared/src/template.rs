@@ -80,6 +80,10 @@ pub enum Trigger {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_size: Option<u64>,
     },
+    /// Files settling in a folder of one of the pool's local endpoints (run by its executors).
+    Watch(crate::rule_spec::WatchTrigger),
+    /// A cron schedule copying a folder of one of the pool's endpoints (run by its executors).
+    Schedule(crate::rule_spec::ScheduleTrigger),
 }
 
 fn match_all() -> String {
@@ -133,6 +137,10 @@ impl Template {
                     ));
                 }
             }
+            Trigger::Watch(w) => crate::rule_spec::check_watch(w, self.options.delivery.verify)
+                .map_err(|(f, m)| FieldError::new(format!("trigger.{f}"), m))?,
+            Trigger::Schedule(s) => crate::rule_spec::check_schedule(s)
+                .map_err(|(f, m)| FieldError::new(format!("trigger.{f}"), m))?,
         }
         Ok(())
     }
@@ -254,6 +262,57 @@ mod tests {
             ),
             (5, 300)
         );
+    }
+
+    #[test]
+    fn watch_and_schedule_triggers_are_checked_field_by_field() {
+        let with = |trigger: serde_json::Value| {
+            serde_json::json!({
+                "id": "rule", "trigger": trigger,
+                "destination": {"pool": "site-b", "endpoint": "nas", "path": "{key}"}
+            })
+            .to_string()
+        };
+        let t = Template::from_json(
+            with(serde_json::json!({"type": "watch", "source": "drop", "folder": "in"})).as_bytes(),
+        )
+        .unwrap();
+        let Trigger::Watch(w) = &t.trigger else {
+            panic!("not a watch trigger")
+        };
+        assert_eq!((w.stable_seconds, w.recursive), (5, true));
+        Template::from_json(
+            with(serde_json::json!({"type": "schedule", "cron": "*/15 * * * *", "timezone": "Europe/Paris", "source": "sftp"})).as_bytes(),
+        )
+        .unwrap();
+        let cases = [
+            (
+                serde_json::json!({"type": "watch", "source": "drop", "after": "move-to"}),
+                "trigger.archive_folder",
+            ),
+            (
+                serde_json::json!({"type": "watch", "source": "drop", "exclude": ["a/[b"]}),
+                "trigger.exclude",
+            ),
+            (
+                serde_json::json!({"type": "schedule", "cron": "0 2 * *", "source": "s"}),
+                "trigger.cron",
+            ),
+            (
+                serde_json::json!({"type": "schedule", "cron": "0 2 * * *", "timezone": "Nowhere/City", "source": "s"}),
+                "trigger.timezone",
+            ),
+        ];
+        for (trigger, field) in cases {
+            let e = Template::from_json(with(trigger.clone()).as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{trigger}: {e}");
+        }
+        let e = Template::from_json(
+            with(serde_json::json!({"type": "watch", "source": "drop", "color": 1})).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "trigger");
+        assert!(e.message.starts_with("unknown field `color`"), "{e}");
     }
 
     #[test]

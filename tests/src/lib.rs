@@ -480,8 +480,11 @@ work_queue_url = "{work_queue_url}"
 status_queue_url = "{status}"
 wait_seconds = 1
 visibility_timeout_seconds = {visibility}
+rules_bucket = "{rules}"
+rules_poll_seconds = 1
 "#,
                 status = stack.output("StatusQueueUrl"),
+                rules = stack.output("ConfigBucketName"),
                 visibility = opts.visibility_timeout.unwrap_or(60),
             )
         };

@@ -318,6 +318,98 @@ async fn watch_jobs_are_reported_to_the_cloud_with_their_origin() {
     assert_eq!(job["result"]["files"], 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_from_cloud_templates_apply_change_live_and_survive_an_outage() {
+    let stack = Stack::connect().await.unwrap();
+    let pool = unique("crules");
+    let queue = stack.create_pool(&pool).await.unwrap();
+    let outbox = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outbox.path().join("a")).unwrap();
+    let mut executor = Executor::start_with(
+        &stack,
+        &pool,
+        &queue.url,
+        ExecutorOptions {
+            extra_config: format!(
+                "[endpoints.outbox]\ntype = \"local\"\nroot = \"{}\"\n",
+                outbox.path().display()
+            ),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let id = unique("cloud-rule");
+    let template = |path: &str| {
+        serde_json::json!({
+            "id": id,
+            "trigger": {"type": "watch", "source": "outbox", "folder": "a", "stable_seconds": 1, "reconcile_seconds": 5},
+            "destination": {"pool": pool, "endpoint": "disk", "path": path},
+            "options": {"delivery": {"verify": "hash"}}
+        })
+    };
+    // The executor says when it has applied a new set of cloud rules.
+    let applied = |executor: &Executor| executor.log().matches("cloud rules updated").count();
+    let wait_applied = |before: usize| {
+        let executor = &executor;
+        async move {
+            eventually(
+                Duration::from_secs(60),
+                "the executor to apply the cloud rules",
+                || async move { Ok((applied(executor) > before).then_some(())) },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", executor.log()));
+        }
+    };
+
+    let before = applied(&executor);
+    stack
+        .create_template(&template("cloud/{key}"))
+        .await
+        .unwrap();
+    wait_applied(before).await;
+    std::fs::write(outbox.path().join("a/one.txt"), "one").unwrap();
+    assert_eq!(executor.landed("cloud/one.txt").await.unwrap(), b"one");
+    let jobs = stack.finished_jobs(&id, 1).await.unwrap();
+    assert_eq!(
+        (jobs[0]["state"].as_str(), jobs[0]["origin"].as_str()),
+        (Some("succeeded"), Some("watch"))
+    );
+
+    // A change applies without a restart.
+    let before = applied(&executor);
+    let (status, body) = stack
+        .call(
+            "PUT",
+            &format!("/api/v1/templates/{id}"),
+            Some(&template("cloud2/{key}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_applied(before).await;
+    std::fs::write(outbox.path().join("a/two.txt"), "two").unwrap();
+    assert_eq!(executor.landed("cloud2/two.txt").await.unwrap(), b"two");
+
+    // Cloud unreachable across a restart: the rules cached in the ledger keep working.
+    executor.terminate().unwrap();
+    let closed = pbs_e2e::servers::free_port().unwrap();
+    let config = std::fs::read_to_string(&executor.config_path).unwrap();
+    let config = config.replace(
+        &format!("s3_endpoint_url = \"{}\"", stack.output("EmulatorUrl")),
+        &format!("s3_endpoint_url = \"http://127.0.0.1:{closed}\""),
+    );
+    assert!(config.contains(&format!("127.0.0.1:{closed}")));
+    std::fs::write(&executor.config_path, config).unwrap();
+    executor.restart().unwrap();
+    std::fs::write(outbox.path().join("a/three.txt"), "three").unwrap();
+    assert_eq!(executor.landed("cloud2/three.txt").await.unwrap(), b"three");
+    assert!(
+        executor.log().contains("cannot fetch the cloud rules"),
+        "the outage was not real"
+    );
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -19,6 +19,8 @@ use crate::template_table::TemplateTable;
 pub struct ApiState {
     pub jobs: JobTable,
     pub templates: TemplateTable,
+    /// Publishes pools' watch and schedule rules; `None` when no configuration bucket is set.
+    pub rules: Option<crate::pool_rules::RulesPublisher>,
 }
 
 /// All routes of the API.

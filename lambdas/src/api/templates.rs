@@ -4,10 +4,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use pbs_shared::{Template, TemplateId};
+use pbs_shared::{PoolName, Template, TemplateId};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
+use crate::pool_rules::is_rule;
 use crate::template_table::Stored;
 
 fn parse_id(raw: &str) -> Result<TemplateId, ApiError> {
@@ -38,12 +39,50 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({"templates": all})))
 }
 
+/// Republishes the rule documents of the pools that `before` and `after` (the template before and
+/// after a change) belong to, when either is a watch or schedule rule.
+async fn publish_rules(
+    state: &ApiState,
+    before: Option<&Template>,
+    after: Option<&Template>,
+) -> Result<(), ApiError> {
+    let mut pools: Vec<&PoolName> = [before, after]
+        .into_iter()
+        .flatten()
+        .filter(|t| is_rule(t))
+        .map(|t| &t.destination.pool)
+        .collect();
+    pools.dedup();
+    if pools.is_empty() {
+        return Ok(());
+    }
+    let Some(publisher) = &state.rules else {
+        tracing::warn!("no configuration bucket: watch and schedule rules are not delivered");
+        return Ok(());
+    };
+    for pool in pools {
+        publisher
+            .publish(&state.templates, pool)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("template saved, but its pool's rules were not published (save it again to retry): {e}"))
+            })?;
+    }
+    Ok(())
+}
+
+/// The stored template at `id`, if it is readable.
+async fn previous(state: &ApiState, id: &TemplateId) -> Result<Option<Template>, ApiError> {
+    Ok(state.templates.get(id).await?.and_then(Result::ok))
+}
+
 pub async fn create(
     State(state): State<ApiState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let template = parse_body(&body)?;
     state.templates.put(&template, true).await?;
+    publish_rules(&state, None, Some(&template)).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(template).expect("serialises")),
@@ -79,7 +118,9 @@ pub async fn replace(
             ),
         ));
     }
+    let before = previous(&state, &id).await?;
     state.templates.put(&template, false).await?;
+    publish_rules(&state, before.as_ref(), Some(&template)).await?;
     Ok(Json(serde_json::to_value(template).expect("serialises")))
 }
 
@@ -88,6 +129,8 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
+    let before = previous(&state, &id).await?;
     state.templates.delete(&id).await?;
+    publish_rules(&state, before.as_ref(), None).await?;
     Ok(StatusCode::NO_CONTENT)
 }

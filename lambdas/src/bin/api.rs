@@ -7,6 +7,7 @@ use lambda_http::Error;
 use pbs_lambdas::api::{ApiState, router};
 use pbs_lambdas::env::ApiEnv;
 use pbs_lambdas::job_table::JobTable;
+use pbs_lambdas::pool_rules::RulesPublisher;
 use pbs_lambdas::telemetry;
 use pbs_lambdas::template_table::TemplateTable;
 
@@ -16,9 +17,14 @@ async fn main() -> Result<(), Error> {
     let env = ApiEnv::from_env()?;
     let config = telemetry::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let rules = env
+        .config_bucket
+        .as_ref()
+        .map(|bucket| RulesPublisher::new(telemetry::s3_client(&config), bucket));
     let app = router(ApiState {
         jobs: JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days),
         templates: TemplateTable::new(dynamo, &env.templates_table),
+        rules,
     });
     match std::env::var("PBS_API_LISTEN") {
         Ok(addr) => {
