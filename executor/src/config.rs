@@ -68,6 +68,10 @@ pub struct Config {
 }
 
 /// Copy files from a local folder as they settle.
+///
+/// The fields mirror a template's `watch` trigger ([`WatchTrigger`]) plus the template's
+/// destination and options, flat as an operator writes them in TOML (serde's `flatten` cannot be
+/// combined with `deny_unknown_fields`, which catches misspelt keys).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchRule {
@@ -250,6 +254,10 @@ pub struct CloudConfig {
     /// How often the pool's rules are checked (a conditional GET), 1 to 3600 seconds.
     #[serde(default = "default_rules_poll")]
     pub rules_poll_seconds: u64,
+    /// Whether watch rules from the cloud may delete or move source files on this machine
+    /// (`after = "delete"` or `"move-to"`). Off by default: the cloud can then only copy.
+    #[serde(default)]
+    pub allow_source_removal: bool,
     /// How long a received job stays invisible to other executors; renewed while it runs.
     #[serde(default = "default_visibility")]
     pub visibility_timeout_seconds: i32,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use crate::config::{Config, EndpointConfig, ScheduleRule, WatchRule};
+use crate::config::{AfterAction, Config, EndpointConfig, ScheduleRule, WatchRule};
 use crate::endpoints::Endpoints;
 use crate::local_jobs::LocalJobs;
 use crate::rules::{check_schedule_rule, check_watch_rule};
@@ -70,41 +70,6 @@ impl RuleSet {
         }
     }
 
-    /// The cloud's templates as rules, checked against this executor's endpoints; a rule that
-    /// does not fit (unknown endpoint, same name as a TOML rule) is reported and left out.
-    fn cloud_rules(&self, config: &Config) -> Vec<(String, Rule)> {
-        let mut out = Vec::new();
-        for t in &self.cloud {
-            let name = t.id.to_string();
-            if config.watch.iter().any(|w| w.name == t.id)
-                || config.schedule.iter().any(|s| s.name == t.id)
-            {
-                error!(rule = %name, "cloud rule ignored: a rule of the configuration file has the same name");
-                continue;
-            }
-            let (rule, checked) = match &t.trigger {
-                Trigger::Watch(w) => {
-                    let r = WatchRule::from_template(t, w);
-                    let c = check_watch_rule(config, &r);
-                    (Rule::Watch(r), c)
-                }
-                Trigger::Schedule(s) => {
-                    let r = ScheduleRule::from_template(t, s);
-                    let c = check_schedule_rule(config, &r);
-                    (Rule::Schedule(r), c)
-                }
-                Trigger::S3 { .. } => continue,
-            };
-            match checked {
-                Ok(()) => out.push((name, rule)),
-                Err((field, m)) => {
-                    error!(rule = %name, "cloud rule ignored: trigger.{field}: {m}")
-                }
-            }
-        }
-        out
-    }
-
     pub fn len(&self) -> usize {
         self.running.len()
     }
@@ -119,7 +84,7 @@ impl RuleSet {
         for s in &config.schedule {
             wanted.insert(s.name.to_string(), Rule::Schedule(s.clone()));
         }
-        wanted.extend(self.cloud_rules(config));
+        wanted.extend(cloud_rules(config, &self.cloud));
         self.running.retain(|name, (rule, stop)| {
             if wanted.get(name) == Some(rule) {
                 return true;
@@ -211,5 +176,105 @@ impl RuleSet {
         for (_, (_, stop)) in self.running.drain() {
             stop.cancel();
         }
+    }
+}
+
+/// The cloud's templates as rules, checked against this executor's endpoints; a rule that does
+/// not fit (unknown endpoint, same name as a TOML rule, removal of source files not allowed) is
+/// reported and left out.
+fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
+    let mut out = Vec::new();
+    for t in templates {
+        let name = t.id.to_string();
+        if config.watch.iter().any(|w| w.name == t.id)
+            || config.schedule.iter().any(|s| s.name == t.id)
+        {
+            error!(rule = %name, "cloud rule ignored: a rule of the configuration file has the same name");
+            continue;
+        }
+        let may_remove = config
+            .cloud
+            .as_ref()
+            .is_some_and(|c| c.allow_source_removal);
+        let (rule, checked) = match &t.trigger {
+            Trigger::Watch(w) if w.after != AfterAction::Keep && !may_remove => {
+                error!(rule = %name, "cloud rule ignored: trigger.after: deleting or moving source files on this machine needs cloud.allow_source_removal = true in its configuration");
+                continue;
+            }
+            Trigger::Watch(w) => {
+                let r = WatchRule::from_template(t, w);
+                let c = check_watch_rule(config, &r);
+                (Rule::Watch(r), c)
+            }
+            Trigger::Schedule(s) => {
+                let r = ScheduleRule::from_template(t, s);
+                let c = check_schedule_rule(config, &r);
+                (Rule::Schedule(r), c)
+            }
+            Trigger::S3 { .. } => continue,
+        };
+        match checked {
+            Ok(()) => out.push((name, rule)),
+            Err((field, m)) => {
+                error!(rule = %name, "cloud rule ignored: trigger.{field}: {m}")
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cloud: &str) -> Config {
+        Config::parse(&format!(
+            "pool = \"p\"\nstate_dir = \"/tmp\"\n{cloud}\n\
+             [endpoints.drop]\ntype = \"local\"\nroot = \"/srv/drop\"\n\
+             [endpoints.disk]\ntype = \"local\"\nroot = \"/srv/disk\"\n\
+             [[watch]]\nname = \"local-rule\"\nsource = \"drop\"\ndestination = \"disk\"\n"
+        ))
+        .unwrap()
+    }
+
+    fn template(id: &str, trigger: serde_json::Value, endpoint: &str) -> Template {
+        Template::from_json(
+            serde_json::json!({
+                "id": id, "trigger": trigger,
+                "destination": {"pool": "p", "endpoint": endpoint, "path": "{key}"}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cloud_templates_become_rules_only_where_they_fit_this_executor() {
+        let watch = serde_json::json!({"type": "watch", "source": "drop", "folder": "in"});
+        let delete = serde_json::json!({"type": "watch", "source": "drop", "folder": "in", "after": "delete"});
+        let templates = vec![
+            template("ok", watch.clone(), "disk"),
+            template(
+                "schedule",
+                serde_json::json!({"type": "schedule", "cron": "0 2 * * *", "source": "drop"}),
+                "disk",
+            ),
+            template("unknown-endpoint", watch.clone(), "nas"),
+            template("local-rule", watch.clone(), "disk"),
+            template("deletes", delete, "disk"),
+        ];
+        let names = |cfg: &Config| {
+            let mut n: Vec<String> = cloud_rules(cfg, &templates)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            n.sort();
+            n
+        };
+        let cloud = "[cloud]\nregion = \"r\"\nwork_queue_url = \"q\"\nstatus_queue_url = \"s\"";
+        assert_eq!(names(&config(cloud)), ["ok", "schedule"]);
+        let allowed = format!("{cloud}\nallow_source_removal = true");
+        assert_eq!(names(&config(&allowed)), ["deletes", "ok", "schedule"]);
     }
 }

@@ -206,7 +206,50 @@ pub struct RuleJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-impl RuleJob<'_> {
+impl<'a> RuleJob<'a> {
+    /// The job of a watch rule.
+    pub fn watch(
+        rule: &'a WatchRule,
+        pool: &'a PoolName,
+        job_id: JobId,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            job_id,
+            rule: &rule.name,
+            kind: OriginKind::Watch,
+            pool,
+            source: &rule.source,
+            folder: &rule.folder,
+            destination: &rule.destination,
+            path: &rule.path,
+            delivery: rule.delivery,
+            retry: rule.retry,
+            now,
+        }
+    }
+
+    /// The job of a schedule's run for `scheduled_for`.
+    pub fn schedule(
+        rule: &'a ScheduleRule,
+        pool: &'a PoolName,
+        scheduled_for: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            job_id: schedule_job_id(&rule.name, scheduled_for),
+            rule: &rule.name,
+            kind: OriginKind::Schedule,
+            pool,
+            source: &rule.source,
+            folder: &rule.folder,
+            destination: &rule.destination,
+            path: &rule.path,
+            delivery: rule.delivery,
+            retry: rule.retry,
+            now: scheduled_for,
+        }
+    }
+
     /// The job for `files` (path relative to the rule's folder, size). A file whose destination
     /// path would be unsafe is refused with the reason.
     pub fn build(self, files: &[(String, u64)]) -> Result<JobMessage, String> {

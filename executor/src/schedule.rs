@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pbs_shared::{OriginKind, PoolName};
+use pbs_shared::PoolName;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::config::ScheduleRule;
 use crate::endpoints::Endpoints;
 use crate::local_jobs::LocalJobs;
-use crate::rules::{Cron, Filter, Fire, RuleClock, RuleJob, schedule_job_id};
+use crate::rules::{Cron, Filter, Fire, RuleClock, RuleJob};
 use crate::transfer;
 
 pub struct Scheduler {
@@ -38,6 +38,13 @@ impl Scheduler {
         let mut clock = RuleClock::new(cron, self.rule.missed, last);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let first = clock.start(Utc::now());
+        if first.is_none()
+            && last.is_none()
+            && let Some(now) = clock.last
+        {
+            // A new schedule counts from now, also across a restart before its first run.
+            let _ = ledger.set_schedule_last(self.rule.name.as_str(), now);
+        }
         self.handle(first, &clock, &done_tx);
         info!(rule = %self.rule.name, cron = %self.rule.cron, timezone = %self.rule.timezone,
               next = ?clock.next_due(Utc::now()), "schedule active");
@@ -108,20 +115,7 @@ impl Scheduler {
             info!(rule = %self.rule.name, scheduled_for = %scheduled_for, "scheduled run: no files to copy");
             return;
         }
-        let job = RuleJob {
-            job_id: schedule_job_id(&self.rule.name, scheduled_for),
-            rule: &self.rule.name,
-            kind: OriginKind::Schedule,
-            pool: &self.pool,
-            source: &self.rule.source,
-            folder: &self.rule.folder,
-            destination: &self.rule.destination,
-            path: &self.rule.path,
-            delivery: self.rule.delivery,
-            retry: self.rule.retry,
-            now: scheduled_for,
-        }
-        .build(&files);
+        let job = RuleJob::schedule(&self.rule, &self.pool, scheduled_for).build(&files);
         match job {
             Ok(job) => {
                 info!(rule = %self.rule.name, job_id = %job.job_id, files = files.len(), "scheduled run");

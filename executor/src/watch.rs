@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
-use pbs_shared::{JobState, OriginKind, PoolName};
+use pbs_shared::{JobState, PoolName};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -285,20 +285,8 @@ impl Watcher {
                 return false;
             }
         }
-        let job = RuleJob {
-            job_id,
-            rule: &self.rule.name,
-            kind: OriginKind::Watch,
-            pool: &self.pool,
-            source: &self.rule.source,
-            folder: &self.rule.folder,
-            destination: &self.rule.destination,
-            path: &self.rule.path,
-            delivery: self.rule.delivery,
-            retry: self.rule.retry,
-            now: Utc::now(),
-        }
-        .build(&[(rel.clone(), s.size)]);
+        let job = RuleJob::watch(&self.rule, &self.pool, job_id, Utc::now())
+            .build(&[(rel.clone(), s.size)]);
         let job = match job {
             Ok(j) => j,
             Err(e) => {

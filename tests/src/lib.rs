@@ -59,6 +59,22 @@ pub fn body(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Every file below `dir` (recursively); empty if it cannot be read.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// A name unique to this test run: lowercase, safe for pools, templates, buckets and keys.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -559,21 +559,6 @@ fn env_value(environ: &str, key: &str) -> Option<String> {
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(all_files(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn smb_and_sftp_passwords_never_leave_the_executor() {
     let site = Site::start(
@@ -633,7 +618,7 @@ async fn smb_and_sftp_passwords_never_leave_the_executor() {
         .map(|a| ("rclone argv".to_owned(), a))
         .collect();
     places.push(("executor log".into(), site.executor.log()));
-    for file in all_files(&site.executor.state) {
+    for file in pbs_e2e::files_under(&site.executor.state) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         places.push((
             file.display().to_string(),

@@ -49,7 +49,7 @@ async fn awkward_keys_land_byte_identical_and_the_api_reports_success() {
         );
     }
     // No partial file was left beside the delivered ones.
-    let leftovers: Vec<_> = walk(&executor.landing)
+    let leftovers: Vec<_> = pbs_e2e::files_under(&executor.landing)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".partial"))
         .collect();
@@ -432,19 +432,4 @@ async fn the_template_api_validates_and_names_the_field() {
         .await
         .unwrap();
     assert_eq!(status, 404);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

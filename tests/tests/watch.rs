@@ -2,7 +2,7 @@
 //! `[cloud]` section) unless a test says otherwise.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pbs_e2e::{Executor, ExecutorOptions, Stack, body, eventually, unique};
@@ -157,7 +157,7 @@ async fn renamed_in_files_are_taken_and_excluded_or_temporary_names_are_not() {
         );
     }
     assert!(
-        !walk(&l.executor.landing)
+        !pbs_e2e::files_under(&l.executor.landing)
             .iter()
             .any(|p| p.to_string_lossy().contains(".partial")),
         "a temporary file was copied"
@@ -408,19 +408,4 @@ async fn rules_from_cloud_templates_apply_change_live_and_survive_an_outage() {
         executor.log().contains("cannot fetch the cloud rules"),
         "the outage was not real"
     );
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
