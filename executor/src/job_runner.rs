@@ -8,7 +8,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use pbs_shared::message::sequencer_cmp;
 use pbs_shared::{
     DeliveredFile, DestPath, ErrorClass, FileOutcome, JobId, JobMessage, JobResult, JobSource,
-    JobState,
+    JobState, Overwrite,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -352,20 +352,78 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
         bandwidth_limit: ctx.config.bandwidth_limit.as_deref(),
         abort,
     };
+    // Paths read from an endpoint obey the same rules as paths written: no escaping its root.
+    if matches!(job.source, JobSource::Endpoint { .. }) {
+        for file in &job.files {
+            if let Err(e) = DestPath::parse(&file.key) {
+                return failed(
+                    ErrorClass::BadRequest,
+                    format!("source path {:?} is not allowed: {e}", file.key),
+                );
+            }
+        }
+    }
+    let items: Vec<transfer::Item> = job
+        .files
+        .iter()
+        .map(|f| transfer::Item {
+            source: &f.key,
+            dest: f.dest_path.as_str(),
+            size: f.size,
+            etag: f.etag.as_deref(),
+        })
+        .collect();
+    // Several files keeping their relative paths (a schedule's folder, say) go in one rclone run.
+    if items.len() > 1
+        && job.delivery.overwrite == Overwrite::Overwrite
+        && job.files.iter().all(|f| f.sequencer.is_none())
+        && let Some((src_dir, dst_dir, rels)) = transfer::common_folders(&items)
+    {
+        let mut paths: Vec<&str> = job.files.iter().map(|f| f.dest_path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        let mut _locks = Vec::with_capacity(paths.len());
+        for p in paths {
+            _locks.push(ctx.dest_locks.lock(job.destination.as_str(), p).await);
+        }
+        let sizes: Vec<u64> = job.files.iter().map(|f| f.size).collect();
+        let done = match runner
+            .deliver_batch(
+                &src,
+                &dst,
+                (&src_dir, &dst_dir, &rels),
+                &sizes,
+                job.delivery,
+            )
+            .await
+        {
+            Ok(d) => d,
+            Err(f) => return f.into(),
+        };
+        let delivered: Vec<DeliveredFile> = job
+            .files
+            .iter()
+            .zip(done)
+            .map(|(file, d)| DeliveredFile {
+                key: file.key.clone(),
+                dest_path: file.dest_path.to_string(),
+                size: d.size,
+                md5: d.md5,
+                outcome: d.outcome,
+            })
+            .collect();
+        return Copy::Done {
+            files: delivered.len() as u64,
+            bytes: delivered.iter().map(|d| d.size).sum(),
+            superseded: Vec::new(),
+            delivered,
+        };
+    }
     let mut files = 0;
     let mut bytes = 0;
     let mut superseded = Vec::new();
     let mut delivered = Vec::with_capacity(job.files.len());
-    for file in &job.files {
-        // Paths read from an endpoint obey the same rules as paths written: no escaping its root.
-        if matches!(job.source, JobSource::Endpoint { .. })
-            && let Err(e) = DestPath::parse(&file.key)
-        {
-            return failed(
-                ErrorClass::BadRequest,
-                format!("source path {:?} is not allowed: {e}", file.key),
-            );
-        }
+    for (file, item) in job.files.iter().zip(&items) {
         // Writes of one path run one at a time, and an older write never replaces a newer one.
         let _path_lock = ctx
             .dest_locks
@@ -392,13 +450,7 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
                 Err(e) => return failed(ErrorClass::Internal, e.to_string()),
             }
         }
-        let item = transfer::Item {
-            source: &file.key,
-            dest: file.dest_path.as_str(),
-            size: file.size,
-            etag: file.etag.as_deref(),
-        };
-        let done = match runner.deliver(&src, &dst, item, job.delivery).await {
+        let done = match runner.deliver(&src, &dst, *item, job.delivery).await {
             Ok(d) => d,
             Err(f) => return f.into(),
         };

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoints::{Hashes, Side};
 use crate::rclone::{self, Invocation, RunEnd};
+use crate::rules::join_rel;
 
 /// Why a delivery did not happen.
 #[derive(Debug)]
@@ -300,6 +301,279 @@ impl Runner<'_> {
     }
 }
 
+/// For a job of several files that keep the same relative path under one folder on each side
+/// (`src_dir/rel` → `dst_dir/rel`, as schedules and folder copies make them): the two folders and
+/// each file's relative path. Such a job is copied by one rclone process.
+pub fn common_folders(items: &[Item<'_>]) -> Option<(String, String, Vec<String>)> {
+    fn split(path: &str, rel_segments: usize) -> (&str, &str) {
+        let segs: Vec<&str> = path.split('/').collect();
+        let cut = segs.len() - rel_segments;
+        let dir_len: usize = segs[..cut].iter().map(|s| s.len() + 1).sum();
+        if cut == 0 {
+            ("", path)
+        } else {
+            (&path[..dir_len - 1], &path[dir_len..])
+        }
+    }
+    let first = items.first()?;
+    // The relative part: the longest common tail of the source and destination paths.
+    let common = first
+        .source
+        .rsplit('/')
+        .zip(first.dest.rsplit('/'))
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        return None;
+    }
+    let (src_dir, _) = split(first.source, common);
+    let (dst_dir, _) = split(first.dest, common);
+    let mut rels = Vec::with_capacity(items.len());
+    for item in items {
+        let rel = match (
+            item.source.strip_prefix(src_dir),
+            item.dest.strip_prefix(dst_dir),
+        ) {
+            (Some(a), Some(b)) if a.trim_start_matches('/') == b.trim_start_matches('/') => {
+                a.trim_start_matches('/')
+            }
+            _ => return None,
+        };
+        if rel.is_empty()
+            || rel.contains(['\n', '\r'])
+            || (!src_dir.is_empty() && !item.source[src_dir.len()..].starts_with('/'))
+            || (!dst_dir.is_empty() && !item.dest[dst_dir.len()..].starts_with('/'))
+        {
+            return None;
+        }
+        rels.push(rel.to_owned());
+    }
+    Some((src_dir.to_owned(), dst_dir.to_owned(), rels))
+}
+
+/// `md5  path` lines of `rclone hashsum` as a map.
+fn hash_lines(out: &[u8]) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .filter(|(h, _)| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|(h, p)| (p.to_owned(), h.to_ascii_lowercase()))
+        .collect()
+}
+
+impl Runner<'_> {
+    /// Sizes of `rels` under `dir` of `side` (missing files absent), in one listing.
+    async fn sizes(
+        &self,
+        side: &Side,
+        dir: &str,
+        list: &Path,
+        rels: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>, Fail> {
+        if side.local_root.is_some() {
+            let mut out = std::collections::HashMap::new();
+            for rel in rels {
+                if let Some(size) = self.stat(side, &join_rel(dir, rel)).await? {
+                    out.insert(rel.clone(), size);
+                }
+            }
+            return Ok(out);
+        }
+        let inv = Invocation::new("lsjson", self.log)
+            .args([
+                "--files-only",
+                "--recursive",
+                "--no-mimetype",
+                "--no-modtime",
+            ])
+            .arg("--files-from-raw")
+            .arg(list.to_string_lossy())
+            .arg(side.spec(dir))
+            .remote(&side.remote);
+        let (_, out) = self.exec(&inv, &side.display(dir), &[]).await?;
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&out).map_err(|e| {
+            Fail::new(
+                ErrorClass::Internal,
+                format!("{}: unreadable listing from rclone: {e}", side.display(dir)),
+            )
+        })?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| Some((e["Path"].as_str()?.to_owned(), e["Size"].as_u64()?)))
+            .collect())
+    }
+
+    /// MD5s of the files of `list` under `dir` of `side`, reading the files where the side has
+    /// no hash for them.
+    async fn md5s(
+        &self,
+        side: &Side,
+        dir: &str,
+        list: &Path,
+        rels: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, Fail> {
+        let hashsum = |download: bool, list: &Path| {
+            let mut inv = Invocation::new("hashsum", self.log).arg("md5");
+            if download {
+                inv = inv.arg("--download");
+            }
+            inv.arg("--files-from-raw")
+                .arg(list.to_string_lossy())
+                .arg(side.spec(dir))
+                .remote(&side.remote)
+        };
+        let context = format!("{}: hashing", side.display(dir));
+        let mut hashes = if side.hashes == Hashes::Native {
+            hash_lines(&self.exec(&hashsum(false, list), &context, &[]).await?.1)
+        } else {
+            Default::default()
+        };
+        let rest: Vec<&String> = rels.iter().filter(|r| !hashes.contains_key(*r)).collect();
+        if !rest.is_empty() {
+            let rest_list = list.with_extension("rehash");
+            write_list(&rest_list, rest.iter().map(|r| r.as_str()))?;
+            hashes.extend(hash_lines(
+                &self
+                    .exec(&hashsum(true, &rest_list), &context, &[])
+                    .await?
+                    .1,
+            ));
+            let _ = std::fs::remove_file(&rest_list);
+        }
+        Ok(hashes)
+    }
+
+    /// Delivers several files that keep their relative paths (`src_dir/rel` → `dst_dir/rel`)
+    /// with one `rclone copy --files-from-raw`, then verifies each as [`Runner::deliver`] does.
+    /// For the `overwrite` policy only (the others check each file before its copy).
+    pub async fn deliver_batch(
+        &self,
+        src: &Side,
+        dst: &Side,
+        (src_dir, dst_dir, rels): (&str, &str, &[String]),
+        expected: &[u64],
+        rules: Delivery,
+    ) -> Result<Vec<Delivered>, Fail> {
+        let list = self.log.with_extension("files");
+        write_list(&list, rels.iter().map(String::as_str))?;
+        let (from, to) = (src.display(src_dir), dst.display(dst_dir));
+        let mut copy = Invocation::new("copy", self.log)
+            .arg(src.spec(src_dir))
+            .arg(dst.spec(dst_dir))
+            .arg("--files-from-raw")
+            .arg(list.to_string_lossy())
+            .arg("--no-traverse")
+            .remote(&src.remote)
+            .remote(&dst.remote);
+        if let Some(limit) = self.bandwidth_limit {
+            copy = copy.args(["--bwlimit", limit]);
+        }
+        self.exec(&copy, &format!("{from} -> {to}"), &[]).await?;
+
+        // `--files-from` skips names missing at the source without a word: check every file.
+        let sizes = self.sizes(dst, dst_dir, &list, rels).await?;
+        let missing: Vec<&str> = rels
+            .iter()
+            .filter(|r| !sizes.contains_key(*r))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Fail::new(
+                ErrorClass::NotFound,
+                format!(
+                    "{} of {} file(s) not delivered to {to} (not found at {from}): {}",
+                    missing.len(),
+                    rels.len(),
+                    missing
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if rules.verify != Verify::None {
+            let wrong: Vec<&String> = rels
+                .iter()
+                .zip(expected)
+                .filter(|(r, size)| sizes[*r] != **size)
+                .map(|(r, _)| r)
+                .collect();
+            if !wrong.is_empty() {
+                // The sources may have changed since the job was made: compare with them now.
+                let now = self.sizes(src, src_dir, &list, rels).await?;
+                if let Some(r) = wrong.iter().find(|r| now.get(**r) != sizes.get(**r)) {
+                    return Err(Fail::new(
+                        ErrorClass::Integrity,
+                        format!(
+                            "{}: {} bytes delivered, but {} has {}",
+                            dst.display(&join_rel(dst_dir, r)),
+                            sizes[*r],
+                            src.display(&join_rel(src_dir, r)),
+                            now.get(*r)
+                                .map_or("no file".into(), |n| format!("{n} bytes"))
+                        ),
+                    ));
+                }
+            }
+        }
+        let hashes = if rules.verify == Verify::Hash {
+            let ours = self.md5s(src, src_dir, &list, rels).await?;
+            let theirs = self.md5s(dst, dst_dir, &list, rels).await?;
+            let bad: Vec<&String> = rels
+                .iter()
+                .filter(|r| ours.get(*r) != theirs.get(*r))
+                .collect();
+            if !bad.is_empty() {
+                for r in &bad {
+                    if let Err(Fail::Interrupted) = self.delete(dst, &join_rel(dst_dir, r)).await {
+                        return Err(Fail::Interrupted);
+                    }
+                }
+                return Err(Fail::new(
+                    ErrorClass::Integrity,
+                    format!(
+                        "{} file(s) delivered to {to} differ from {from} by MD5 and were removed: {}",
+                        bad.len(),
+                        bad.iter()
+                            .take(5)
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            Some(theirs)
+        } else {
+            None
+        };
+        let _ = std::fs::remove_file(&list);
+        Ok(rels
+            .iter()
+            .map(|r| Delivered {
+                size: sizes[r],
+                md5: hashes.as_ref().and_then(|h| h.get(r).cloned()),
+                outcome: FileOutcome::Copied,
+            })
+            .collect())
+    }
+}
+
+fn write_list<'a>(path: &Path, rels: impl Iterator<Item = &'a str>) -> Result<(), Fail> {
+    let mut text = String::new();
+    for r in rels {
+        text.push_str(r);
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| {
+        Fail::new(
+            ErrorClass::Internal,
+            format!("cannot write the file list {}: {e}", path.display()),
+        )
+    })
+}
+
 /// The files under `folder` of `side` (recursively or not): paths relative to the folder, and
 /// sizes. Used by schedules to make their job.
 pub async fn list_files(
@@ -359,6 +633,61 @@ fn etag_md5(etag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item<'a>(source: &'a str, dest: &'a str) -> Item<'a> {
+        Item {
+            source,
+            dest,
+            size: 1,
+            etag: None,
+        }
+    }
+
+    #[test]
+    fn files_keeping_their_relative_paths_share_one_copy() {
+        let items = [
+            item("nightly/a.txt", "backup/2026/a.txt"),
+            item("nightly/deep/b c.txt", "backup/2026/deep/b c.txt"),
+        ];
+        let (src, dst, rels) = common_folders(&items).unwrap();
+        assert_eq!((src.as_str(), dst.as_str()), ("nightly", "backup/2026"));
+        assert_eq!(rels, ["a.txt", "deep/b c.txt"]);
+        let (src, dst, rels) =
+            common_folders(&[item("a.txt", "a.txt"), item("x/b.txt", "x/b.txt")]).unwrap();
+        assert_eq!((src.as_str(), dst.as_str()), ("", ""));
+        assert_eq!(rels, ["a.txt", "x/b.txt"]);
+        let (src, dst, _) = common_folders(&[
+            item("set/a.txt", "to/set/a.txt"),
+            item("set/b.txt", "to/set/b.txt"),
+        ])
+        .unwrap();
+        assert_eq!((src.as_str(), dst.as_str()), ("", "to"));
+        // Renamed files, or paths that do not share the folders, are copied one by one.
+        assert!(common_folders(&[item("in/a.txt", "out/b.txt")]).is_none());
+        assert!(
+            common_folders(&[
+                item("in/a.txt", "out/a.txt"),
+                item("other/b.txt", "out/b.txt")
+            ])
+            .is_none()
+        );
+        assert!(
+            common_folders(&[
+                item("in/a.txt", "out/a.txt"),
+                item("inx/b.txt", "outx/b.txt")
+            ])
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn hashsum_lines_are_read_by_path() {
+        let h = hash_lines(
+            b"d2ba2c4075e409757ed2e77bd94d1225  sub/big file.bin\n                                  empty\nnot a hash line\n",
+        );
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["sub/big file.bin"], "d2ba2c4075e409757ed2e77bd94d1225");
+    }
 
     #[test]
     fn only_single_part_etags_are_md5s() {

@@ -830,3 +830,50 @@ known_hosts_file = "{bad_known_hosts}"
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_job_is_one_copy_and_a_file_missing_at_the_source_is_named() {
+    let site = Site::start("batch", ExecutorOptions::default()).await;
+    let files = [
+        ("a.txt", "alpha"),
+        ("deep/b c.txt", "bravo"),
+        ("deep/é.txt", "echo"),
+    ];
+    for (rel, text) in files {
+        let path = site.outbox.path().join("set").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let listed: Vec<(String, u64)> = files
+        .iter()
+        .map(|(rel, text)| (format!("set/{rel}"), text.len() as u64))
+        .collect();
+    let listed: Vec<(&str, u64)> = listed.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+    let ok = site
+        .send_job("outbox", "nas", &listed, "batch", json!({"verify": "hash"}))
+        .await;
+    let row = site.succeeded(&ok).await;
+    assert_eq!(row["files"], 3, "{row:#}");
+    for (rel, text) in files {
+        let got = std::fs::read(site.smb.root.join("batch/set").join(rel)).ok();
+        assert_same(rel, got, text.as_bytes());
+    }
+    // One copy for the folder: a name missing at the source is not skipped in silence.
+    let mut with_missing = listed.clone();
+    with_missing.push(("set/missing.txt", 4));
+    let bad = site
+        .send_job("outbox", "nas", &with_missing, "batch2", json!({}))
+        .await;
+    let row = site.executor.finished(&bad).await.unwrap();
+    assert_eq!(
+        (row["state"].as_str(), row["error_class"].as_str()),
+        (Some("failed"), Some("not_found")),
+        "{row:#}"
+    );
+    let error = row["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("1 of 4 file(s) not delivered to nas:batch2")
+            && error.ends_with("set/missing.txt"),
+        "{error}"
+    );
+}
