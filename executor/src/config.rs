@@ -53,6 +53,9 @@ pub struct Config {
     /// its message released to another executor.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// Where `/metrics` and `/healthz` are served; loopback by default, `off` for none.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
     /// The cloud connection. Without it the executor runs standalone.
     #[serde(default)]
     pub cloud: Option<CloudConfig>,
@@ -369,6 +372,9 @@ fn default_sftp_port() -> u16 {
     22
 }
 
+fn default_http_listen() -> String {
+    "127.0.0.1:9464".into()
+}
 fn default_concurrency() -> usize {
     4
 }
@@ -536,6 +542,12 @@ impl Config {
             return Err(format!(
                 "concurrency must be 1 to 256, got {}",
                 self.concurrency
+            ));
+        }
+        if self.http_listen != "off" && self.http_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "http_listen {:?} is not an address such as \"127.0.0.1:9464\" (or \"off\")",
+                self.http_listen
             ));
         }
         if let Some(limit) = &self.bandwidth_limit

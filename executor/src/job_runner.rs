@@ -17,6 +17,7 @@ use crate::config::{Config, EndpointConfig};
 use crate::dest_locks::DestLocks;
 use crate::endpoints::{self, Endpoints, Side};
 use crate::ledger::{Claim, Ledger, Outcome};
+use crate::metrics::METRICS;
 use crate::rclone;
 use crate::status_outbox::StatusOutbox;
 use crate::transfer;
@@ -203,6 +204,7 @@ async fn run(
             )
         }
         Copy::Interrupted => {
+            METRICS.job("interrupted", 0, 0, started.elapsed());
             warn!("interrupted by shutdown; releasing the job to another executor");
             let requeued =
                 Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
@@ -212,6 +214,7 @@ async fn run(
         Copy::Failed { class, error }
             if class.is_retryable() && job.retry.may_retry_after(attempt) =>
         {
+            METRICS.job("retried", 0, 0, started.elapsed());
             let delay = job.retry.delay_after(attempt, jitter());
             warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
             let _ = ctx.ledger.finish(
@@ -247,6 +250,12 @@ async fn run(
         return (Disposition::Keep, None);
     }
     ctx.status.wake();
+    METRICS.job(
+        outcome.state.as_str(),
+        outcome.files,
+        outcome.bytes,
+        started.elapsed(),
+    );
     match outcome.state {
         JobState::Succeeded => info!(
             files = outcome.files,

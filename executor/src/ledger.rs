@@ -429,6 +429,18 @@ impl Ledger {
         Ok(())
     }
 
+    /// Proves the ledger takes writes (for the health check): a write transaction, rolled back.
+    pub fn check_writable(&self) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO schedules (rule, last_run) VALUES ('.healthz', '')",
+            [],
+        )?;
+        tx.rollback()?;
+        Ok(())
+    }
+
     /// A job's current state, if the ledger has it.
     pub fn job_state(&self, job_id: &JobId) -> Result<Option<JobState>, LedgerError> {
         Ok(self

@@ -7,6 +7,7 @@ mod endpoints;
 mod job_runner;
 mod ledger;
 mod local_jobs;
+mod metrics;
 mod poller;
 mod probe;
 mod rclone;
@@ -407,6 +408,20 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), rclone = %rclone_version,
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
 
+    if config.http_listen != "off" {
+        let listener = metrics::bind(&config.http_listen)
+            .await
+            .with_context(|| format!("binding http_listen {}", config.http_listen))?;
+        let health = Arc::new(metrics::Health {
+            ledger: ledger.clone(),
+            state_dir: config.state_dir.clone(),
+            rclone: config.rclone.clone(),
+            poll_wait: cloud
+                .as_ref()
+                .map(|c| Duration::from_secs(c.wait_seconds as u64)),
+        });
+        tokio::spawn(metrics::serve(listener, health, shutdown.clone()));
+    }
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let local = Arc::new(LocalJobs {
         ctx: ctx.clone(),

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::job_runner::{self, Disposition, JobContext, Received};
+use crate::metrics::METRICS;
 
 pub struct Poller {
     pub sqs: aws_sdk_sqs::Client,
@@ -62,10 +63,12 @@ impl Poller {
             };
             let messages = match out {
                 Ok(out) => {
+                    METRICS.poll(true);
                     backoff = Duration::from_secs(1);
                     out.messages.unwrap_or_default()
                 }
                 Err(e) => {
+                    METRICS.poll(false);
                     warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), retry_in_s = backoff.as_secs(), "receiving from the work queue failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,

@@ -242,6 +242,7 @@ pub async fn run(
     tokio::select! {
         status = child.wait() => {
             let code = status?.code();
+            crate::metrics::METRICS.rclone_exit(code);
             let stdout = reader.await.unwrap_or_default();
             Ok(RunEnd::Exited { code, stdout })
         }

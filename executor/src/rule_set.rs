@@ -134,6 +134,12 @@ impl RuleSet {
             }
             self.running.insert(name, (rule, stop));
         }
+        let watch = self
+            .running
+            .values()
+            .filter(|(r, _)| matches!(r, Rule::Watch(_)))
+            .count();
+        crate::metrics::METRICS.rules(watch, self.running.len() - watch);
     }
 
     /// Reloads the rules whenever `path` changes or the cloud sends new ones, until `stop`.

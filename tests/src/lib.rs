@@ -456,6 +456,8 @@ pub struct Executor {
     pub config_path: PathBuf,
     pub landing: PathBuf,
     pub state: PathBuf,
+    /// Base URL of its `/metrics` and `/healthz`.
+    pub http: String,
     env: Vec<(String, String)>,
 }
 
@@ -504,10 +506,12 @@ rules_poll_seconds = 1
                 visibility = opts.visibility_timeout.unwrap_or(60),
             )
         };
+        let http_port = servers::free_port()?;
         let config = format!(
             r#"executor_id = "{id}"
 pool = "{pool}"
 state_dir = "{state}"
+http_listen = "127.0.0.1:{http_port}"
 concurrency = 4
 rclone = "{rclone}"
 shutdown_grace_seconds = 5
@@ -533,6 +537,7 @@ root = "{landing}"
             config_path,
             landing,
             state,
+            http: format!("http://127.0.0.1:{http_port}"),
             env: opts.env,
         })
     }

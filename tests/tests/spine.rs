@@ -433,3 +433,72 @@ async fn the_template_api_validates_and_names_the_field() {
         .unwrap();
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_happened_and_healthz_reports_an_unwritable_state_folder() {
+    let stack = Stack::connect().await.unwrap();
+    let prefix = unique("metrics");
+    let sc = Scenario::new(
+        &stack,
+        "metrics",
+        Some(stack.source_bucket()),
+        &format!("{prefix}/**"),
+        "{key}",
+    )
+    .await
+    .unwrap();
+    let sizes = [1_000usize, 20_000, 300_000];
+    for (i, size) in sizes.iter().enumerate() {
+        stack
+            .put_object(
+                stack.source_bucket(),
+                &format!("{prefix}/f{i}.bin"),
+                body(*size, i as u32),
+            )
+            .await
+            .unwrap();
+    }
+    stack
+        .finished_jobs(&sc.template, sizes.len())
+        .await
+        .unwrap();
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", sc.executor.http);
+        let http = stack.http.clone();
+        async move {
+            let r = http.get(url).send().await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
+        }
+    };
+    // Counters are updated when the outcome is recorded, before the report reaches the cloud.
+    let (status, text) = get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    assert_eq!(value("pbs_jobs_total{outcome=\"succeeded\"}"), 3.0);
+    assert_eq!(value("pbs_jobs_total{outcome=\"failed\"}"), 0.0);
+    assert_eq!(value("pbs_files_transferred_total"), 3.0);
+    assert_eq!(
+        value("pbs_bytes_transferred_total"),
+        sizes.iter().sum::<usize>() as f64
+    );
+    assert_eq!(value("pbs_transfer_duration_seconds_count"), 3.0);
+    assert!(value("pbs_rclone_exits_total{code=\"0\"}") >= 3.0);
+    assert!(text.contains("pbs_status_outbox_depth"), "{text}");
+
+    assert_eq!(get("/healthz").await.unwrap(), (200, "ok\n".to_owned()));
+    // The state folder goes away (a lost mount, say): unhealthy, with the reason.
+    let moved = sc.executor.state.with_extension("moved");
+    std::fs::rename(&sc.executor.state, &moved).unwrap();
+    let (status, text) = get("/healthz").await.unwrap();
+    std::fs::rename(&moved, &sc.executor.state).unwrap();
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("state folder") && text.contains("is not writable"),
+        "{text}"
+    );
+    assert_eq!(get("/healthz").await.unwrap().0, 200);
+}
