@@ -3,6 +3,7 @@
 mod cloud_rules;
 mod config;
 mod dest_locks;
+mod doctor;
 mod endpoints;
 mod job_runner;
 mod ledger;
@@ -67,6 +68,10 @@ enum Command {
     Run,
     /// Check the configuration file and print a summary.
     CheckConfig,
+    /// Check everything the executor needs (configuration, rclone, state folder, secrets, AWS
+    /// credentials and queue, each endpoint), one line each with a fix hint; non-zero exit when
+    /// any check fails.
+    Doctor,
     /// The configured endpoints.
     Endpoints {
         #[command(subcommand)]
@@ -132,8 +137,28 @@ fn init_tracing(format: &str) {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log_format);
-    let config = Config::load(&cli.config)?;
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) if matches!(cli.command, Command::Doctor) => {
+            println!(
+                "FAIL  config: {e} (fix: correct the file; docs/configuration.md lists every key)"
+            );
+            std::process::exit(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
     match cli.command {
+        Command::Doctor => {
+            let checks = doctor::run(&config).await;
+            for c in &checks {
+                println!("{}", c.line());
+            }
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} check(s) failed");
+            }
+            Ok(())
+        }
         Command::Run => run(config, cli.config.clone()).await,
         Command::Endpoints {
             command:

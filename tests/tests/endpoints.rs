@@ -877,3 +877,102 @@ async fn a_folder_job_is_one_copy_and_a_file_missing_at_the_source_is_named() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_a_good_setup_and_names_each_broken_part_with_a_fix() {
+    let site = Site::start("doctor", ExecutorOptions::default()).await;
+    let doctor = |config: &Path, clear_aws: bool| {
+        let mut cmd = std::process::Command::new(pbs_e2e::executor_bin());
+        cmd.arg("--config")
+            .arg(config)
+            .arg("doctor")
+            .env("PBS_NAS_PASSWORD", &site.smb.password)
+            .env("PBS_DROP_PASSWORD", &site.sftp.password);
+        if clear_aws {
+            for var in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_PROFILE",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd.env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+                .env("AWS_CONFIG_FILE", "/nonexistent/config")
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (ok, text) = doctor(&site.executor.config_path, false);
+    assert!(ok, "{text}");
+    for line in [
+        "ok    rclone: rclone v1.",
+        "ok    state folder: ",
+        "ok    endpoint secrets: ",
+        "ok    aws credentials: ",
+        "ok    work queue: ",
+        "ok    clock: ",
+        "ok    endpoint nas: ",
+        "ok    endpoint drop: ",
+        "ok    endpoint vault: ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line:?} missing:\n{text}"
+        );
+    }
+
+    let broken = |edit: &dyn Fn(String) -> String| {
+        let path = site
+            .executor
+            .dir
+            .path()
+            .join(format!("{}.toml", unique("broken")));
+        let config = std::fs::read_to_string(&site.executor.config_path).unwrap();
+        std::fs::write(&path, edit(config)).unwrap();
+        path
+    };
+    // rclone missing.
+    let rclone = pbs_e2e::rclone_bin();
+    let path = broken(&|c| c.replace(&rclone, "/nonexistent/rclone"));
+    let (ok, text) = doctor(&path, false);
+    assert!(!ok);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("FAIL  rclone: cannot run /nonexistent/rclone")
+                && l.contains("(fix: install rclone 1.63 or newer")
+        ),
+        "{text}"
+    );
+    // No AWS credentials at all.
+    let (ok, text) = doctor(&site.executor.config_path, true);
+    assert!(!ok);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL  aws credentials: ")
+                && l.contains("(fix: give the executor's user credentials")),
+        "{text}"
+    );
+    // An endpoint nothing answers on.
+    let closed = pbs_e2e::servers::free_port().unwrap();
+    let path = broken(&|c| {
+        format!(
+            "{c}\n[endpoints.nas-down]\ntype = \"smb\"\nhost = \"127.0.0.1\"\nport = {closed}\nshare = \"files\"\nuser = \"pbs-test\"\npassword_env = \"PBS_NAS_PASSWORD\"\n"
+        )
+    });
+    let (ok, text) = doctor(&path, false);
+    assert!(!ok);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL  endpoint nas-down: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("FAILED [connect]") && line.contains("(fix: check that the server is up"),
+        "{line}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("ok    endpoint nas: ")),
+        "{text}"
+    );
+}
