@@ -59,6 +59,7 @@ impl StatusOutbox {
             job_id: job_id.clone(),
             executor_id: self.executor_id.clone(),
             pool: self.pool.clone(),
+            executor_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             attempt,
             state,
             at: Utc::now(),

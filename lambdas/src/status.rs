@@ -77,7 +77,11 @@ impl Status {
             .update_item()
             .table_name(&self.env.executors_table)
             .key("executor_id", s(st.executor_id.as_str()));
-        let res = Update::new()
+        let mut update = Update::new();
+        if let Some(v) = &st.executor_version {
+            update = update.set("version", s(v));
+        }
+        let res = update
             .set("pool", s(st.pool.as_str()))
             .set("last_seen", s(st.at.to_rfc3339()))
             .set("last_seen_epoch_ms", n(st.at.timestamp_millis()))

@@ -242,6 +242,9 @@ pub struct JobStatus {
     pub job_id: JobId,
     pub executor_id: ExecutorId,
     pub pool: PoolName,
+    /// The reporting executor's version, so that mixed-version pools show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_version: Option<String>,
     /// 1 for the first attempt.
     pub attempt: u32,
     pub state: JobState,
