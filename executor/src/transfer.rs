@@ -521,9 +521,10 @@ impl Runner<'_> {
         let hashes = if rules.verify == Verify::Hash {
             let ours = self.md5s(src, src_dir, &list, rels).await?;
             let theirs = self.md5s(dst, dst_dir, &list, rels).await?;
+            // A file without a hash on either side counts as a mismatch, never as a match.
             let bad: Vec<&String> = rels
                 .iter()
-                .filter(|r| ours.get(*r) != theirs.get(*r))
+                .filter(|r| !matches!((ours.get(*r), theirs.get(*r)), (Some(a), Some(b)) if a == b))
                 .collect();
             if !bad.is_empty() {
                 for r in &bad {

@@ -91,7 +91,6 @@ impl Watcher {
         let mut in_flight: HashSet<String> = HashSet::new();
         // Files known delivered (and kept) or ignored in their current state.
         let mut settled: HashMap<String, Seen> = HashMap::new();
-        let mut debouncer = None;
 
         info!(rule = %self.rule.name, folder = %folder.display(), "watching");
         let first = self.scan(&folder, &filter);
@@ -115,10 +114,8 @@ impl Watcher {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut reconcile = tokio::time::interval(Duration::from_secs(self.rule.reconcile_seconds));
         reconcile.tick().await;
+        let mut debouncer = self.subscribe(&folder, event_tx.clone());
         loop {
-            if debouncer.is_none() {
-                debouncer = self.subscribe(&folder, event_tx.clone());
-            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(ev) = events.recv() => {
@@ -145,6 +142,10 @@ impl Watcher {
                     }
                 }
                 _ = reconcile.tick() => {
+                    // A folder that was missing (or a watch that failed) is tried again here.
+                    if debouncer.is_none() {
+                        debouncer = self.subscribe(&folder, event_tx.clone());
+                    }
                     let found = self.scan(&folder, &filter);
                     debug!(rule = %self.rule.name, files = found.len(), "reconcile scan");
                     for (rel, s) in found {
