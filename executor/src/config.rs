@@ -586,6 +586,21 @@ impl Config {
         Ok(())
     }
 
+    /// The AWS SDK settings for this executor: the `[cloud]` region and endpoint override
+    /// (`us-east-1` without a cloud, for S3 endpoints), credentials from the standard chain.
+    pub async fn aws_sdk_config(&self) -> aws_config::SdkConfig {
+        let region = self
+            .cloud
+            .as_ref()
+            .map_or("us-east-1".to_owned(), |c| c.region.clone());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region));
+        if let Some(url) = self.cloud.as_ref().and_then(|c| c.endpoint_url.as_ref()) {
+            loader = loader.endpoint_url(url);
+        }
+        loader.load().await
+    }
+
     /// The executor id, defaulting to the host name (made safe as an id).
     pub fn executor_id(&self) -> ExecutorId {
         if let Some(id) = &self.executor_id {

@@ -144,16 +144,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
     let needs_aws = config.cloud.is_some() || endpoints.as_ref().is_some_and(|e| e.uses_s3());
     let mut creds = None;
     if needs_aws {
-        let region = config
-            .cloud
-            .as_ref()
-            .map_or("us-east-1".to_owned(), |c| c.region.clone());
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region));
-        if let Some(url) = config.cloud.as_ref().and_then(|c| c.endpoint_url.as_ref()) {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+        let sdk = config.aws_sdk_config().await;
         let resolved = match sdk.credentials_provider() {
             Some(p) => p.provide_credentials().await.map_err(|e| e.to_string()),
             None => Err("no credentials provider".into()),

@@ -98,7 +98,8 @@ impl Side {
     }
 }
 
-fn join(base: &str, rel: &str) -> String {
+/// `base/rel`, or `rel` when `base` is empty (`/rel` when it is the filesystem root).
+pub fn join(base: &str, rel: &str) -> String {
     match (base.trim_end_matches('/'), rel) {
         ("", r) if base.starts_with('/') => format!("/{r}"),
         ("", r) => r.to_owned(),

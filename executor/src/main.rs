@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use aws_config::{BehaviorVersion, Region};
 use clap::{Parser, Subcommand};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -312,14 +311,7 @@ fn cloud_rules_fetcher(
 /// AWS credentials from the standard chain, for S3 endpoints outside a `[cloud]` section.
 async fn aws_credentials(config: &Config) -> Option<aws_credential_types::Credentials> {
     use aws_credential_types::provider::ProvideCredentials;
-    let region = config
-        .cloud
-        .as_ref()
-        .map_or("us-east-1".to_owned(), |c| c.region.clone());
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region))
-        .load()
-        .await;
+    let sdk = config.aws_sdk_config().await;
     sdk.credentials_provider()?.provide_credentials().await.ok()
 }
 
@@ -395,14 +387,7 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     spawn_signal_handler(shutdown.clone());
 
     let cloud = config.cloud.clone();
-    let region = cloud
-        .as_ref()
-        .map_or("us-east-1".to_owned(), |c| c.region.clone());
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
-    if let Some(url) = cloud.as_ref().and_then(|c| c.endpoint_url.as_ref()) {
-        loader = loader.endpoint_url(url);
-    }
-    let sdk = loader.load().await;
+    let sdk = config.aws_sdk_config().await;
     let credentials = sdk
         .credentials_provider()
         .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;

@@ -47,26 +47,31 @@ pub struct Metrics {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
 
-pub static METRICS: Metrics = Metrics {
-    jobs: [ZERO; 4],
-    files: ZERO,
-    bytes: ZERO,
-    duration_buckets: [ZERO; 8],
-    duration_count: ZERO,
-    duration_sum_ms: ZERO,
-    poll_errors: ZERO,
-    rclone_exits: [ZERO; 11],
-    watch_rules: ZERO,
-    schedule_rules: ZERO,
-    last_poll_ok: AtomicI64::new(0),
-    last_poll_error: AtomicI64::new(0),
-};
+pub static METRICS: Metrics = Metrics::new();
 
 fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 impl Metrics {
+    /// Every counter at zero.
+    pub const fn new() -> Self {
+        Self {
+            jobs: [ZERO; 4],
+            files: ZERO,
+            bytes: ZERO,
+            duration_buckets: [ZERO; 8],
+            duration_count: ZERO,
+            duration_sum_ms: ZERO,
+            poll_errors: ZERO,
+            rclone_exits: [ZERO; 11],
+            watch_rules: ZERO,
+            schedule_rules: ZERO,
+            last_poll_ok: AtomicI64::new(0),
+            last_poll_error: AtomicI64::new(0),
+        }
+    }
+
     /// A job attempt ended with `outcome` (one of [`OUTCOMES`]).
     pub fn job(&self, outcome: &str, files: u64, bytes: u64, duration: Duration) {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
@@ -327,20 +332,7 @@ mod tests {
 
     #[test]
     fn the_exposition_counts_what_happened() {
-        let m = Metrics {
-            jobs: [ZERO; 4],
-            files: ZERO,
-            bytes: ZERO,
-            duration_buckets: [ZERO; 8],
-            duration_count: ZERO,
-            duration_sum_ms: ZERO,
-            poll_errors: ZERO,
-            rclone_exits: [ZERO; 11],
-            watch_rules: ZERO,
-            schedule_rules: ZERO,
-            last_poll_ok: AtomicI64::new(0),
-            last_poll_error: AtomicI64::new(0),
-        };
+        let m = Metrics::new();
         m.job("succeeded", 3, 300, Duration::from_secs(2));
         m.job("failed", 0, 0, Duration::from_millis(500));
         m.rclone_exit(Some(0));

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::EndpointConfig;
 use crate::endpoints::{Endpoint, Side};
-use crate::rclone::{self, Invocation, Problem, RunEnd};
+use crate::rclone::{self, Invocation, Problem, RunError};
 
 /// The outcome of probing one endpoint.
 #[derive(Debug, Clone, Serialize)]
@@ -108,46 +108,36 @@ impl Step<'_> {
                 "15s",
             ])
             .remote(&self.side.remote);
-        let offset = rclone::log_offset(self.log);
-        let end = rclone::run(
-            self.rclone,
-            self.home,
-            &inv,
-            &self.cancel,
-            Duration::from_secs(2),
-        )
-        .await
-        .map_err(|e| StepError {
-            step,
-            problem: None,
-            message: format!("cannot start rclone at {}: {e}", self.rclone.display()),
-        })?;
-        match end {
-            RunEnd::Exited {
-                code: Some(code),
-                stdout,
-            } if code == 0 || tolerate.contains(&code) => Ok((code, stdout)),
-            RunEnd::Exited { code, .. } => {
-                let secrets = self.side.secrets();
-                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                let message = rclone::last_error_since(self.log, offset, &secrets)
-                    .unwrap_or_else(|| format!("rclone exited with {code:?}"));
-                let problem = rclone::diagnose(&message).or(match code {
-                    Some(3 | 4) => Some(Problem::NotFound),
-                    _ => None,
-                });
-                Err(StepError {
+        let rt = rclone::Runtime {
+            rclone: self.rclone,
+            home: self.home,
+            log: self.log,
+            secrets: &self.side.secrets(),
+            cancel: &self.cancel,
+            kill_after: Duration::from_secs(2),
+        };
+        rclone::run_checked(&rt, &inv, tolerate)
+            .await
+            .map_err(|e| match e {
+                RunError::Spawn(message) => StepError {
                     step,
-                    problem,
+                    problem: None,
                     message,
-                })
-            }
-            RunEnd::Cancelled => Err(StepError {
-                step,
-                problem: Some(Problem::Connect),
-                message: "no answer within the probe's time limit".into(),
-            }),
-        }
+                },
+                RunError::Cancelled => StepError {
+                    step,
+                    problem: Some(Problem::Connect),
+                    message: "no answer within the probe's time limit".into(),
+                },
+                RunError::Exit { code, message } => StepError {
+                    step,
+                    problem: rclone::diagnose(&message).or(match code {
+                        Some(3 | 4) => Some(Problem::NotFound),
+                        _ => None,
+                    }),
+                    message,
+                },
+            })
     }
 }
 

@@ -259,6 +259,59 @@ pub async fn run(
     }
 }
 
+/// How a checked run ([`run_checked`]) failed.
+#[derive(Debug)]
+pub enum RunError {
+    /// rclone could not be started.
+    Spawn(String),
+    /// Stopped by cancellation.
+    Cancelled,
+    /// It exited with a code not tolerated; `message` is its last logged error, redacted.
+    Exit { code: Option<i32>, message: String },
+}
+
+/// Where and how a checked run happens.
+pub struct Runtime<'a> {
+    pub rclone: &'a Path,
+    pub home: &'a Path,
+    /// rclone's JSON log, read back for the last error.
+    pub log: &'a Path,
+    /// Redacted from that error.
+    pub secrets: &'a [String],
+    pub cancel: &'a CancellationToken,
+    /// After SIGTERM on cancellation, how long before SIGKILL.
+    pub kill_after: Duration,
+}
+
+/// Runs `inv` as [`run`] does and reads the outcome: the exit code and standard output when the
+/// code is 0 or in `tolerate`, else the last error rclone logged during this run, redacted.
+pub async fn run_checked(
+    rt: &Runtime<'_>,
+    inv: &Invocation,
+    tolerate: &[i32],
+) -> Result<(i32, Vec<u8>), RunError> {
+    let (rclone, log) = (rt.rclone, rt.log);
+    let offset = log_offset(log);
+    let end = run(rclone, rt.home, inv, rt.cancel, rt.kill_after)
+        .await
+        .map_err(|e| {
+            RunError::Spawn(format!("cannot start rclone at {}: {e}", rclone.display()))
+        })?;
+    match end {
+        RunEnd::Cancelled => Err(RunError::Cancelled),
+        RunEnd::Exited {
+            code: Some(code),
+            stdout,
+        } if code == 0 || tolerate.contains(&code) => Ok((code, stdout)),
+        RunEnd::Exited { code, .. } => {
+            let secrets: Vec<&str> = rt.secrets.iter().map(String::as_str).collect();
+            let message = last_error_since(log, offset, &secrets)
+                .unwrap_or_else(|| format!("rclone exited with {code:?}"));
+            Err(RunError::Exit { code, message })
+        }
+    }
+}
+
 /// Obscures a password the way rclone expects it in `RCLONE_CONFIG_*_PASS`, passing it on
 /// standard input (never in argv).
 pub async fn obscure(rclone: &Path, secret: &Secret) -> Result<Secret, String> {

@@ -87,15 +87,6 @@ fn other_kind(e: &EndpointConfig) -> &'static str {
     }
 }
 
-/// `folder/rel`, or `rel` when the folder is the root.
-pub fn join_rel(folder: &str, rel: &str) -> String {
-    if folder.is_empty() {
-        rel.to_owned()
-    } else {
-        format!("{}/{rel}", folder.trim_end_matches('/'))
-    }
-}
-
 /// What a schedule does at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fire {
@@ -265,7 +256,7 @@ impl<'a> RuleJob<'a> {
                     })
                     .map_err(|e| format!("{rel:?}: {e}"))?;
                 Ok(JobFile {
-                    key: join_rel(self.folder, rel),
+                    key: crate::endpoints::join(self.folder, rel),
                     size: *size,
                     etag: None,
                     version_id: None,

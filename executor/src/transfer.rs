@@ -14,9 +14,9 @@ use std::time::Duration;
 use pbs_shared::{Delivery, ErrorClass, FileOutcome, Overwrite, Verify};
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoints::join;
 use crate::endpoints::{Hashes, Side};
-use crate::rclone::{self, Invocation, RunEnd};
-use crate::rules::join_rel;
+use crate::rclone::{self, Invocation, RunError};
 
 /// Why a delivery did not happen.
 #[derive(Debug)]
@@ -78,37 +78,24 @@ impl Runner<'_> {
         context: &str,
         tolerate: &[i32],
     ) -> Result<(i32, Vec<u8>), Fail> {
-        let offset = rclone::log_offset(self.log);
-        let end = rclone::run(
-            self.rclone,
-            self.home,
-            inv,
-            self.abort,
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|e| {
-            Fail::new(
-                ErrorClass::Internal,
-                format!("cannot start rclone at {}: {e}", self.rclone.display()),
-            )
-        })?;
-        match end {
-            RunEnd::Cancelled => Err(Fail::Interrupted),
-            RunEnd::Exited {
-                code: Some(code),
-                stdout,
-            } if code == 0 || tolerate.contains(&code) => Ok((code, stdout)),
-            RunEnd::Exited { code, .. } => {
-                let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-                let detail = rclone::last_error_since(self.log, offset, &secrets)
-                    .unwrap_or_else(|| format!("rclone exited with {code:?}"));
-                Err(Fail::new(
-                    rclone::classify(code, &detail),
-                    format!("{context}: {detail}"),
-                ))
-            }
-        }
+        let rt = rclone::Runtime {
+            rclone: self.rclone,
+            home: self.home,
+            log: self.log,
+            secrets: &self.secrets,
+            cancel: self.abort,
+            kill_after: Duration::from_secs(10),
+        };
+        rclone::run_checked(&rt, inv, tolerate)
+            .await
+            .map_err(|e| match e {
+                RunError::Spawn(m) => Fail::new(ErrorClass::Internal, m),
+                RunError::Cancelled => Fail::Interrupted,
+                RunError::Exit { code, message } => Fail::new(
+                    rclone::classify(code, &message),
+                    format!("{context}: {message}"),
+                ),
+            })
     }
 
     /// The size of `rel` on `side`, or `None` when it does not exist.
@@ -373,7 +360,7 @@ impl Runner<'_> {
         if side.local_root.is_some() {
             let mut out = std::collections::HashMap::new();
             for rel in rels {
-                if let Some(size) = self.stat(side, &join_rel(dir, rel)).await? {
+                if let Some(size) = self.stat(side, &join(dir, rel)).await? {
                     out.insert(rel.clone(), size);
                 }
             }
@@ -508,9 +495,9 @@ impl Runner<'_> {
                         ErrorClass::Integrity,
                         format!(
                             "{}: {} bytes delivered, but {} has {}",
-                            dst.display(&join_rel(dst_dir, r)),
+                            dst.display(&join(dst_dir, r)),
                             sizes[*r],
-                            src.display(&join_rel(src_dir, r)),
+                            src.display(&join(src_dir, r)),
                             now.get(*r)
                                 .map_or("no file".into(), |n| format!("{n} bytes"))
                         ),
@@ -528,7 +515,7 @@ impl Runner<'_> {
                 .collect();
             if !bad.is_empty() {
                 for r in &bad {
-                    if let Err(Fail::Interrupted) = self.delete(dst, &join_rel(dst_dir, r)).await {
+                    if let Err(Fail::Interrupted) = self.delete(dst, &join(dst_dir, r)).await {
                         return Err(Fail::Interrupted);
                     }
                 }
@@ -593,30 +580,23 @@ pub async fn list_files(
             "--max-depth=1"
         });
     inv = inv.arg(side.spec(folder)).remote(&side.remote);
-    let offset = rclone::log_offset(log);
-    let end = rclone::run(
-        rclone_bin,
+    let rt = rclone::Runtime {
+        rclone: rclone_bin,
         home,
-        &inv,
-        &CancellationToken::new(),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| format!("cannot start rclone at {}: {e}", rclone_bin.display()))?;
-    let stdout = match end {
-        RunEnd::Exited {
-            code: Some(0),
-            stdout,
-        } => stdout,
-        RunEnd::Exited { code, .. } => {
-            let secrets = side.secrets();
-            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            let detail = rclone::last_error_since(log, offset, &secrets)
-                .unwrap_or_else(|| format!("rclone exited with {code:?}"));
-            return Err(format!("listing {}: {detail}", side.display(folder)));
-        }
-        RunEnd::Cancelled => return Err("listing cancelled".into()),
+        log,
+        secrets: &side.secrets(),
+        cancel: &CancellationToken::new(),
+        kill_after: Duration::from_secs(10),
     };
+    let (_, stdout) = rclone::run_checked(&rt, &inv, &[])
+        .await
+        .map_err(|e| match e {
+            RunError::Spawn(m) => m,
+            RunError::Cancelled => "listing cancelled".into(),
+            RunError::Exit { message, .. } => {
+                format!("listing {}: {message}", side.display(folder))
+            }
+        })?;
     let entries: Vec<serde_json::Value> = serde_json::from_slice(&stdout)
         .map_err(|e| format!("listing {}: unreadable output: {e}", side.display(folder)))?;
     Ok(entries

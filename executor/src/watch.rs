@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AfterAction, ExistingFiles, WatchRule};
+use crate::endpoints::join;
 use crate::local_jobs::LocalJobs;
-use crate::rules::{Filter, RuleJob, join_rel, watch_job_id};
+use crate::rules::{Filter, RuleJob, watch_job_id};
 
 /// A file's state as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +329,7 @@ impl Watcher {
             },
             AfterAction::MoveTo => {
                 let archive = self.rule.archive_folder.as_deref().unwrap_or_default();
-                let target = self.root.join(join_rel(archive, rel));
+                let target = self.root.join(join(archive, rel));
                 let moved = target
                     .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
