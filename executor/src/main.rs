@@ -407,6 +407,12 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         let stop = sender_stop.clone();
         async move { status.run(stop).await }
     });
+    if let Some(c) = &cloud {
+        let status = status.clone();
+        let stop = shutdown.clone();
+        let every = Duration::from_secs(u64::from(c.heartbeat_seconds));
+        tokio::spawn(async move { status.heartbeats(every, stop).await });
+    }
     let ctx = Arc::new(JobContext {
         config: config.clone(),
         endpoints: endpoints.clone(),

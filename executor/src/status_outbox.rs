@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::Utc;
-use pbs_shared::message::{JobStatus, V1};
+use pbs_shared::message::{Heartbeat, JobStatus, V1};
 use pbs_shared::{ExecutorId, JobId, JobMessage, JobResult, JobState, PoolName, StatusMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,8 +53,8 @@ impl StatusOutbox {
         attempt: u32,
         state: JobState,
         result: Option<JobResult>,
-    ) -> StatusMessage {
-        StatusMessage::Job(JobStatus {
+    ) -> JobStatus {
+        JobStatus {
             v: V1,
             job_id: job_id.clone(),
             executor_id: self.executor_id.clone(),
@@ -65,7 +65,7 @@ impl StatusOutbox {
             at: Utc::now(),
             result,
             job: None,
-        })
+        }
     }
 
     /// A report on `job`; jobs made on this executor carry their summary, so that the cloud can
@@ -76,10 +76,10 @@ impl StatusOutbox {
         attempt: u32,
         state: JobState,
         result: Option<JobResult>,
-    ) -> StatusMessage {
-        let StatusMessage::Job(mut status) = self.message(&job.job_id, attempt, state, result);
+    ) -> JobStatus {
+        let mut status = self.message(&job.job_id, attempt, state, result);
         status.job = job.summary();
-        StatusMessage::Job(status)
+        status
     }
 
     /// Whether reports go anywhere (false when standalone).
@@ -87,18 +87,19 @@ impl StatusOutbox {
         self.sink.is_some()
     }
 
-    pub fn body(message: &StatusMessage) -> String {
-        serde_json::to_string(message).expect("status messages serialise")
+    /// The StatusQueue body of a job report.
+    pub fn body(status: &JobStatus) -> String {
+        serde_json::to_string(&StatusMessage::Job(status.clone()))
+            .expect("status messages serialise")
     }
 
     /// Commits a report to the outbox and wakes the sender.
-    pub fn report(&self, message: &StatusMessage) -> Result<(), LedgerError> {
+    pub fn report(&self, status: &JobStatus) -> Result<(), LedgerError> {
         if !self.enabled() {
             return Ok(());
         }
-        let StatusMessage::Job(status) = message;
         self.ledger
-            .enqueue_report(&status.job_id, &Self::body(message))?;
+            .enqueue_report(&status.job_id, &Self::body(status))?;
         self.wake();
         Ok(())
     }
@@ -133,6 +134,47 @@ impl StatusOutbox {
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+            }
+        }
+    }
+
+    /// Sends a heartbeat every `interval` until `shutdown`. Heartbeats skip the outbox: one that
+    /// cannot be sent is replaced by the next, and a backlog of them would say nothing.
+    pub async fn heartbeats(&self, interval: Duration, shutdown: CancellationToken) {
+        let Some((sqs, queue_url)) = &self.sink else {
+            return;
+        };
+        loop {
+            let running_jobs = self
+                .ledger
+                .unfinished()
+                .map(|j| j.len() as u32)
+                .unwrap_or(0);
+            let beat = StatusMessage::Heartbeat(Heartbeat {
+                v: V1,
+                executor_id: self.executor_id.clone(),
+                pool: self.pool.clone(),
+                executor_version: env!("CARGO_PKG_VERSION").to_owned(),
+                at: Utc::now(),
+                interval_seconds: interval.as_secs() as u32,
+                running_jobs,
+            });
+            let body = serde_json::to_string(&beat).expect("status messages serialise");
+            match sqs
+                .send_message()
+                .queue_url(queue_url)
+                .message_body(body)
+                .send()
+                .await
+            {
+                Ok(_) => debug!(running_jobs, "heartbeat sent"),
+                Err(e) => {
+                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "heartbeat not sent")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
             }
         }
     }
@@ -216,6 +258,10 @@ mod tests {
         )
     }
 
+    fn shape(status: &JobStatus) -> serde_json::Value {
+        serde_json::from_str(&StatusOutbox::body(status)).unwrap()
+    }
+
     fn fixture(name: &str) -> serde_json::Value {
         let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -226,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = outbox(dir.path());
         let id = JobId::parse("ev-1").unwrap();
-        let running = serde_json::to_value(s.message(&id, 1, JobState::Running, None)).unwrap();
+        let running = shape(&s.message(&id, 1, JobState::Running, None));
         assert_eq!(
             field_paths(&running),
             field_paths(&fixture("status-running.v1.json"))
@@ -246,7 +292,7 @@ mod tests {
                 outcome: pbs_shared::FileOutcome::Copied,
             }],
         };
-        let done = serde_json::to_value(s.message(&id, 1, JobState::Succeeded, Some(ok))).unwrap();
+        let done = shape(&s.message(&id, 1, JobState::Succeeded, Some(ok)));
         assert_eq!(
             field_paths(&done),
             field_paths(&fixture("status-succeeded.v1.json"))
@@ -260,8 +306,7 @@ mod tests {
             note: None,
             delivered: Vec::new(),
         };
-        let failed =
-            serde_json::to_value(s.message(&id, 1, JobState::Failed, Some(failed))).unwrap();
+        let failed = shape(&s.message(&id, 1, JobState::Failed, Some(failed)));
         assert_eq!(
             field_paths(&failed),
             field_paths(&fixture("status-failed.v1.json"))

@@ -81,6 +81,23 @@ impl StatusEnv {
     }
 }
 
+/// Settings of the monitor function.
+#[derive(Debug, Clone)]
+pub struct MonitorEnv {
+    pub executors_table: String,
+    /// The metrics' `Stack` dimension.
+    pub stack_name: String,
+}
+
+impl MonitorEnv {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            executors_table: required("EXECUTORS_TABLE")?,
+            stack_name: required("STACK_NAME")?,
+        })
+    }
+}
+
 /// Settings of the API function.
 #[derive(Debug, Clone)]
 pub struct ApiEnv {

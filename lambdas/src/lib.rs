@@ -1,4 +1,4 @@
-//! The cloud side of PBS Rclone: the trigger, status and api Lambda functions.
+//! The cloud side of PBS Rclone: the trigger, status, api and monitor Lambda functions.
 //!
 //! Each binary in `src/bin/` only wires configuration, AWS clients and the runtime; the work is
 //! done by the modules here.
@@ -6,8 +6,10 @@
 pub mod api;
 pub mod dead_letter;
 pub mod env;
+pub mod executors;
 pub mod items;
 pub mod job_table;
+pub mod monitor;
 pub mod pool_rules;
 pub mod sqs_batch;
 pub mod status;

@@ -6,8 +6,9 @@
 //! dead-letter queue with its reason; a transient failure is retried alone.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use pbs_shared::message::JobStatus;
-use pbs_shared::{JobState, StatusMessage};
+use chrono::{DateTime, Utc};
+use pbs_shared::message::{Heartbeat, JobStatus};
+use pbs_shared::{ExecutorId, JobState, PoolName, StatusMessage};
 use tracing::{info, warn};
 
 use crate::dead_letter::dead_letter;
@@ -40,6 +41,11 @@ impl Status {
 
     async fn handle_body(&self, body: &str) -> Result<(), String> {
         let status = match StatusMessage::parse(body) {
+            Ok(StatusMessage::Heartbeat(beat)) => return self.heartbeat(&beat).await,
+            Ok(StatusMessage::Probe(probe)) => {
+                info!(executor = %probe.executor_id, pool = %probe.pool, "doctor probe received");
+                return Ok(());
+            }
             Ok(StatusMessage::Job(status)) if status.state == JobState::Queued => {
                 Err("a job status report cannot set state \"queued\"".to_owned())
             }
@@ -70,22 +76,47 @@ impl Status {
         self.touch_executor(&status).await
     }
 
-    /// Records the executor's last-seen time; never moves it backwards.
+    /// Records a job report's executor as seen.
     async fn touch_executor(&self, st: &JobStatus) -> Result<(), String> {
-        let req = self
-            .dynamo
-            .update_item()
-            .table_name(&self.env.executors_table)
-            .key("executor_id", s(st.executor_id.as_str()));
         let mut update = Update::new();
         if let Some(v) = &st.executor_version {
             update = update.set("version", s(v));
         }
+        update = update.set("last_job", s(st.job_id.as_str()));
+        self.record_executor(&st.executor_id, &st.pool, st.at, update)
+            .await
+    }
+
+    /// Records a heartbeat: version, interval (for the offline rule) and running jobs.
+    async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), String> {
+        info!(executor = %beat.executor_id, running_jobs = beat.running_jobs, "heartbeat");
+        let update = Update::new()
+            .set("version", s(&beat.executor_version))
+            .set("heartbeat_seconds", n(beat.interval_seconds))
+            .set("running_jobs", n(beat.running_jobs))
+            .set("last_heartbeat", s(beat.at.to_rfc3339()));
+        self.record_executor(&beat.executor_id, &beat.pool, beat.at, update)
+            .await
+    }
+
+    /// Sets `update` and the last-seen time on an executor's item; a report older than the last
+    /// one recorded changes nothing.
+    async fn record_executor(
+        &self,
+        executor: &ExecutorId,
+        pool: &PoolName,
+        at: DateTime<Utc>,
+        update: Update,
+    ) -> Result<(), String> {
+        let req = self
+            .dynamo
+            .update_item()
+            .table_name(&self.env.executors_table)
+            .key("executor_id", s(executor.as_str()));
         let res = update
-            .set("pool", s(st.pool.as_str()))
-            .set("last_seen", s(st.at.to_rfc3339()))
-            .set("last_seen_epoch_ms", n(st.at.timestamp_millis()))
-            .set("last_job", s(st.job_id.as_str()))
+            .set("pool", s(pool.as_str()))
+            .set("last_seen", s(at.to_rfc3339()))
+            .set("last_seen_epoch_ms", n(at.timestamp_millis()))
             .apply(
                 req,
                 Some("attribute_not_exists(#last_seen_epoch_ms) OR #last_seen_epoch_ms <= :last_seen_epoch_ms"),

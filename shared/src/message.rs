@@ -229,9 +229,41 @@ pub struct JobResult {
 /// A report from an executor to the StatusQueue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Reports are parsed and built one at a time; boxing the common variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StatusMessage {
     /// A job changed state.
     Job(JobStatus),
+    /// An executor is alive (sent every `interval_seconds`, whether or not it has work).
+    Heartbeat(Heartbeat),
+    /// `pbs-executor doctor` proving it may send to the StatusQueue; changes nothing.
+    Probe(Probe),
+}
+
+/// A doctor's test message: the status function logs it and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub v: V1,
+    pub executor_id: ExecutorId,
+    pub pool: PoolName,
+    pub at: DateTime<Utc>,
+}
+
+/// An executor's periodic sign of life. The cloud shows an executor offline once it has been
+/// silent for more than three of its intervals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub v: V1,
+    pub executor_id: ExecutorId,
+    pub pool: PoolName,
+    pub executor_version: String,
+    pub at: DateTime<Utc>,
+    /// Seconds until the next heartbeat.
+    pub interval_seconds: u32,
+    /// Jobs running on the executor when it was sent.
+    pub running_jobs: u32,
 }
 
 /// A job's new state as one executor saw it.
@@ -299,6 +331,7 @@ mod tests {
     const RUNNING: &str = include_str!("../../tests/fixtures/status-running.v1.json");
     const SUCCEEDED: &str = include_str!("../../tests/fixtures/status-succeeded.v1.json");
     const FAILED: &str = include_str!("../../tests/fixtures/status-failed.v1.json");
+    const HEARTBEAT: &str = include_str!("../../tests/fixtures/status-heartbeat.v1.json");
 
     #[test]
     fn job_fixture_parses_and_round_trips() {
@@ -311,12 +344,23 @@ mod tests {
 
     #[test]
     fn status_fixtures_parse() {
-        for body in [RUNNING, SUCCEEDED, FAILED] {
-            let StatusMessage::Job(s) = StatusMessage::parse(body).unwrap();
-            let again = serde_json::to_string(&StatusMessage::Job(s.clone())).unwrap();
-            assert_eq!(StatusMessage::parse(&again).unwrap(), StatusMessage::Job(s));
+        for body in [RUNNING, SUCCEEDED, FAILED, HEARTBEAT] {
+            let message = StatusMessage::parse(body).unwrap();
+            let again = serde_json::to_string(&message).unwrap();
+            assert_eq!(StatusMessage::parse(&again).unwrap(), message);
         }
-        let StatusMessage::Job(failed) = StatusMessage::parse(FAILED).unwrap();
+        let StatusMessage::Heartbeat(beat) = StatusMessage::parse(HEARTBEAT).unwrap() else {
+            panic!("the heartbeat fixture is a heartbeat")
+        };
+        assert_eq!((beat.interval_seconds, beat.running_jobs), (60, 2));
+        let probe = r#"{"v":1,"kind":"probe","executor_id":"bay-1","pool":"default","at":"2026-11-25T16:31:00Z"}"#;
+        assert!(matches!(
+            StatusMessage::parse(probe),
+            Ok(StatusMessage::Probe(_))
+        ));
+        let Ok(StatusMessage::Job(failed)) = StatusMessage::parse(FAILED) else {
+            panic!("the failed fixture is a job report")
+        };
         assert_eq!(failed.state, JobState::Failed);
         assert_eq!(
             failed.result.unwrap().error_class,

@@ -87,7 +87,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{t}-{n}", std::process::id() % 100_000)
 }
 
-fn workspace_root() -> PathBuf {
+/// The repository root (for templates and scripts the tests deploy or run).
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -177,6 +178,24 @@ impl Stack {
             url: out.queue_url().context("no queue url")?.to_owned(),
             dlq_url,
         })
+    }
+
+    /// Invokes a function of the stack (by its stack output holding the name) and returns its
+    /// JSON answer.
+    pub async fn invoke(&self, function_output: &str, payload: &Value) -> Result<Value> {
+        let url = format!(
+            "{}/2015-03-31/functions/{}/invocations",
+            self.output("EmulatorUrl"),
+            self.output(function_output)
+        );
+        let res = self.http.post(&url).json(payload).send().await?;
+        let status = res.status();
+        let text = res.text().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "invoking {function_output}: {status} {text}"
+        );
+        serde_json::from_str(&text).with_context(|| format!("{function_output} answered {text}"))
     }
 
     /// A bucket with no event notifications: tests deliver crafted events for its objects.
@@ -446,6 +465,8 @@ pub struct ExecutorOptions {
     pub rclone: Option<String>,
     /// No `[cloud]` section: the executor runs its watch and schedule rules only.
     pub standalone: bool,
+    /// `cloud.heartbeat_seconds`; default the executor's (60).
+    pub heartbeat_seconds: Option<u32>,
 }
 
 /// A real executor process with its own config, state dir and landing folder.
@@ -500,7 +521,9 @@ wait_seconds = 1
 visibility_timeout_seconds = {visibility}
 rules_bucket = "{rules}"
 rules_poll_seconds = 1
+heartbeat_seconds = {heartbeat}
 "#,
+                heartbeat = opts.heartbeat_seconds.unwrap_or(60),
                 status = stack.output("StatusQueueUrl"),
                 rules = stack.output("ConfigBucketName"),
                 visibility = opts.visibility_timeout.unwrap_or(60),

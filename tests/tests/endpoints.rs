@@ -912,6 +912,7 @@ async fn doctor_passes_a_good_setup_and_names_each_broken_part_with_a_fix() {
         "ok    endpoint secrets: ",
         "ok    aws credentials: ",
         "ok    work queue: ",
+        "ok    status queue: ",
         "ok    clock: ",
         "ok    endpoint nas: ",
         "ok    endpoint drop: ",
@@ -943,6 +944,16 @@ async fn doctor_passes_a_good_setup_and_names_each_broken_part_with_a_fix() {
             |l| l.starts_with("FAIL  rclone: cannot run /nonexistent/rclone")
                 && l.contains("(fix: install rclone 1.63 or newer")
         ),
+        "{text}"
+    );
+    // A status queue that does not exist.
+    let status_url = site.stack.output("StatusQueueUrl").to_owned();
+    let path = broken(&|c| c.replace(&status_url, &format!("{status_url}-missing")));
+    let (ok, text) = doctor(&path, false);
+    assert!(!ok);
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL  status queue: ")
+            && l.contains("(fix: check cloud.status_queue_url")),
         "{text}"
     );
     // No AWS credentials at all.

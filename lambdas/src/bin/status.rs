@@ -1,4 +1,5 @@
 //! status: executors' reports from the StatusQueue move jobs forward.
+#![recursion_limit = "256"]
 
 use std::sync::Arc;
 
