@@ -42,6 +42,10 @@ pub struct Config {
     /// Jobs run at the same time.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Most files one rclone run copies for compatible jobs received together (an event storm);
+    /// 1 runs every job on its own. 1 to 10000.
+    #[serde(default = "default_batch_max_files")]
+    pub batch_max_files: usize,
     /// Path of the rclone binary (1.63 or newer: it writes `.partial` files and renames them).
     #[serde(default = "default_rclone")]
     pub rclone: PathBuf,
@@ -379,6 +383,10 @@ fn default_sftp_port() -> u16 {
 fn default_http_listen() -> String {
     "127.0.0.1:9464".into()
 }
+fn default_batch_max_files() -> usize {
+    500
+}
+
 fn default_concurrency() -> usize {
     4
 }
@@ -563,6 +571,12 @@ impl Config {
         {
             return Err(format!(
                 "bandwidth_limit {limit:?} is not a rate such as \"10M\", \"512k\" or \"off\""
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_max_files) {
+            return Err(format!(
+                "batch_max_files must be 1 to 10000, got {}",
+                self.batch_max_files
             ));
         }
         if let Some(cloud) = &self.cloud {

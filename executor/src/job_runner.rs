@@ -13,6 +13,7 @@ use pbs_shared::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::batch;
 use crate::config::{Config, EndpointConfig};
 use crate::dest_locks::DestLocks;
 use crate::endpoints::{self, Endpoints, Side};
@@ -60,6 +61,228 @@ pub async fn handle(ctx: &JobContext, msg: &Received, abort: &CancellationToken)
     let span =
         info_span!("job", job_id = %job.job_id, template = %job.template_id, pool = %job.pool);
     run(ctx, msg, job, abort).instrument(span).await.0
+}
+
+/// Runs jobs received together (one [`batch`] unit) with one copy; each job keeps its own claim,
+/// attempt, result, report and disposition (returned in the order given).
+pub async fn handle_batch(
+    ctx: &JobContext,
+    batch: &[(Received, JobMessage)],
+    abort: &CancellationToken,
+) -> Vec<Disposition> {
+    let job_span = |job: &JobMessage| info_span!("job", job_id = %job.job_id, template = %job.template_id, pool = %job.pool);
+    let mut settled: Vec<Option<Disposition>> = vec![None; batch.len()];
+    let mut running: Vec<(usize, u32)> = Vec::with_capacity(batch.len());
+    for (i, (msg, job)) in batch.iter().enumerate() {
+        match job_span(job).in_scope(|| begin(ctx, msg, job)) {
+            Ok(attempt) => running.push((i, attempt)),
+            Err((disposition, _)) => settled[i] = Some(disposition),
+        }
+    }
+    if !running.is_empty() {
+        METRICS.batch(running.len());
+        let started = Instant::now();
+        let copies = copy_together(ctx, batch, &running, abort)
+            .instrument(info_span!("batch", jobs = running.len()))
+            .await;
+        for (&(i, attempt), copied) in running.iter().zip(copies) {
+            let job = &batch[i].1;
+            let (disposition, _) =
+                job_span(job).in_scope(|| conclude(ctx, job, attempt, started, copied));
+            settled[i] = Some(disposition);
+        }
+    }
+    settled
+        .into_iter()
+        .map(|d| d.expect("every job of a batch is settled"))
+        .collect()
+}
+
+/// The copy of a batch's running jobs (`(index, attempt)` into `batch`), one [`Copy`] per job.
+async fn copy_together(
+    ctx: &JobContext,
+    batch: &[(Received, JobMessage)],
+    running: &[(usize, u32)],
+    abort: &CancellationToken,
+) -> Vec<Copy> {
+    let jobs: Vec<&JobMessage> = running.iter().map(|&(i, _)| &batch[i].1).collect();
+    let (first, first_attempt) = (jobs[0], running[0].1);
+    let (src, dst) = match sides(ctx, first).await {
+        Ok(s) => s,
+        Err(c) => return vec![c; jobs.len()],
+    };
+    let destination = first.destination.as_str();
+    // Writes of one path run one at a time (locked in path order, so batches never deadlock).
+    let mut paths: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.files.iter().map(|f| f.dest_path.as_str()))
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut _locks = Vec::with_capacity(paths.len());
+    for p in paths {
+        _locks.push(ctx.dest_locks.lock(destination, p).await);
+    }
+    // Files a newer write already reached are not copied again.
+    let mut superseded: Vec<Vec<bool>> = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let mut flags = Vec::with_capacity(job.files.len());
+        for file in &job.files {
+            let newer = match &file.sequencer {
+                Some(seq) => match ctx
+                    .ledger
+                    .delivered_sequencer(destination, file.dest_path.as_str())
+                {
+                    Ok(known) => known.is_some_and(|k| sequencer_cmp(&k, seq).is_gt()),
+                    Err(e) => return vec![failed(ErrorClass::Internal, e.to_string()); jobs.len()],
+                },
+                None => false,
+            };
+            flags.push(newer);
+        }
+        superseded.push(flags);
+    }
+    let Some(mapping) = batch::mapping(&jobs) else {
+        // Jobs are grouped by their mapping, so this does not happen; run them one by one if it does.
+        return one_by_one(ctx, &jobs, running, abort).await;
+    };
+    // Which files go in the copy, by their index in the mapping.
+    let mut wanted = Vec::new();
+    let mut expected = Vec::new();
+    let mut index = 0;
+    for (job, flags) in jobs.iter().zip(&superseded) {
+        for (file, newer) in job.files.iter().zip(flags) {
+            if !newer {
+                wanted.push(mapping.rels[index].clone());
+                expected.push(file.size);
+            }
+            index += 1;
+        }
+    }
+    let log = rclone::log_path(&ctx.config.state_dir, first.job_id.as_str(), first_attempt);
+    let runner = runner(ctx, (&src, &dst), &log, abort);
+    let checked = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        match runner
+            .deliver_each(
+                &src,
+                &dst,
+                (&mapping.src_dir, &mapping.dst_dir, &wanted),
+                &expected,
+                first.delivery,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(transfer::Fail::Interrupted) => return vec![Copy::Interrupted; jobs.len()],
+            Err(transfer::Fail::Failed { error, .. }) => {
+                warn!(error = %error, jobs = jobs.len(), "the batch copy failed; running its jobs one by one");
+                return one_by_one(ctx, &jobs, running, abort).await;
+            }
+        }
+    };
+    // Every job's own rclone log is the batch's.
+    for (job, &(_, attempt)) in jobs.iter().zip(running).skip(1) {
+        let theirs = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+        let _ = std::fs::hard_link(&log, theirs);
+    }
+    let (from, to) = (src.display(&mapping.src_dir), dst.display(&mapping.dst_dir));
+    let mut results = checked.into_iter();
+    let mut copies = Vec::with_capacity(jobs.len());
+    for (job, flags) in jobs.iter().zip(&superseded) {
+        let mut done = Copy::Done {
+            files: 0,
+            bytes: 0,
+            superseded: Vec::new(),
+            delivered: Vec::with_capacity(job.files.len()),
+        };
+        let mut missing = Vec::new();
+        let mut mismatched = Vec::new();
+        let mut unrecorded = None;
+        for (file, newer) in job.files.iter().zip(flags) {
+            let Copy::Done {
+                files,
+                bytes,
+                superseded,
+                delivered,
+            } = &mut done
+            else {
+                unreachable!("built as Done above")
+            };
+            let mut entry = DeliveredFile {
+                key: file.key.clone(),
+                dest_path: file.dest_path.to_string(),
+                size: file.size,
+                md5: None,
+                outcome: FileOutcome::Superseded,
+            };
+            if !newer {
+                match results.next().expect("one result per copied file") {
+                    transfer::Checked::Delivered(d) => {
+                        if let Some(seq) = &file.sequencer
+                            && let Err(e) = ctx.ledger.record_delivered(
+                                destination,
+                                file.dest_path.as_str(),
+                                seq,
+                                &job.job_id,
+                            )
+                        {
+                            unrecorded = Some(e.to_string());
+                        }
+                        *files += 1;
+                        *bytes += d.size;
+                        entry.size = d.size;
+                        entry.md5 = d.md5;
+                        entry.outcome = d.outcome;
+                    }
+                    transfer::Checked::Missing => missing.push(file),
+                    transfer::Checked::Mismatch(why) => mismatched.push(why),
+                }
+            } else {
+                superseded.push(file.key.clone());
+            }
+            delivered.push(entry);
+        }
+        copies.push(if let Some(e) = unrecorded {
+            failed(ErrorClass::Internal, e)
+        } else if let [file] = missing.as_slice() {
+            // The same words as for a job copied alone.
+            failed(
+                ErrorClass::NotFound,
+                transfer::source_not_found(
+                    &src.display(&file.key),
+                    &dst.display(file.dest_path.as_str()),
+                ),
+            )
+        } else if !missing.is_empty() {
+            let keys: Vec<&str> = missing.iter().map(|f| f.key.as_str()).collect();
+            failed(
+                ErrorClass::NotFound,
+                transfer::not_delivered(&keys, job.files.len(), &from, &to),
+            )
+        } else if !mismatched.is_empty() {
+            let why: Vec<&str> = mismatched.iter().map(String::as_str).collect();
+            failed(ErrorClass::Integrity, transfer::mismatched(&why))
+        } else {
+            done
+        });
+    }
+    copies
+}
+
+/// Each running job of a batch copied on its own.
+async fn one_by_one(
+    ctx: &JobContext,
+    jobs: &[&JobMessage],
+    running: &[(usize, u32)],
+    abort: &CancellationToken,
+) -> Vec<Copy> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for (job, &(_, attempt)) in jobs.iter().zip(running) {
+        out.push(copy(ctx, job, attempt, abort).await);
+    }
+    out
 }
 
 /// Runs a job made on this executor (watch, schedule) as attempt `attempt`; also returns the
@@ -121,12 +344,29 @@ async fn run(
     job: JobMessage,
     abort: &CancellationToken,
 ) -> (Disposition, Option<JobState>) {
+    let attempt = match begin(ctx, msg, &job) {
+        Ok(attempt) => attempt,
+        Err(settled) => return settled,
+    };
+    let started = Instant::now();
+    let copied = copy(ctx, &job, attempt, abort).await;
+    conclude(ctx, &job, attempt, started, copied)
+}
+
+/// Claims a delivery in the ledger and starts its attempt: `Ok(attempt)` when the job is to run
+/// now, or how the message is settled when it is not (a duplicate, an already finished job, an
+/// unusable ledger).
+fn begin(
+    ctx: &JobContext,
+    msg: &Received,
+    job: &JobMessage,
+) -> Result<u32, (Disposition, Option<JobState>)> {
     let attempt = msg.receive_count.max(1);
-    let claim = match ctx.ledger.claim(&job, &msg.body) {
+    let claim = match ctx.ledger.claim(job, &msg.body) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "ledger unavailable; job left for redelivery");
-            return (Disposition::Keep, None);
+            return Err((Disposition::Keep, None));
         }
     };
     let deliveries = match claim {
@@ -134,7 +374,7 @@ async fn run(
         Claim::InFlight => {
             // The running delivery holds its own message, which comes back if it fails.
             info!("duplicate delivery of a job running here now; dropped");
-            return (Disposition::Delete, None);
+            return Err((Disposition::Delete, None));
         }
         Claim::Done(prev) => {
             info!(state = %prev.state, "this version's job already ended here; acknowledging without running it again");
@@ -150,28 +390,36 @@ async fn run(
             // Reported as the attempt that ended it, so the job's history stays true.
             let report = ctx
                 .status
-                .for_job(&job, prev.attempt.max(1), prev.state, Some(result));
-            return match ctx.status.report(&report) {
+                .for_job(job, prev.attempt.max(1), prev.state, Some(result));
+            return Err(match ctx.status.report(&report) {
                 Ok(()) => (Disposition::Delete, Some(prev.state)),
                 Err(e) => {
                     error!(error = %e, "report not recorded; job left for redelivery");
                     (Disposition::Keep, None)
                 }
-            };
+            });
         }
     };
     tracing::debug!(deliveries, attempt, "running");
     if let Err(e) = ctx.ledger.start_attempt(&job.job_id, attempt) {
         error!(error = %e, "ledger unavailable; job left for redelivery");
-        return (Disposition::Keep, None);
+        return Err((Disposition::Keep, None));
     }
-    let running = ctx.status.for_job(&job, attempt, JobState::Running, None);
+    let running = ctx.status.for_job(job, attempt, JobState::Running, None);
     if let Err(e) = ctx.status.report(&running) {
         warn!(error = %e, "running report not recorded; continuing");
     }
+    Ok(attempt)
+}
 
-    let started = Instant::now();
-    let copied = copy(ctx, &job, attempt, abort).await;
+/// Records and reports the outcome of an attempt that started at `started`.
+fn conclude(
+    ctx: &JobContext,
+    job: &JobMessage,
+    attempt: u32,
+    started: Instant,
+    copied: Copy,
+) -> (Disposition, Option<JobState>) {
     let duration_ms = started.elapsed().as_millis() as u64;
 
     let (outcome, delivered) = match copied {
@@ -238,7 +486,7 @@ async fn run(
     };
     let report = ctx
         .status
-        .for_job(&job, attempt, outcome.state, Some(result.clone()));
+        .for_job(job, attempt, outcome.state, Some(result.clone()));
     // Outcome and report are committed together; the message may then go, whatever the cloud's
     // state: the outbox delivers the report when it can.
     let body = ctx.status.enabled().then(|| StatusOutbox::body(&report));
@@ -277,6 +525,7 @@ fn jitter() -> f64 {
     f64::from(nanos % 1001) / 1000.0
 }
 
+#[derive(Clone)]
 enum Copy {
     Done {
         files: u64,
@@ -347,20 +596,30 @@ async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), Copy>
     Ok((src, dst))
 }
 
+/// The rclone runner of an attempt between `src` and `dst`, logging to `log`.
+fn runner<'a>(
+    ctx: &'a JobContext,
+    (src, dst): (&Side, &Side),
+    log: &'a std::path::Path,
+    abort: &'a CancellationToken,
+) -> transfer::Runner<'a> {
+    transfer::Runner {
+        rclone: &ctx.config.rclone,
+        home: &ctx.config.state_dir,
+        log,
+        secrets: src.secrets().into_iter().chain(dst.secrets()).collect(),
+        bandwidth_limit: ctx.config.bandwidth_limit.as_deref(),
+        abort,
+    }
+}
+
 async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &CancellationToken) -> Copy {
     let (src, dst) = match sides(ctx, job).await {
         Ok(s) => s,
         Err(c) => return c,
     };
     let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
-    let runner = transfer::Runner {
-        rclone: &ctx.config.rclone,
-        home: &ctx.config.state_dir,
-        log: &log,
-        secrets: src.secrets().into_iter().chain(dst.secrets()).collect(),
-        bandwidth_limit: ctx.config.bandwidth_limit.as_deref(),
-        abort,
-    };
+    let runner = runner(ctx, (&src, &dst), &log, abort);
     // Paths read from an endpoint obey the same rules as paths written: no escaping its root.
     if matches!(job.source, JobSource::Endpoint { .. }) {
         for file in &job.files {

@@ -1,5 +1,6 @@
 //! pbs-executor: the on-prem daemon of PBS Rclone and its command line.
 
+mod batch;
 mod cloud_rules;
 mod config;
 mod dest_locks;
@@ -391,7 +392,7 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     let credentials = sdk
         .credentials_provider()
         .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = metrics::counted_sqs_client(&sdk);
     let status = Arc::new(StatusOutbox::new(
         cloud
             .as_ref()
@@ -472,6 +473,7 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
                 wait_seconds: cloud.wait_seconds,
                 visibility_timeout: cloud.visibility_timeout_seconds,
                 slots,
+                batch_max_files: config.batch_max_files,
                 ctx,
             };
             poller

@@ -25,6 +25,15 @@ use crate::ledger::Ledger;
 const BUCKETS: [f64; 8] = [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0];
 /// Job outcomes counted.
 pub const OUTCOMES: [&str; 4] = ["succeeded", "failed", "retried", "interrupted"];
+/// SQS operations counted by name; any other counts as `other`.
+pub const SQS_OPERATIONS: [&str; 6] = [
+    "ReceiveMessage",
+    "DeleteMessage",
+    "ChangeMessageVisibility",
+    "SendMessage",
+    "SendMessageBatch",
+    "GetQueueAttributes",
+];
 
 /// Process-wide counters (atomics: updated from any task without locks).
 pub struct Metrics {
@@ -39,6 +48,11 @@ pub struct Metrics {
     rclone_exits: [AtomicU64; 11],
     watch_rules: AtomicU64,
     schedule_rules: AtomicU64,
+    /// Copies of jobs received together, and the jobs they held.
+    batches: AtomicU64,
+    batched_jobs: AtomicU64,
+    /// SQS requests (every attempt) by [`SQS_OPERATIONS`]; the last slot counts any other.
+    sqs_requests: [AtomicU64; 7],
     /// Unix seconds of the last successful and failed receive from the work queue (0: never).
     last_poll_ok: AtomicI64,
     last_poll_error: AtomicI64,
@@ -67,6 +81,9 @@ impl Metrics {
             rclone_exits: [ZERO; 11],
             watch_rules: ZERO,
             schedule_rules: ZERO,
+            batches: ZERO,
+            batched_jobs: ZERO,
+            sqs_requests: [ZERO; 7],
             last_poll_ok: AtomicI64::new(0),
             last_poll_error: AtomicI64::new(0),
         }
@@ -105,6 +122,21 @@ impl Metrics {
             self.poll_errors.fetch_add(1, Ordering::Relaxed);
             self.last_poll_error.store(now_unix(), Ordering::Relaxed);
         }
+    }
+
+    /// One copy of `jobs` jobs received together.
+    pub fn batch(&self, jobs: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_jobs.fetch_add(jobs as u64, Ordering::Relaxed);
+    }
+
+    /// One SQS request attempt of `operation`.
+    pub fn sqs_request(&self, operation: &str) {
+        let slot = SQS_OPERATIONS
+            .iter()
+            .position(|o| *o == operation)
+            .unwrap_or(SQS_OPERATIONS.len());
+        self.sqs_requests[slot].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn rules(&self, watch: usize, schedule: usize) {
@@ -165,6 +197,24 @@ impl Metrics {
             "# HELP pbs_queue_poll_errors_total Failed receives from the work queue.\n# TYPE pbs_queue_poll_errors_total counter\npbs_queue_poll_errors_total {}",
             get(&self.poll_errors)
         );
+        let _ = writeln!(
+            out,
+            "# HELP pbs_batches_total Copies of jobs received together (one rclone run each).\n# TYPE pbs_batches_total counter\npbs_batches_total {}\n# HELP pbs_batched_jobs_total Jobs run in such copies.\n# TYPE pbs_batched_jobs_total counter\npbs_batched_jobs_total {}",
+            get(&self.batches),
+            get(&self.batched_jobs)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pbs_sqs_requests_total SQS requests sent (each attempt), by operation.\n# TYPE pbs_sqs_requests_total counter"
+        );
+        for (i, n) in self.sqs_requests.iter().enumerate() {
+            let op = SQS_OPERATIONS.get(i).copied().unwrap_or("other");
+            let _ = writeln!(
+                out,
+                "pbs_sqs_requests_total{{operation=\"{op}\"}} {}",
+                get(n)
+            );
+        }
         if let Some(depth) = outbox_depth {
             let _ = writeln!(
                 out,
@@ -194,6 +244,41 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Counts the SQS requests of a client in [`METRICS`], by the operation its `x-amz-target`
+/// header names (`AmazonSQS.ReceiveMessage`, ...).
+#[derive(Debug)]
+pub struct CountSqsRequests;
+
+impl aws_sdk_sqs::config::Intercept for CountSqsRequests {
+    fn name(&self) -> &'static str {
+        "CountSqsRequests"
+    }
+
+    fn read_before_attempt(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_sqs::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.strip_prefix("AmazonSQS."))
+            .unwrap_or("other");
+        METRICS.sqs_request(operation);
+        Ok(())
+    }
+}
+
+/// An SQS client whose requests are counted in `/metrics`.
+pub fn counted_sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::config::Builder::from(sdk)
+        .interceptor(CountSqsRequests)
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
 }
 
 /// What `/healthz` looks at.

@@ -1,16 +1,18 @@
 //! The work-queue poller: long-polls the pool's queue (outbound only), runs up to `concurrency`
-//! jobs at once, keeps running jobs' messages invisible with a heartbeat, and settles each message
-//! only after its job's outcome is recorded.
+//! jobs (or batches of jobs copied together, see [`batch`]) at once, keeps received messages
+//! invisible with a heartbeat, and settles each message only after its job's outcome is recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use pbs_shared::JobMessage;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::batch;
 use crate::job_runner::{self, Disposition, JobContext, Received};
 use crate::metrics::METRICS;
 
@@ -21,7 +23,17 @@ pub struct Poller {
     pub visibility_timeout: i32,
     /// Job slots, shared with jobs made by watch and schedule rules.
     pub slots: Arc<Semaphore>,
+    /// Files one copy of jobs received together may hold; 1 runs every job on its own.
+    pub batch_max_files: usize,
     pub ctx: Arc<JobContext>,
+}
+
+/// A received message whose visibility is being extended until it is settled.
+struct Incoming {
+    received: Received,
+    receipt: String,
+    job: Option<JobMessage>,
+    beat: CancellationToken,
 }
 
 impl Poller {
@@ -35,8 +47,8 @@ impl Poller {
         let this = Arc::new(self);
         let slots = this.slots.clone();
         let mut backoff = Duration::from_secs(1);
-        info!(queue = %this.queue_url, "polling the pool's work queue");
-        loop {
+        info!(queue = %this.queue_url, batch_max_files = this.batch_max_files, "polling the pool's work queue");
+        'poll: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
@@ -48,28 +60,19 @@ impl Poller {
                     Err(_) => break,
                 }
             }
-            let receive = this
-                .sqs
-                .receive_message()
-                .queue_url(&this.queue_url)
-                .max_number_of_messages(permits.len() as i32)
-                .wait_time_seconds(this.wait_seconds)
-                .visibility_timeout(this.visibility_timeout)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .send();
-            let out = tokio::select! {
+            let wanted = permits.len();
+            let receive = this.receive(wanted, this.wait_seconds);
+            let messages = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 out = receive => out,
             };
-            let messages = match out {
-                Ok(out) => {
-                    METRICS.poll(true);
+            let mut incoming = match messages {
+                Ok(m) => {
                     backoff = Duration::from_secs(1);
-                    out.messages.unwrap_or_default()
+                    m
                 }
                 Err(e) => {
-                    METRICS.poll(false);
-                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), retry_in_s = backoff.as_secs(), "receiving from the work queue failed");
+                    warn!(error = %e, retry_in_s = backoff.as_secs(), "receiving from the work queue failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -78,26 +81,66 @@ impl Poller {
                     continue;
                 }
             };
-            debug!(count = messages.len(), "received");
-            for message in messages {
-                let permit = permits.pop().expect("never more messages than permits");
-                let (Some(body), Some(receipt)) = (message.body, message.receipt_handle) else {
-                    continue;
+            // A full receive of jobs that can be copied together: take what else is waiting, up
+            // to a batch, so that a backlog drains with few rclone runs.
+            let mut last = incoming.len();
+            let mut files: usize = incoming.iter().map(Incoming::files).sum();
+            while this.batch_max_files > 1
+                && last >= wanted.min(10)
+                && files < this.batch_max_files
+                && incoming
+                    .iter()
+                    .all(|m| m.job.as_ref().and_then(batch::key).is_some())
+                && !shutdown.is_cancelled()
+            {
+                match this.receive(10, 0).await {
+                    Ok(more) => {
+                        last = more.len();
+                        files += more.iter().map(Incoming::files).sum::<usize>();
+                        incoming.extend(more);
+                        if last < 10 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "receiving more of a batch failed");
+                        break;
+                    }
+                }
+            }
+            debug!(count = incoming.len(), "received");
+            let entries = incoming
+                .into_iter()
+                .map(|m| {
+                    let key = m.job.as_ref().and_then(batch::key);
+                    let paths = m
+                        .job
+                        .iter()
+                        .flat_map(|j| j.files.iter().map(|f| f.dest_path.to_string()))
+                        .collect();
+                    (m, key, paths)
+                })
+                .collect();
+            let mut units = batch::plan(entries, this.batch_max_files).into_iter();
+            while let Some(unit) = units.next() {
+                let permit = match permits.pop() {
+                    Some(p) => p,
+                    None => tokio::select! {
+                        p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                        _ = shutdown.cancelled() => {
+                            // Not started: back to the queue for another executor at once.
+                            for m in std::iter::once(unit).chain(units).flatten() {
+                                m.beat.cancel();
+                                this.settle(&m.receipt, Disposition::Release(Duration::ZERO)).await;
+                            }
+                            break 'poll;
+                        }
+                    },
                 };
-                let receive_count = message
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
                 let this = this.clone();
                 let abort = abort.clone();
                 tracker.spawn(async move {
-                    let received = Received {
-                        body,
-                        receive_count,
-                    };
-                    this.process(received, receipt, abort).await;
+                    this.process(unit, abort).await;
                     drop(permit);
                 });
             }
@@ -105,19 +148,129 @@ impl Poller {
         info!("stopped polling");
     }
 
-    async fn process(&self, received: Received, receipt: String, abort: CancellationToken) {
-        let beat_stop = CancellationToken::new();
-        let beat = tokio::spawn(heartbeat(
-            self.sqs.clone(),
-            self.queue_url.clone(),
-            receipt.clone(),
-            self.visibility_timeout,
-            beat_stop.clone(),
-        ));
-        let disposition = job_runner::handle(&self.ctx, &received, &abort).await;
-        beat_stop.cancel();
-        let _ = beat.await;
-        self.settle(&receipt, disposition).await;
+    /// Receives up to `max` messages, starting a visibility heartbeat for each.
+    async fn receive(&self, max: usize, wait_seconds: i32) -> Result<Vec<Incoming>, String> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait_seconds)
+            .visibility_timeout(self.visibility_timeout)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await;
+        let messages = match out {
+            Ok(out) => {
+                METRICS.poll(true);
+                out.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                METRICS.poll(false);
+                return Err(aws_sdk_sqs::error::DisplayErrorContext(e).to_string());
+            }
+        };
+        Ok(messages
+            .into_iter()
+            .filter_map(|message| {
+                let (Some(body), Some(receipt)) = (message.body, message.receipt_handle) else {
+                    return None;
+                };
+                let receive_count = message
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                let beat = CancellationToken::new();
+                tokio::spawn(heartbeat(
+                    self.sqs.clone(),
+                    self.queue_url.clone(),
+                    receipt.clone(),
+                    self.visibility_timeout,
+                    beat.clone(),
+                ));
+                Some(Incoming {
+                    job: JobMessage::parse(&body).ok(),
+                    received: Received {
+                        body,
+                        receive_count,
+                    },
+                    receipt,
+                    beat,
+                })
+            })
+            .collect())
+    }
+
+    /// Runs one unit (a job, or jobs copied together) and settles its messages.
+    async fn process(&self, unit: Vec<Incoming>, abort: CancellationToken) {
+        let dispositions = match unit.as_slice() {
+            [one] => vec![job_runner::handle(&self.ctx, &one.received, &abort).await],
+            many => {
+                let batch: Vec<(Received, JobMessage)> = many
+                    .iter()
+                    .map(|m| {
+                        let job = m.job.clone().expect("only parsed jobs are batched");
+                        (m.received.clone(), job)
+                    })
+                    .collect();
+                job_runner::handle_batch(&self.ctx, &batch, &abort).await
+            }
+        };
+        for m in &unit {
+            m.beat.cancel();
+        }
+        let mut deletes = Vec::new();
+        for (m, disposition) in unit.iter().zip(dispositions) {
+            match disposition {
+                Disposition::Delete => deletes.push(m.receipt.as_str()),
+                other => self.settle(&m.receipt, other).await,
+            }
+        }
+        for chunk in deletes.chunks(10) {
+            self.delete(chunk).await;
+        }
+    }
+
+    /// Deletes up to 10 settled messages in one request.
+    async fn delete(&self, receipts: &[&str]) {
+        if let [one] = receipts {
+            return self.settle(one, Disposition::Delete).await;
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*r)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                for failed in out.failed() {
+                    // The outcome is in the ledger: a redelivery is acknowledged without copying.
+                    error!(
+                        code = failed.code(),
+                        message = failed.message().unwrap_or_default(),
+                        "deleting a settled message failed"
+                    );
+                }
+            }
+            Err(e) => {
+                error!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "deleting settled messages failed")
+            }
+        }
     }
 
     async fn settle(&self, receipt: &str, disposition: Disposition) {
@@ -147,6 +300,13 @@ impl Poller {
             // The outcome is in the ledger: a redelivery is acknowledged without copying again.
             error!(?disposition, error = %e, "settling the message failed");
         }
+    }
+}
+
+impl Incoming {
+    /// Files of the job (1 for a message that is not a valid job).
+    fn files(&self) -> usize {
+        self.job.as_ref().map_or(1, |j| j.files.len().max(1))
     }
 }
 

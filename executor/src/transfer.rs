@@ -239,7 +239,7 @@ impl Runner<'_> {
         let Some(size) = self.stat(dst, item.dest).await? else {
             return Err(Fail::new(
                 ErrorClass::NotFound,
-                format!("{from}: source not found; nothing was delivered to {to}"),
+                source_not_found(&from, &to),
             ));
         };
         if rules.verify != Verify::None && size != item.size {
@@ -432,7 +432,8 @@ impl Runner<'_> {
 
     /// Delivers several files that keep their relative paths (`src_dir/rel` → `dst_dir/rel`)
     /// with one `rclone copy --files-from-raw`, then verifies each as [`Runner::deliver`] does.
-    /// For the `overwrite` policy only (the others check each file before its copy).
+    /// For the `overwrite` policy only (the others check each file before its copy). Fails as a
+    /// whole when any file fails.
     pub async fn deliver_batch(
         &self,
         src: &Side,
@@ -441,6 +442,52 @@ impl Runner<'_> {
         expected: &[u64],
         rules: Delivery,
     ) -> Result<Vec<Delivered>, Fail> {
+        let checked = self
+            .deliver_each(src, dst, (src_dir, dst_dir, rels), expected, rules)
+            .await?;
+        let (from, to) = (src.display(src_dir), dst.display(dst_dir));
+        let missing: Vec<&str> = rels
+            .iter()
+            .zip(&checked)
+            .filter(|(_, c)| matches!(c, Checked::Missing))
+            .map(|(r, _)| r.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Fail::new(
+                ErrorClass::NotFound,
+                not_delivered(&missing, rels.len(), &from, &to),
+            ));
+        }
+        let bad: Vec<&str> = checked
+            .iter()
+            .filter_map(|c| match c {
+                Checked::Mismatch(why) => Some(why.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !bad.is_empty() {
+            return Err(Fail::new(ErrorClass::Integrity, mismatched(&bad)));
+        }
+        Ok(checked
+            .into_iter()
+            .filter_map(|c| match c {
+                Checked::Delivered(d) => Some(d),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// [`Runner::deliver_batch`] with a result per file: a file missing at the source or failing
+    /// verification fails alone (a file failing the hash check is removed). Fails as a whole
+    /// only when the copy or a listing does.
+    pub async fn deliver_each(
+        &self,
+        src: &Side,
+        dst: &Side,
+        (src_dir, dst_dir, rels): (&str, &str, &[String]),
+        expected: &[u64],
+        rules: Delivery,
+    ) -> Result<Vec<Checked>, Fail> {
         let list = self.log.with_extension("files");
         write_list(&list, rels.iter().map(String::as_str))?;
         let (from, to) = (src.display(src_dir), dst.display(dst_dir));
@@ -459,78 +506,63 @@ impl Runner<'_> {
 
         // `--files-from` skips names missing at the source without a word: check every file.
         let sizes = self.sizes(dst, dst_dir, &list, rels).await?;
-        let missing: Vec<&str> = rels
+        let mut checked: Vec<Option<Checked>> = rels
             .iter()
-            .filter(|r| !sizes.contains_key(*r))
-            .map(String::as_str)
+            .map(|r| (!sizes.contains_key(r)).then_some(Checked::Missing))
             .collect();
-        if !missing.is_empty() {
-            return Err(Fail::new(
-                ErrorClass::NotFound,
-                format!(
-                    "{} of {} file(s) not delivered to {to} (not found at {from}): {}",
-                    missing.len(),
-                    rels.len(),
-                    missing
-                        .iter()
-                        .take(5)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        if rules.verify != Verify::None {
-            let wrong: Vec<&String> = rels
+        if rules.verify != Verify::None
+            && rels
                 .iter()
                 .zip(expected)
-                .filter(|(r, size)| sizes[*r] != **size)
-                .map(|(r, _)| r)
-                .collect();
-            if !wrong.is_empty() {
-                // The sources may have changed since the job was made: compare with them now.
-                let now = self.sizes(src, src_dir, &list, rels).await?;
-                if let Some(r) = wrong.iter().find(|r| now.get(**r) != sizes.get(**r)) {
-                    return Err(Fail::new(
-                        ErrorClass::Integrity,
-                        format!(
-                            "{}: {} bytes delivered, but {} has {}",
-                            dst.display(&join(dst_dir, r)),
-                            sizes[*r],
-                            src.display(&join(src_dir, r)),
-                            now.get(*r)
-                                .map_or("no file".into(), |n| format!("{n} bytes"))
-                        ),
-                    ));
+                .any(|(r, size)| sizes.get(r).is_some_and(|s| s != size))
+        {
+            // The sources may have changed since the jobs were made: compare with them now.
+            let now = self.sizes(src, src_dir, &list, rels).await?;
+            for (i, (r, size)) in rels.iter().zip(expected).enumerate() {
+                let Some(got) = sizes.get(r) else { continue };
+                if got != size && now.get(r) != Some(got) {
+                    checked[i] = Some(Checked::Mismatch(format!(
+                        "{}: {got} bytes delivered, but {} has {}",
+                        dst.display(&join(dst_dir, r)),
+                        src.display(&join(src_dir, r)),
+                        now.get(r)
+                            .map_or("no file".into(), |n| format!("{n} bytes"))
+                    )));
                 }
             }
         }
         let hashes = if rules.verify == Verify::Hash {
-            let ours = self.md5s(src, src_dir, &list, rels).await?;
-            let theirs = self.md5s(dst, dst_dir, &list, rels).await?;
-            // A file without a hash on either side counts as a mismatch, never as a match.
-            let bad: Vec<&String> = rels
+            let present: Vec<&String> = rels
                 .iter()
-                .filter(|r| !matches!((ours.get(*r), theirs.get(*r)), (Some(a), Some(b)) if a == b))
+                .zip(&checked)
+                .filter(|(_, c)| c.is_none())
+                .map(|(r, _)| r)
                 .collect();
-            if !bad.is_empty() {
-                for r in &bad {
+            let present_list = list.with_extension("present");
+            write_list(&present_list, present.iter().map(|r| r.as_str()))?;
+            let present_rels: Vec<String> = present.iter().map(|r| (*r).clone()).collect();
+            let ours = self
+                .md5s(src, src_dir, &present_list, &present_rels)
+                .await?;
+            let theirs = self
+                .md5s(dst, dst_dir, &present_list, &present_rels)
+                .await?;
+            let _ = std::fs::remove_file(&present_list);
+            for (i, r) in rels.iter().enumerate() {
+                if checked[i].is_some() {
+                    continue;
+                }
+                // A file without a hash on either side counts as a mismatch, never as a match.
+                if !matches!((ours.get(r), theirs.get(r)), (Some(a), Some(b)) if a == b) {
                     if let Err(Fail::Interrupted) = self.delete(dst, &join(dst_dir, r)).await {
                         return Err(Fail::Interrupted);
                     }
+                    checked[i] = Some(Checked::Mismatch(format!(
+                        "{} differs from {} by MD5 and was removed",
+                        dst.display(&join(dst_dir, r)),
+                        src.display(&join(src_dir, r))
+                    )));
                 }
-                return Err(Fail::new(
-                    ErrorClass::Integrity,
-                    format!(
-                        "{} file(s) delivered to {to} differ from {from} by MD5 and were removed: {}",
-                        bad.len(),
-                        bad.iter()
-                            .take(5)
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
             }
             Some(theirs)
         } else {
@@ -539,12 +571,58 @@ impl Runner<'_> {
         let _ = std::fs::remove_file(&list);
         Ok(rels
             .iter()
-            .map(|r| Delivered {
-                size: sizes[r],
-                md5: hashes.as_ref().and_then(|h| h.get(r).cloned()),
-                outcome: FileOutcome::Copied,
+            .zip(checked)
+            .map(|(r, c)| {
+                c.unwrap_or_else(|| {
+                    Checked::Delivered(Delivered {
+                        size: sizes[r],
+                        md5: hashes.as_ref().and_then(|h| h.get(r).cloned()),
+                        outcome: FileOutcome::Copied,
+                    })
+                })
             })
             .collect())
+    }
+}
+
+/// One file's result in a batch copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    Delivered(Delivered),
+    /// Not at the destination after the copy: the source was not found.
+    Missing,
+    /// Delivered but not what the source holds (why).
+    Mismatch(String),
+}
+
+/// The error of a file whose source is gone.
+pub fn source_not_found(from: &str, to: &str) -> String {
+    format!("{from}: source not found; nothing was delivered to {to}")
+}
+
+/// The error of files missing after a batch copy.
+pub fn not_delivered(missing: &[&str], of: usize, from: &str, to: &str) -> String {
+    format!(
+        "{} of {of} file(s) not delivered to {to} (not found at {from}): {}",
+        missing.len(),
+        missing
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The error of files failing verification after a batch copy.
+pub fn mismatched(why: &[&str]) -> String {
+    match why {
+        [one] => (*one).to_owned(),
+        _ => format!(
+            "{} file(s) failed verification: {}",
+            why.len(),
+            why.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+        ),
     }
 }
 

@@ -264,6 +264,10 @@ impl JobTable {
                 }
             };
         }
+        if st.state == JobState::Running {
+            // When the current attempt started (PUT → start latency, progress views).
+            update = update.set("started_at", s(&at));
+        }
         if let Some(r) = &st.result {
             update = update
                 .set("result_files", n(r.files))
@@ -399,6 +403,9 @@ pub struct JobView {
     pub executor_id: Option<String>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    /// When the current attempt started on an executor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,6 +460,7 @@ impl JobView {
             executor_id: opt("executor_id"),
             created_at: opt("created_at"),
             updated_at: opt("updated_at"),
+            started_at: opt("started_at"),
             result,
             error_class: opt("error_class"),
             error: opt("error"),

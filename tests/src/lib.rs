@@ -467,6 +467,8 @@ pub struct ExecutorOptions {
     pub standalone: bool,
     /// `cloud.heartbeat_seconds`; default the executor's (60).
     pub heartbeat_seconds: Option<u32>,
+    /// `cloud.wait_seconds` (long poll); default 1, so tests see new messages at once.
+    pub wait_seconds: Option<u32>,
 }
 
 /// A real executor process with its own config, state dir and landing folder.
@@ -517,13 +519,14 @@ endpoint_url = "{sqs_endpoint}"
 s3_endpoint_url = "{s3_endpoint}"
 work_queue_url = "{work_queue_url}"
 status_queue_url = "{status}"
-wait_seconds = 1
+wait_seconds = {wait}
 visibility_timeout_seconds = {visibility}
 rules_bucket = "{rules}"
 rules_poll_seconds = 1
 heartbeat_seconds = {heartbeat}
 "#,
                 heartbeat = opts.heartbeat_seconds.unwrap_or(60),
+                wait = opts.wait_seconds.unwrap_or(1),
                 status = stack.output("StatusQueueUrl"),
                 rules = stack.output("ConfigBucketName"),
                 visibility = opts.visibility_timeout.unwrap_or(60),

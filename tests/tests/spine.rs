@@ -486,7 +486,8 @@ async fn metrics_count_what_happened_and_healthz_reports_an_unwritable_state_fol
         sizes.iter().sum::<usize>() as f64
     );
     assert_eq!(value("pbs_transfer_duration_seconds_count"), 3.0);
-    assert!(value("pbs_rclone_exits_total{code=\"0\"}") >= 3.0);
+    // Jobs received together may share one rclone run.
+    assert!(value("pbs_rclone_exits_total{code=\"0\"}") >= 1.0);
     assert!(text.contains("pbs_status_outbox_depth"), "{text}");
 
     assert_eq!(get("/healthz").await.unwrap(), (200, "ok\n".to_owned()));
