@@ -237,6 +237,10 @@ async fn storm(args: StormArgs) -> Result<()> {
         format!("{:.2} s", last_put.elapsed().as_secs_f64()),
         "≤ 3 s",
     ));
+    // The executor's log stays for a look at where the time went.
+    let kept = pbs_e2e::workspace_root().join(".state/bench-executor.log");
+    let _ = std::fs::copy(executor.dir.path().join("executor.log"), &kept);
+    eprintln!("executor log: {}", kept.display());
     drop(executor);
     print(&rows);
     Ok(())

@@ -62,9 +62,21 @@ impl Poller {
             }
             let wanted = permits.len();
             let receive = this.receive(wanted, this.wait_seconds);
+            tokio::pin!(receive);
             let messages = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                out = receive => out,
+                _ = shutdown.cancelled() => {
+                    // The long poll is still open at SQS, and a message it takes now would stay
+                    // hidden for the visibility timeout: wait for it (at most wait_seconds) and
+                    // hand back whatever it brings at once.
+                    if let Ok(late) = receive.await {
+                        for m in late {
+                            m.beat.cancel();
+                            this.settle(&m.receipt, Disposition::Release(Duration::ZERO)).await;
+                        }
+                    }
+                    break;
+                }
+                out = &mut receive => out,
             };
             let mut incoming = match messages {
                 Ok(m) => {
