@@ -185,16 +185,7 @@ async fn storm(args: StormArgs) -> Result<()> {
         || async { Ok((queued(&stack, &queue.url).await? >= args.objects).then_some(())) },
     )
     .await?;
-    let started = Instant::now();
-    executor.restart()?;
-    wait_for_files(
-        &executor.landing.join(&backlog),
-        args.objects,
-        Duration::from_secs(3600),
-    )
-    .await?;
-    let drain = started.elapsed();
-
+    // (b) first, while nothing else runs: raw rclone on the same objects.
     eprintln!("(b) raw rclone copy of the same objects ...");
     let raw_dir = tempfile::tempdir()?;
     let raw = raw_rclone(
@@ -210,6 +201,16 @@ async fn storm(args: StormArgs) -> Result<()> {
             args.objects
         );
     }
+    let started = Instant::now();
+    executor.restart()?;
+    wait_for_files(
+        &executor.landing.join(&backlog),
+        args.objects,
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let drain = started.elapsed();
+
     rows.push(
         Row::new(
             format!(

@@ -499,6 +499,11 @@ impl Runner<'_> {
             .arg("--no-traverse")
             .remote(&src.remote)
             .remote(&dst.remote);
+        // Many small files: each costs a few round trips and little bandwidth, so more of them
+        // in flight (rclone's defaults are 4 transfers and 8 checkers).
+        if rels.len() >= 64 {
+            copy = copy.args(["--transfers", "16", "--checkers", "16"]);
+        }
         if let Some(limit) = self.bandwidth_limit {
             copy = copy.args(["--bwlimit", limit]);
         }

@@ -42,15 +42,31 @@ pub struct CompiledTemplate {
     pub template: Template,
     /// The key glob of an S3 trigger; `None` for triggers that take no S3 events.
     glob: Option<GlobMatcher>,
+    /// The glob's literal beginning (up to its first wildcard): a key that does not start with
+    /// it cannot match, which is cheaper to see than running the glob.
+    literal_prefix: String,
+}
+
+/// The part of a glob before its first special character.
+fn literal_prefix(glob: &str) -> &str {
+    let end = glob.find(['*', '?', '[', '{', '\\']).unwrap_or(glob.len());
+    &glob[..end]
 }
 
 impl CompiledTemplate {
     pub fn new(template: Template) -> Result<Self, globset::Error> {
-        let glob = match &template.trigger {
-            Trigger::S3 { key_glob, .. } => Some(compile_glob(key_glob)?),
-            Trigger::Watch(_) | Trigger::Schedule(_) => None,
+        let (glob, literal_prefix) = match &template.trigger {
+            Trigger::S3 { key_glob, .. } => (
+                Some(compile_glob(key_glob)?),
+                literal_prefix(key_glob).to_owned(),
+            ),
+            Trigger::Watch(_) | Trigger::Schedule(_) => (None, String::new()),
         };
-        Ok(Self { template, glob })
+        Ok(Self {
+            template,
+            glob,
+            literal_prefix,
+        })
     }
 
     /// Whether this template takes the object.
@@ -71,6 +87,7 @@ impl CompiledTemplate {
             return false;
         };
         bucket == &object.bucket
+            && object.key.starts_with(&self.literal_prefix)
             && min_size.is_none_or(|min| object.size >= min)
             && max_size.is_none_or(|max| object.size <= max)
             && glob.is_match(&object.key)
@@ -81,6 +98,8 @@ impl CompiledTemplate {
 #[derive(Debug, Clone, Default)]
 pub struct TemplateSet {
     templates: Vec<CompiledTemplate>,
+    /// Indexes into `templates` (in id order) of the S3 templates of each bucket.
+    by_bucket: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl TemplateSet {
@@ -96,7 +115,19 @@ impl TemplateSet {
             }
         }
         ok.sort_by(|a, b| a.template.id.cmp(&b.template.id));
-        (Self { templates: ok }, bad)
+        let mut by_bucket: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, t) in ok.iter().enumerate() {
+            if let Trigger::S3 { bucket, .. } = &t.template.trigger {
+                by_bucket.entry(bucket.clone()).or_default().push(i);
+            }
+        }
+        (
+            Self {
+                templates: ok,
+                by_bucket,
+            },
+            bad,
+        )
     }
 
     /// The templates that take `object`, in id order.
@@ -104,8 +135,11 @@ impl TemplateSet {
         &'a self,
         object: &'a ObjectRef,
     ) -> impl Iterator<Item = &'a Template> + 'a {
-        self.templates
-            .iter()
+        self.by_bucket
+            .get(&object.bucket)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.templates[i])
             .filter(move |t| t.matches(object))
             .map(|t| &t.template)
     }
@@ -200,5 +234,14 @@ mod tests {
         assert!(object("b", "dir/", 0).is_folder_marker());
         assert!(!object("b", "dir/", 3).is_folder_marker());
         assert!(!object("b", "dir/x", 0).is_folder_marker());
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_the_first_special_character() {
+        assert_eq!(literal_prefix("incoming/**/*.mov"), "incoming/");
+        assert_eq!(literal_prefix("a/b.txt"), "a/b.txt");
+        assert_eq!(literal_prefix("{x,y}/*"), "");
+        assert_eq!(literal_prefix(r"a\*b"), "a");
+        assert_eq!(literal_prefix("cam[12]/*"), "cam");
     }
 }
