@@ -95,29 +95,39 @@ impl Poller {
             };
             // A full receive of jobs that can be copied together: take what else is waiting, up
             // to a batch, so that a backlog drains with few rclone runs.
-            let mut last = incoming.len();
+            let first_full = incoming.len() >= wanted.min(10);
             let mut files: usize = incoming.iter().map(Incoming::files).sum();
             while this.batch_max_files > 1
-                && last >= wanted.min(10)
+                && first_full
                 && files < this.batch_max_files
                 && incoming
                     .iter()
                     .all(|m| m.job.as_ref().and_then(batch::key).is_some())
                 && !shutdown.is_cancelled()
             {
-                match this.receive(10, 0).await {
-                    Ok(more) => {
-                        last = more.len();
-                        files += more.iter().map(Incoming::files).sum::<usize>();
-                        incoming.extend(more);
-                        if last < 10 {
-                            break;
+                // Four receives at once: a deep queue answers each one slowly.
+                let (a, b, c, d) = tokio::join!(
+                    this.receive(10, 0),
+                    this.receive(10, 0),
+                    this.receive(10, 0),
+                    this.receive(10, 0)
+                );
+                let mut full = true;
+                for more in [a, b, c, d] {
+                    match more {
+                        Ok(more) => {
+                            full &= more.len() == 10;
+                            files += more.iter().map(Incoming::files).sum::<usize>();
+                            incoming.extend(more);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "receiving more of a batch failed");
+                            full = false;
                         }
                     }
-                    Err(e) => {
-                        warn!(error = %e, "receiving more of a batch failed");
-                        break;
-                    }
+                }
+                if !full {
+                    break;
                 }
             }
             debug!(count = incoming.len(), "received");

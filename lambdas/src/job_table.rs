@@ -267,6 +267,14 @@ impl JobTable {
         if st.state == JobState::Running {
             // When the current attempt started (PUT → start latency, progress views).
             update = update.set("started_at", s(&at));
+        } else if let Some(r) = &st.result {
+            // Reports may be applied in any order: an outcome that arrives before its `running`
+            // report (which is then stale) still tells when the attempt started.
+            let began = st.at - chrono::Duration::milliseconds(r.duration_ms as i64);
+            update = update.set_if_absent(
+                "started_at",
+                s(began.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            );
         }
         if let Some(r) = &st.result {
             update = update
