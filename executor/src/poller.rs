@@ -66,9 +66,11 @@ impl Poller {
             let messages = tokio::select! {
                 _ = shutdown.cancelled() => {
                     // The long poll is still open at SQS, and a message it takes now would stay
-                    // hidden for the visibility timeout: wait for it (at most wait_seconds) and
-                    // hand back whatever it brings at once.
-                    if let Ok(late) = receive.await {
+                    // hidden for the visibility timeout: wait for it (about wait_seconds) and
+                    // hand back whatever it brings at once. Bounded, for a cloud that does not
+                    // answer at all.
+                    let bound = Duration::from_secs(this.wait_seconds.max(0) as u64 + 5);
+                    if let Ok(Ok(late)) = tokio::time::timeout(bound, receive).await {
                         for m in late {
                             m.beat.cancel();
                             this.settle(&m.receipt, Disposition::Release(Duration::ZERO)).await;
