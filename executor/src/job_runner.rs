@@ -191,25 +191,13 @@ async fn copy_together(
     let mut results = checked.into_iter();
     let mut copies = Vec::with_capacity(jobs.len());
     for (job, flags) in jobs.iter().zip(&superseded) {
-        let mut done = Copy::Done {
-            files: 0,
-            bytes: 0,
-            superseded: Vec::new(),
-            delivered: Vec::with_capacity(job.files.len()),
-        };
+        let (mut files, mut bytes) = (0, 0);
+        let mut superseded_keys = Vec::new();
+        let mut delivered = Vec::with_capacity(job.files.len());
         let mut missing = Vec::new();
         let mut mismatched = Vec::new();
         let mut unrecorded = None;
         for (file, newer) in job.files.iter().zip(flags) {
-            let Copy::Done {
-                files,
-                bytes,
-                superseded,
-                delivered,
-            } = &mut done
-            else {
-                unreachable!("built as Done above")
-            };
             let mut entry = DeliveredFile {
                 key: file.key.clone(),
                 dest_path: file.dest_path.to_string(),
@@ -217,7 +205,9 @@ async fn copy_together(
                 md5: None,
                 outcome: FileOutcome::Superseded,
             };
-            if !newer {
+            if *newer {
+                superseded_keys.push(file.key.clone());
+            } else {
                 match results.next().expect("one result per copied file") {
                     transfer::Checked::Delivered(d) => {
                         if let Some(seq) = &file.sequencer
@@ -230,8 +220,8 @@ async fn copy_together(
                         {
                             unrecorded = Some(e.to_string());
                         }
-                        *files += 1;
-                        *bytes += d.size;
+                        files += 1;
+                        bytes += d.size;
                         entry.size = d.size;
                         entry.md5 = d.md5;
                         entry.outcome = d.outcome;
@@ -239,8 +229,6 @@ async fn copy_together(
                     transfer::Checked::Missing => missing.push(file),
                     transfer::Checked::Mismatch(why) => mismatched.push(why),
                 }
-            } else {
-                superseded.push(file.key.clone());
             }
             delivered.push(entry);
         }
@@ -265,7 +253,12 @@ async fn copy_together(
             let why: Vec<&str> = mismatched.iter().map(String::as_str).collect();
             failed(ErrorClass::Integrity, transfer::mismatched(&why))
         } else {
-            done
+            Copy::Done {
+                files,
+                bytes,
+                superseded: superseded_keys,
+                delivered,
+            }
         });
     }
     copies

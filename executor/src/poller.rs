@@ -33,6 +33,8 @@ struct Incoming {
     received: Received,
     receipt: String,
     job: Option<JobMessage>,
+    /// The batch the job may join (`None`: it runs on its own).
+    key: Option<batch::BatchKey>,
     beat: CancellationToken,
 }
 
@@ -102,9 +104,7 @@ impl Poller {
             while this.batch_max_files > 1
                 && first_full
                 && files < this.batch_max_files
-                && incoming
-                    .iter()
-                    .all(|m| m.job.as_ref().and_then(batch::key).is_some())
+                && incoming.iter().all(|m| m.key.is_some())
                 && !shutdown.is_cancelled()
             {
                 // Four receives at once: a deep queue answers each one slowly.
@@ -135,8 +135,8 @@ impl Poller {
             debug!(count = incoming.len(), "received");
             let entries = incoming
                 .into_iter()
-                .map(|m| {
-                    let key = m.job.as_ref().and_then(batch::key);
+                .map(|mut m| {
+                    let key = m.key.take();
                     let paths = m
                         .job
                         .iter()
@@ -214,8 +214,10 @@ impl Poller {
                     self.visibility_timeout,
                     beat.clone(),
                 ));
+                let job = JobMessage::parse(&body).ok();
                 Some(Incoming {
-                    job: JobMessage::parse(&body).ok(),
+                    key: job.as_ref().and_then(batch::key),
+                    job,
                     received: Received {
                         body,
                         receive_count,
