@@ -12,6 +12,14 @@ use crate::config::Config;
 use crate::endpoints::Endpoints;
 use crate::{probe, rclone};
 
+/// The fix when AWS refuses the executor's credentials an action on a queue.
+const POLICY_HINT: &str = "attach the pool's executor policy (stack output DefaultPoolExecutorPolicyArn) to these credentials";
+
+/// Whether an AWS error text (lowercased) is a permission refusal.
+fn is_denied(lower: &str) -> bool {
+    lower.contains("accessdenied") || lower.contains("not authorized")
+}
+
 /// The result of one check.
 pub struct Check {
     pub name: String,
@@ -202,12 +210,8 @@ pub async fn run(config: &Config) -> Vec<Check> {
                             text,
                             "synchronise the clock (chrony or systemd-timesyncd)",
                         ));
-                    } else if lower.contains("accessdenied") || lower.contains("not authorized") {
-                        checks.push(Check::fail(
-                            "work queue",
-                            text,
-                            "attach the pool's executor policy (stack output DefaultPoolExecutorPolicyArn) to these credentials",
-                        ));
+                    } else if is_denied(&lower) {
+                        checks.push(Check::fail("work queue", text, POLICY_HINT));
                     } else {
                         checks.push(Check::fail(
                             "work queue",
@@ -242,8 +246,8 @@ pub async fn run(config: &Config) -> Vec<Check> {
                     checks.push(Check::fail(
                         "status queue",
                         text,
-                        if lower.contains("accessdenied") || lower.contains("not authorized") {
-                            "attach the pool's executor policy (stack output DefaultPoolExecutorPolicyArn) to these credentials"
+                        if is_denied(&lower) {
+                            POLICY_HINT
                         } else {
                             "check cloud.status_queue_url (stack output StatusQueueUrl)"
                         },
