@@ -15,9 +15,13 @@ SAM_BUILD_MODE=debug sam build --beta-features --parameter-overrides Arch=x86_64
   || { tail -40 "$PBS_STATE/sam-build.log" >&2; exit 1; }
 
 export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
+# The local stack trusts the dev issuer's key (infra/dev-issuer.sh) instead of a Cognito pool.
+jwks=$(bash infra/dev-issuer.sh jwks)
 sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
   --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 LogLevel=debug \
+  "AuthJwks='$jwks'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)" \
+  "AuthAudience=$(bash infra/dev-issuer.sh audience)" \
   >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \
   || { tail -40 "$PBS_STATE/sam-deploy-$stack.log" >&2; exit 1; }
 
@@ -31,6 +35,7 @@ cf = boto3.client("cloudformation", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
 desc = cf.describe_stacks(StackName=stack)["Stacks"][0]
 outputs = {o["OutputKey"]: o["OutputValue"] for o in desc.get("Outputs", [])}
 outputs["StackName"] = stack
+outputs["DevIssuer"] = os.path.join(os.environ["PBS_ROOT"], "infra", "dev-issuer.sh")
 outputs["EmulatorUrl"] = os.environ["AWS_ENDPOINT_URL"]
 # The emulator serves API Gateway under /_aws/execute-api/<api-id>/ (path-based addressing).
 outputs["LocalApiUrl"] = f"{os.environ['AWS_ENDPOINT_URL']}/_aws/execute-api/{outputs['ApiId']}"

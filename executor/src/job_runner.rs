@@ -328,6 +328,7 @@ fn failure_result(class: ErrorClass, error: String, duration_ms: u64) -> JobResu
         error: Some(error),
         note: None,
         delivered: Vec::new(),
+        log_key: None,
     }
 }
 
@@ -379,6 +380,7 @@ fn begin(
                 error: prev.error.clone(),
                 note: None,
                 delivered: Vec::new(),
+                log_key: None,
             };
             // Reported as the attempt that ended it, so the job's history stays true.
             let report = ctx
@@ -476,6 +478,7 @@ fn conclude(
         error: outcome.error.clone(),
         note: outcome.note.clone(),
         delivered,
+        log_key: None,
     };
     let report = ctx
         .status

@@ -291,6 +291,7 @@ mod tests {
                 md5: Some("0".repeat(32)),
                 outcome: pbs_shared::FileOutcome::Copied,
             }],
+            log_key: Some("logs/default/ev-1/attempt-1.log".into()),
         };
         let done = shape(&s.message(&id, 1, JobState::Succeeded, Some(ok)));
         assert_eq!(
@@ -305,6 +306,7 @@ mod tests {
             error: Some("gone".into()),
             note: None,
             delivered: Vec::new(),
+            log_key: Some("logs/default/ev-1/attempt-1.log".into()),
         };
         let failed = shape(&s.message(&id, 1, JobState::Failed, Some(failed)));
         assert_eq!(

@@ -23,6 +23,10 @@ fn required(name: &'static str) -> Result<String, EnvError> {
     }
 }
 
+fn optional(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, EnvError> {
     match env::var(name) {
         Err(_) => Ok(default),
@@ -68,6 +72,8 @@ pub struct StatusEnv {
     /// Where unprocessable status bodies go, with the reason attached.
     pub dead_letter_queue_url: String,
     pub job_ttl_days: i64,
+    /// Pool work queues are named `<prefix><pool>`; executors' control queues after them.
+    pub pool_queue_prefix: String,
 }
 
 impl StatusEnv {
@@ -77,6 +83,7 @@ impl StatusEnv {
             executors_table: required("EXECUTORS_TABLE")?,
             dead_letter_queue_url: required("STATUS_DLQ_URL")?,
             job_ttl_days: number("JOB_TTL_DAYS", 90)?,
+            pool_queue_prefix: required("POOL_QUEUE_PREFIX")?,
         })
     }
 }
@@ -107,6 +114,16 @@ pub struct ApiEnv {
     /// Where pools' rule documents are published; unset: watch and schedule templates are
     /// stored but not delivered.
     pub config_bucket: Option<String>,
+    pub executors_table: String,
+    pub audit_table: String,
+    pub pool_queue_prefix: String,
+    /// Where executors upload job logs (`logs/…`); unset: no log viewer.
+    pub logs_bucket: Option<String>,
+    /// Tokens: issuer (`iss`), optional audience (`aud` or `client_id`), and the issuer's JWKS
+    /// (an https URL, or the JWKS document itself for the local dev issuer).
+    pub auth_issuer: String,
+    pub auth_audience: Option<String>,
+    pub auth_jwks: String,
 }
 
 impl ApiEnv {
@@ -115,9 +132,14 @@ impl ApiEnv {
             templates_table: required("TEMPLATES_TABLE")?,
             jobs_table: required("JOBS_TABLE")?,
             job_ttl_days: number("JOB_TTL_DAYS", 90)?,
-            config_bucket: std::env::var("CONFIG_BUCKET")
-                .ok()
-                .filter(|b| !b.is_empty()),
+            config_bucket: optional("CONFIG_BUCKET"),
+            executors_table: required("EXECUTORS_TABLE")?,
+            audit_table: required("AUDIT_TABLE")?,
+            pool_queue_prefix: required("POOL_QUEUE_PREFIX")?,
+            logs_bucket: optional("LOGS_BUCKET"),
+            auth_issuer: required("AUTH_ISSUER")?,
+            auth_audience: optional("AUTH_AUDIENCE"),
+            auth_jwks: required("AUTH_JWKS")?,
         })
     }
 }

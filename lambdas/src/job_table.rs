@@ -290,6 +290,9 @@ impl JobTable {
             if let Some(note) = &r.note {
                 update = update.set("note", s(note));
             }
+            if let Some(key) = &r.log_key {
+                update = update.set("log_key", s(key));
+            }
             // Per-file outcomes and hashes, unless they would crowd the item's 400 KB limit (the
             // delivery report in S3 holds every file).
             if !r.delivered.is_empty() {
@@ -328,34 +331,204 @@ impl JobTable {
         Ok(out.item().map(JobView::from_item))
     }
 
-    /// One page of jobs, newest first, and the token of the next page.
+    /// One page of jobs matching `filter`, newest first, and the token of the next page. Pages
+    /// may hold fewer than `limit` jobs when a filter is set (DynamoDB filters after reading).
     pub async fn list(
         &self,
+        filter: &JobFilter,
         limit: i32,
         page_token: Option<&str>,
     ) -> Result<(Vec<JobView>, Option<String>), JobTableError> {
-        let start = page_token.map(decode_page_token).transpose()?;
-        let out = self
+        let mut start = page_token.map(decode_page_token).transpose()?;
+        let mut jobs = Vec::new();
+        // Read a few index pages at most, so a narrow filter still answers quickly.
+        for _ in 0..MAX_READS_PER_PAGE {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_CREATED_INDEX)
+                .expression_attribute_values(":p", s(LIST_PK))
+                .scan_index_forward(false)
+                .limit(limit - jobs.len() as i32)
+                .set_exclusive_start_key(start.take());
+            let mut key = "list_pk = :p".to_owned();
+            match (&filter.since, &filter.until) {
+                (Some(a), Some(b)) => {
+                    key.push_str(" AND created_sk BETWEEN :since AND :until");
+                    query = query
+                        .expression_attribute_values(":since", s(a))
+                        .expression_attribute_values(":until", s(format!("{b}~")));
+                }
+                (Some(a), None) => {
+                    key.push_str(" AND created_sk >= :since");
+                    query = query.expression_attribute_values(":since", s(a));
+                }
+                (None, Some(b)) => {
+                    key.push_str(" AND created_sk <= :until");
+                    query = query.expression_attribute_values(":until", s(format!("{b}~")));
+                }
+                (None, None) => {}
+            }
+            let mut conditions = Vec::new();
+            for (attr, value) in [
+                ("state", &filter.state),
+                ("template_id", &filter.template),
+                ("pool", &filter.pool),
+            ] {
+                if let Some(v) = value {
+                    conditions.push(format!("#{attr} = :{attr}"));
+                    query = query
+                        .expression_attribute_names(format!("#{attr}"), attr)
+                        .expression_attribute_values(format!(":{attr}"), s(v));
+                }
+            }
+            if !conditions.is_empty() {
+                query = query.filter_expression(conditions.join(" AND "));
+            }
+            let out = query
+                .key_condition_expression(key)
+                .send()
+                .await
+                .map_err(dynamo_err)?;
+            jobs.extend(out.items().iter().map(JobView::from_item));
+            start = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
+            if start.is_none() || jobs.len() as i32 >= limit {
+                break;
+            }
+        }
+        Ok((jobs, start.as_ref().map(encode_page_token)))
+    }
+
+    /// Cancels a job that no executor has started: `queued` becomes `cancelled`. Returns the
+    /// job's state when it was not `queued` (and nothing changed).
+    pub async fn cancel_queued(
+        &self,
+        job_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, JobTableError> {
+        let when = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let res = self
             .client
-            .query()
+            .update_item()
             .table_name(&self.table)
-            .index_name(BY_CREATED_INDEX)
-            .key_condition_expression("list_pk = :p")
-            .expression_attribute_values(":p", s(LIST_PK))
-            .scan_index_forward(false)
-            .limit(limit)
-            .set_exclusive_start_key(start)
+            .key("job_id", s(job_id))
+            .update_expression(
+                "SET #state = :cancelled, state_rank = :rank, updated_at = :at, \
+                 cancel_requested_at = :at, cancel_requested_by = :by, #error = :why",
+            )
+            .condition_expression("#state = :queued")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
+            .expression_attribute_values(":rank", n(JobState::Cancelled.rank()))
+            .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
+            .expression_attribute_values(":at", s(&when))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":why", s(format!("cancelled by {by} before it started")))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(e) if is_condition_failure(&e) => Ok(Some(
+                self.get(job_id).await?.map(|j| j.state).unwrap_or_default(),
+            )),
+            Err(e) => Err(dynamo_err(e)),
+        }
+    }
+
+    /// Notes that a cancel of a running job was asked for (the executor reports `cancelled`).
+    pub async fn note_cancel_request(
+        &self,
+        job_id: &JobId,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), JobTableError> {
+        Update::new()
+            .set(
+                "cancel_requested_at",
+                s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            )
+            .set("cancel_requested_by", s(by))
+            .apply(self.update(job_id), None)
             .send()
             .await
             .map_err(dynamo_err)?;
-        let jobs = out.items().iter().map(JobView::from_item).collect();
-        let next = out
-            .last_evaluated_key()
-            .filter(|k| !k.is_empty())
-            .map(encode_page_token);
-        Ok((jobs, next))
+        Ok(())
+    }
+
+    /// Records who made a job by hand, and which job it retries.
+    pub async fn note_origin(
+        &self,
+        job_id: &JobId,
+        created_by: &str,
+        retry_of: Option<&str>,
+    ) -> Result<(), JobTableError> {
+        let mut update = Update::new()
+            .set("origin", s("manual"))
+            .set("created_by", s(created_by));
+        if let Some(r) = retry_of {
+            update = update.set("retry_of", s(r));
+        }
+        update
+            .apply(self.update(job_id), None)
+            .send()
+            .await
+            .map_err(dynamo_err)?;
+        Ok(())
+    }
+
+    /// Records an executor's progress figures on a running job (same attempt, still running).
+    pub async fn apply_progress(
+        &self,
+        p: &pbs_shared::message::JobProgress,
+    ) -> Result<Applied, JobTableError> {
+        let mut update = Update::new()
+            .set("progress_bytes", n(p.bytes))
+            .set("progress_total_bytes", n(p.total_bytes))
+            .set("progress_files_done", n(p.files_done))
+            .set("progress_files_total", n(p.files_total))
+            .set("progress_rate", n(p.bytes_per_second))
+            .set(
+                "progress_at",
+                s(p.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            )
+            .value("running", s(JobState::Running.as_str()))
+            .value("attempt", n(p.attempt))
+            .name("state")
+            .name("attempt");
+        if let Some(eta) = p.eta_seconds {
+            update = update.set("progress_eta_seconds", n(eta));
+        }
+        let res = update
+            .apply(
+                self.update(&p.job_id),
+                Some("#state = :running AND #attempt = :attempt"),
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Applied::Moved),
+            Err(e) if is_condition_failure(&e) => Ok(Applied::Stale),
+            Err(e) => Err(dynamo_err(e)),
+        }
     }
 }
+
+/// Which jobs a list shows; every field set must match.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub template: Option<String>,
+    pub pool: Option<String>,
+    /// RFC 3339 times (UTC, `Z`), compared with the creation time.
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// Index pages read at most for one page of a filtered list.
+const MAX_READS_PER_PAGE: usize = 5;
 
 /// Page tokens are the index key of the last item, as URL-safe base64 JSON.
 fn encode_page_token(key: &Item) -> String {
@@ -399,7 +572,8 @@ pub struct JobView {
     pub source_bucket: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_endpoint: Option<String>,
-    /// `watch` or `schedule` for jobs made by an executor's rule; absent for S3-event jobs.
+    /// `watch` or `schedule` for jobs made by an executor's rule, `manual` for jobs made through
+    /// the API; absent for S3-event jobs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -422,6 +596,34 @@ pub struct JobView {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The latest progress an executor sent for the running attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressView>,
+    /// Where the attempt's rclone log is (the API serves it at `/api/v1/jobs/{id}/log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_by: Option<String>,
+    /// Who made a manual job or retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// The job a retry repeats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_per_second: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -473,6 +675,20 @@ impl JobView {
             error_class: opt("error_class"),
             error: opt("error"),
             note: opt("note"),
+            progress: get_n::<u64>(item, "progress_bytes").map(|bytes| ProgressView {
+                bytes,
+                total_bytes: get_n(item, "progress_total_bytes").unwrap_or(0),
+                files_done: get_n(item, "progress_files_done").unwrap_or(0),
+                files_total: get_n(item, "progress_files_total").unwrap_or(0),
+                bytes_per_second: get_n(item, "progress_rate").unwrap_or(0),
+                eta_seconds: get_n(item, "progress_eta_seconds"),
+                at: opt("progress_at").unwrap_or_default(),
+            }),
+            log_key: opt("log_key"),
+            cancel_requested_at: opt("cancel_requested_at"),
+            cancel_requested_by: opt("cancel_requested_by"),
+            created_by: opt("created_by"),
+            retry_of: opt("retry_of"),
         }
     }
 }

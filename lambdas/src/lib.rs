@@ -4,7 +4,10 @@
 //! done by the modules here.
 
 pub mod api;
+pub mod audit;
+pub mod control;
 pub mod dead_letter;
+pub mod dispatch;
 pub mod env;
 pub mod executors;
 pub mod items;

@@ -7,8 +7,11 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use pbs_shared::message::{Heartbeat, JobStatus};
+use std::collections::HashSet;
+
+use pbs_shared::message::{CancelRequest, ControlMessage, Heartbeat, JobStatus, V1};
 use pbs_shared::{ExecutorId, JobState, PoolName, StatusMessage};
+use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::dead_letter::dead_letter;
@@ -21,6 +24,8 @@ pub struct Status {
     dynamo: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
     jobs: JobTable,
+    /// Executors whose control queue this instance has made sure of.
+    controlled: Mutex<HashSet<ExecutorId>>,
 }
 
 impl Status {
@@ -30,6 +35,7 @@ impl Status {
             env,
             dynamo,
             sqs,
+            controlled: Mutex::new(HashSet::new()),
         }
     }
 
@@ -42,6 +48,20 @@ impl Status {
     async fn handle_body(&self, body: &str) -> Result<(), String> {
         let status = match StatusMessage::parse(body) {
             Ok(StatusMessage::Heartbeat(beat)) => return self.heartbeat(&beat).await,
+            Ok(StatusMessage::Progress(p)) => {
+                return match self
+                    .jobs
+                    .apply_progress(&p)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Applied::Moved => Ok(()),
+                    Applied::Stale => {
+                        info!(job_id = %p.job_id, attempt = p.attempt, "progress of a job no longer running ignored");
+                        Ok(())
+                    }
+                };
+            }
             Ok(StatusMessage::Probe(probe)) => {
                 info!(executor = %probe.executor_id, pool = %probe.pool, "doctor probe received");
                 return Ok(());
@@ -70,10 +90,77 @@ impl Status {
                 info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, executor = %status.executor_id, "job moved")
             }
             Applied::Stale => {
-                info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, "stale report ignored")
+                info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, "stale report ignored");
+                if status.state == JobState::Running {
+                    self.cancel_if_cancelled(&status).await?;
+                }
             }
         }
         self.touch_executor(&status).await
+    }
+
+    /// A job cancelled while it was queued may still reach an executor, which then reports it
+    /// `running`: that executor is told to stop it.
+    async fn cancel_if_cancelled(&self, st: &JobStatus) -> Result<(), String> {
+        let job = self
+            .jobs
+            .get(st.job_id.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(job) = job.filter(|j| j.state == JobState::Cancelled.as_str()) else {
+            return Ok(());
+        };
+        let name =
+            crate::control::queue_name(&self.env.pool_queue_prefix, &st.pool, &st.executor_id);
+        let url = crate::control::ensure(
+            &self.sqs,
+            &self.env.pool_queue_prefix,
+            &st.pool,
+            &st.executor_id,
+        )
+        .await?;
+        let request = ControlMessage::Cancel(CancelRequest {
+            v: V1,
+            job_id: st.job_id.clone(),
+            requested_by: job
+                .cancel_requested_by
+                .unwrap_or_else(|| "an operator".into()),
+            at: Utc::now(),
+        });
+        self.sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(serde_json::to_string(&request).expect("control messages serialise"))
+            .send()
+            .await
+            .map_err(|e| format!("sending a cancel to {name}: {}", describe_error(&e)))?;
+        info!(job_id = %st.job_id, executor = %st.executor_id, "a cancelled job was started: its executor is told to stop it");
+        Ok(())
+    }
+
+    /// Makes sure the executor has a control queue (once per executor per function instance;
+    /// creating an existing queue with the same attributes changes nothing).
+    async fn ensure_control_queue(
+        &self,
+        executor: &ExecutorId,
+        pool: &PoolName,
+    ) -> Result<(), String> {
+        if self.controlled.lock().await.contains(executor) {
+            return Ok(());
+        }
+        let url =
+            crate::control::ensure(&self.sqs, &self.env.pool_queue_prefix, pool, executor).await?;
+        self.dynamo
+            .update_item()
+            .table_name(&self.env.executors_table)
+            .key("executor_id", s(executor.as_str()))
+            .update_expression("SET control_queue_url = :u")
+            .expression_attribute_values(":u", s(&url))
+            .send()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        self.controlled.lock().await.insert(executor.clone());
+        Ok(())
     }
 
     /// Records a job report's executor as seen.
@@ -96,6 +183,8 @@ impl Status {
             .set("running_jobs", n(beat.running_jobs))
             .set("last_heartbeat", s(beat.at.to_rfc3339()));
         self.record_executor(&beat.executor_id, &beat.pool, beat.at, update)
+            .await?;
+        self.ensure_control_queue(&beat.executor_id, &beat.pool)
             .await
     }
 

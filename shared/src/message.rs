@@ -224,6 +224,9 @@ pub struct JobResult {
     /// Each file's outcome, with its verified hash (empty for a failed job).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivered: Vec<crate::delivery::DeliveredFile>,
+    /// Where the attempt's rclone log was uploaded (secrets redacted): a key in the logs bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
 }
 
 /// A report from an executor to the StatusQueue.
@@ -238,6 +241,68 @@ pub enum StatusMessage {
     Heartbeat(Heartbeat),
     /// `pbs-executor doctor` proving it may send to the StatusQueue; changes nothing.
     Probe(Probe),
+    /// How far a running job has got (sent at most every few seconds while it runs).
+    Progress(JobProgress),
+}
+
+/// A running job's figures, from rclone's statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobProgress {
+    pub v: V1,
+    pub job_id: JobId,
+    pub executor_id: ExecutorId,
+    pub pool: PoolName,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// Bytes copied so far, and of how many.
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_per_second: u64,
+    /// Seconds left at the current rate, when rclone can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+}
+
+/// A message on an executor's control queue (`<pool queue>-ctl-<executor id>`), sent by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// Stop a job: rclone is stopped cleanly, no partial file stays, the job ends `cancelled`.
+    Cancel(CancelRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub v: V1,
+    pub job_id: JobId,
+    /// The principal who asked, for the job's story.
+    pub requested_by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl ControlMessage {
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        parse_versioned(body)
+    }
+}
+
+/// The control queue of `executor` in a pool whose work queue is named `work_queue_name`. SQS
+/// names are at most 80 characters: a longer name keeps its start and ends in a hash of the whole.
+pub fn control_queue_name(work_queue_name: &str, executor: &ExecutorId) -> String {
+    const MAX: usize = 80;
+    let full = format!("{work_queue_name}-ctl-{executor}");
+    if full.len() <= MAX {
+        return full;
+    }
+    // FNV-1a, 64 bits: stable across versions and platforms.
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}-{hash:016x}", &full[..MAX - 17])
 }
 
 /// A doctor's test message: the status function logs it and changes nothing.
@@ -327,11 +392,48 @@ pub fn field_paths(value: &serde_json::Value) -> std::collections::BTreeSet<Stri
 mod tests {
     use super::*;
 
+    #[test]
+    fn control_queue_names_fit_sqs() {
+        let id = ExecutorId::parse("site-b-01").unwrap();
+        assert_eq!(
+            control_queue_name("pbs-pool-default", &id),
+            "pbs-pool-default-ctl-site-b-01"
+        );
+        let long = ExecutorId::parse("e".repeat(63)).unwrap();
+        let a = control_queue_name("a-rather-long-stack-name-pool-default", &long);
+        let other = ExecutorId::parse(format!("{}f", "e".repeat(62))).unwrap();
+        let b = control_queue_name("a-rather-long-stack-name-pool-default", &other);
+        assert_eq!(a.len(), 80);
+        assert_ne!(a, b, "names differing only at the end stay apart");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+
+    #[test]
+    fn cancel_requests_parse_and_bad_ones_are_refused() {
+        match ControlMessage::parse(CANCEL).unwrap() {
+            ControlMessage::Cancel(c) => assert_eq!(c.requested_by, "ana@example.com"),
+        }
+        let Ok(StatusMessage::Progress(p)) = StatusMessage::parse(PROGRESS) else {
+            panic!("the progress fixture is progress")
+        };
+        assert_eq!(
+            (p.bytes, p.total_bytes, p.eta_seconds),
+            (536870912, 1073741824, Some(2))
+        );
+        assert!(ControlMessage::parse(r#"{"v":1,"kind":"reboot"}"#).is_err());
+        assert!(ControlMessage::parse(r#"{"kind":"cancel"}"#).is_err());
+    }
+
     const JOB: &str = include_str!("../../tests/fixtures/job-message.v1.json");
     const RUNNING: &str = include_str!("../../tests/fixtures/status-running.v1.json");
     const SUCCEEDED: &str = include_str!("../../tests/fixtures/status-succeeded.v1.json");
     const FAILED: &str = include_str!("../../tests/fixtures/status-failed.v1.json");
     const HEARTBEAT: &str = include_str!("../../tests/fixtures/status-heartbeat.v1.json");
+    const PROGRESS: &str = include_str!("../../tests/fixtures/status-progress.v1.json");
+    const CANCEL: &str = include_str!("../../tests/fixtures/control-cancel.v1.json");
 
     #[test]
     fn job_fixture_parses_and_round_trips() {
@@ -344,7 +446,7 @@ mod tests {
 
     #[test]
     fn status_fixtures_parse() {
-        for body in [RUNNING, SUCCEEDED, FAILED, HEARTBEAT] {
+        for body in [RUNNING, SUCCEEDED, FAILED, HEARTBEAT, PROGRESS] {
             let message = StatusMessage::parse(body).unwrap();
             let again = serde_json::to_string(&message).unwrap();
             assert_eq!(StatusMessage::parse(&again).unwrap(), message);

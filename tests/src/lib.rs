@@ -102,6 +102,8 @@ pub struct Stack {
     pub s3: aws_sdk_s3::Client,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub http: reqwest::Client,
+    /// Dev-issuer tokens by role, minted on first use.
+    tokens: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Stack {
@@ -129,7 +131,37 @@ impl Stack {
                 .timeout(Duration::from_secs(60))
                 .build()?,
             outputs,
+            tokens: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A token of the local dev issuer for `role` (`viewer`, `operator`, `admin`, or `none` for a
+    /// caller in no group), named `dev-<role>`.
+    pub fn token(&self, role: &str) -> Result<String> {
+        if let Some(t) = self.tokens.lock().unwrap().get(role) {
+            return Ok(t.clone());
+        }
+        let t = self.mint_token(role, &format!("dev-{role}"), 3600)?;
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(role.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    /// A fresh dev-issuer token for `name` in group `role`, valid `ttl_seconds` (negative: already
+    /// expired).
+    pub fn mint_token(&self, role: &str, name: &str, ttl_seconds: i64) -> Result<String> {
+        let out = std::process::Command::new("bash")
+            .arg(self.output("DevIssuer"))
+            .args(["token", role, name, &ttl_seconds.to_string()])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "dev issuer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
     pub fn output(&self, key: &str) -> &str {
@@ -221,15 +253,30 @@ impl Stack {
         format!("{}{}", self.output("LocalApiUrl"), path)
     }
 
-    /// Calls the API through the emulated API Gateway; returns status and JSON body.
+    /// Calls the API through the emulated API Gateway as an admin; returns status and JSON body.
     pub async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value)> {
+        let token = self.token("admin")?;
+        self.call_with(Some(&token), method, path, body).await
+    }
+
+    /// Calls the API with `token` as bearer (none: no Authorization header).
+    pub async fn call_with(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.http.request(method, self.api(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")

@@ -11,6 +11,12 @@ use tracing::error;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(FieldError),
+    /// No token, or one that does not verify (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A verified caller whose role is too low (403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -33,6 +39,8 @@ impl IntoResponse for ApiError {
                 "bad_request",
                 Some(f.field.clone()),
             ),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Internal(m) => {
@@ -50,7 +58,14 @@ impl IntoResponse for ApiError {
         if let Some(field) = field {
             body["error"]["field"] = field.into();
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"pbs-rclone\""),
+            );
+        }
+        response
     }
 }
 

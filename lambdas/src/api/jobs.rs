@@ -1,26 +1,66 @@
-//! `GET /api/v1/jobs` and `GET /api/v1/jobs/{id}`.
+//! `/api/v1/jobs`: list (filtered, paginated), show, log, and the operator's actions: create a
+//! manual job, retry, cancel.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use pbs_shared::TemplateSet;
+use pbs_shared::message::{CancelRequest, ControlMessage, V1};
+use pbs_shared::{ExecutorId, JobId, JobMessage, JobState, ObjectRef, Template, TemplateId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState};
+use super::auth::{Principal, Role};
+use super::{ApiError, ApiState, AuditTarget};
+use crate::dispatch::Dispatched;
+use crate::job_table::{Inserted, JobFilter, JobView};
+use crate::trigger::plan::{ObjectEvent, Planned, plan};
 
 const DEFAULT_LIMIT: i32 = 50;
 const MAX_LIMIT: i32 = 500;
+/// Most files one manual job may name.
+pub const MAX_MANUAL_FILES: usize = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<String>,
     next: Option<String>,
+    state: Option<String>,
+    template: Option<String>,
+    pool: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn time_param(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    raw.map(|r| {
+        DateTime::parse_from_rfc3339(&r)
+            .map(|t| {
+                t.with_timezone(&Utc)
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+            })
+            .map_err(|e| {
+                ApiError::field(
+                    field,
+                    format!(
+                        "{field} must be an RFC 3339 time like 2026-01-31T08:00:00Z, got {r:?}: {e}"
+                    ),
+                )
+            })
+    })
+    .transpose()
 }
 
 pub async fn list(
     State(state): State<ApiState>,
+    principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
@@ -34,17 +74,362 @@ pub async fn list(
             }
         },
     };
-    let (jobs, next) = state.jobs.list(limit, q.next.as_deref()).await?;
+    if let Some(st) = q.state.as_deref()
+        && JobState::parse(st).is_none()
+    {
+        return Err(ApiError::field(
+            "state",
+            format!(
+                "state must be one of queued, running, succeeded, failed, cancelled; got {st:?}"
+            ),
+        ));
+    }
+    let filter = JobFilter {
+        state: q.state,
+        template: q.template,
+        pool: q.pool,
+        since: time_param("since", q.since)?,
+        until: time_param("until", q.until)?,
+    };
+    let (jobs, next) = state.jobs.list(&filter, limit, q.next.as_deref()).await?;
     Ok(Json(json!({"jobs": jobs, "next": next})))
+}
+
+fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+    JobId::parse(id).map_err(|e| ApiError::field("id", e))
+}
+
+async fn find(state: &ApiState, id: &str) -> Result<JobView, ApiError> {
+    parse_job_id(id)?;
+    state
+        .jobs
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 
 pub async fn show(
     State(state): State<ApiState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    pbs_shared::JobId::parse(id.as_str()).map_err(|e| ApiError::field("id", e))?;
-    match state.jobs.get(&id).await? {
-        Some(job) => Ok(Json(serde_json::to_value(job).expect("jobs serialise"))),
-        None => Err(ApiError::NotFound(format!("job {id} not found"))),
+    principal.require(Role::Viewer)?;
+    let job = find(&state, &id).await?;
+    Ok(Json(serde_json::to_value(job).expect("jobs serialise")))
+}
+
+/// `GET /api/v1/jobs/{id}/log`: the attempt's rclone log as the executor uploaded it.
+pub async fn log(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Viewer)?;
+    let job = find(&state, &id).await?;
+    let Some(key) = job.log_key else {
+        return Err(ApiError::NotFound(format!(
+            "job {id} has no log yet: its executor uploads the log when an attempt ends"
+        )));
+    };
+    let Some(bucket) = &state.logs_bucket else {
+        return Err(ApiError::NotFound("this stack keeps no job logs".into()));
+    };
+    let object = state
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::Internal(format!(
+                "reading s3://{bucket}/{key}: {}",
+                crate::items::describe_error(&e)
+            ))
+        })?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading s3://{bucket}/{key}: {e}")))?
+        .into_bytes();
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        bytes.to_vec(),
+    )
+        .into_response())
+}
+
+/// The body of `POST /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    /// An S3 template: its destination, rules and options apply.
+    template_id: String,
+    /// Object keys to deliver (1 to 1,000); each must exist and match the template.
+    keys: Vec<String>,
+    /// Source bucket; default: the template's.
+    #[serde(default)]
+    bucket: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    principal: Principal,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: CreateBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::field(if field == "." { "body" } else { &field }, e.inner())
+    })?;
+    let template_id =
+        TemplateId::parse(&req.template_id).map_err(|e| ApiError::field("template_id", e))?;
+    let job = start_manual(
+        &state,
+        &principal,
+        &template_id,
+        &req.keys,
+        req.bucket,
+        None,
+    )
+    .await?;
+    Ok(created(job))
+}
+
+fn created(job: JobView) -> Response {
+    let id = job.job_id.clone();
+    let mut response = (
+        StatusCode::CREATED,
+        Json(serde_json::to_value(job).expect("jobs serialise")),
+    )
+        .into_response();
+    response.extensions_mut().insert(AuditTarget(id));
+    response
+}
+
+/// `POST /api/v1/jobs/{id}/retry`: a new job for the same template and files, linked to the
+/// original by `retry_of`. Only failed or cancelled S3 jobs are retried this way.
+pub async fn retry(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let original = find(&state, &id).await?;
+    if !matches!(original.state.as_str(), "failed" | "cancelled") {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}: only failed or cancelled jobs are retried",
+            original.state
+        )));
     }
+    let (Some(bucket), Some(template)) = (&original.source_bucket, &original.template_id) else {
+        return Err(ApiError::Conflict(format!(
+            "job {id} was made by an executor's watch or schedule rule; that rule runs it again"
+        )));
+    };
+    let keys: Vec<String> = original
+        .files
+        .iter()
+        .filter_map(|f| f["key"].as_str().map(str::to_owned))
+        .collect();
+    let template = TemplateId::parse(template).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let job = start_manual(
+        &state,
+        &principal,
+        &template,
+        &keys,
+        Some(bucket.clone()),
+        Some(&id),
+    )
+    .await?;
+    Ok(created(job))
+}
+
+/// Records and dispatches a job of `template_id` for `keys`.
+async fn start_manual(
+    state: &ApiState,
+    principal: &Principal,
+    template_id: &TemplateId,
+    keys: &[String],
+    bucket: Option<String>,
+    retry_of: Option<&str>,
+) -> Result<JobView, ApiError> {
+    if keys.is_empty() || keys.len() > MAX_MANUAL_FILES {
+        return Err(ApiError::field(
+            "keys",
+            format!(
+                "keys must list 1 to {MAX_MANUAL_FILES} object keys, got {}",
+                keys.len()
+            ),
+        ));
+    }
+    let template: Template = match state.templates.get(template_id).await? {
+        Some(Ok(t)) => t,
+        Some(Err((_, reason))) => {
+            return Err(ApiError::Conflict(format!(
+                "template {template_id} is invalid: {reason}"
+            )));
+        }
+        None => {
+            return Err(ApiError::field(
+                "template_id",
+                format!("template {template_id} not found"),
+            ));
+        }
+    };
+    let pbs_shared::template::Trigger::S3 { bucket: own, .. } = &template.trigger else {
+        return Err(ApiError::field(
+            "template_id",
+            format!(
+                "template {template_id} is a watch or schedule rule; manual jobs use S3 templates"
+            ),
+        ));
+    };
+    let bucket = bucket.unwrap_or_else(|| own.clone());
+    let now = Utc::now();
+    let set = TemplateSet::compile(vec![template.clone()]).0;
+    let mut message: Option<JobMessage> = None;
+    for (i, key) in keys.iter().enumerate() {
+        let field = format!("keys[{i}]");
+        let object = head(state, &bucket, key, &field).await?;
+        let event = ObjectEvent {
+            object,
+            event_time: now,
+        };
+        let planned = plan(&set, &event, now);
+        match planned.into_iter().next() {
+            Some(Planned::Dispatch(job)) => match &mut message {
+                None => message = Some(*job),
+                Some(m) => m.files.extend(job.files),
+            },
+            Some(Planned::Reject(r)) => return Err(ApiError::field(&field, r.reason)),
+            None => {
+                return Err(ApiError::field(
+                    &field,
+                    format!(
+                        "s3://{bucket}/{key} does not match template {template_id}'s bucket, key glob or size rules"
+                    ),
+                ));
+            }
+        }
+    }
+    let mut message = message.expect("at least one key");
+    message.job_id = JobId::parse(format!("manual-{}", uuid::Uuid::new_v4().simple()))
+        .expect("manual job ids are valid");
+    message.v = V1;
+    if state.jobs.insert_queued(&message).await? != Inserted::New {
+        return Err(ApiError::Internal(format!(
+            "job id {} already used",
+            message.job_id
+        )));
+    }
+    state
+        .jobs
+        .note_origin(&message.job_id, &principal.name, retry_of)
+        .await?;
+    match state.dispatcher.send(&message).await {
+        Ok(Dispatched::Sent) | Ok(Dispatched::NoQueue(_)) => {}
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "job {} recorded but not sent to its pool: {e}",
+                message.job_id
+            )));
+        }
+    }
+    tracing::info!(job_id = %message.job_id, principal = %principal.name, files = message.files.len(), retry_of, "manual job created");
+    find(state, message.job_id.as_str()).await
+}
+
+/// The object at `bucket`/`key` as a manual job needs it; a missing object is the caller's error.
+async fn head(
+    state: &ApiState,
+    bucket: &str,
+    key: &str,
+    field: &str,
+) -> Result<ObjectRef, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::field(field, "an object key is empty"));
+    }
+    match state.s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(ObjectRef {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
+            version_id: out.version_id().map(str::to_owned),
+            sequencer: None,
+        }),
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Err(ApiError::field(
+            field,
+            format!("no object s3://{bucket}/{key}"),
+        )),
+        Err(e) => Err(ApiError::Internal(format!(
+            "HEAD s3://{bucket}/{key}: {}",
+            crate::items::describe_error(&e)
+        ))),
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: a queued job is cancelled at once; a running one is stopped
+/// by its executor, told through its control queue, which then reports `cancelled`.
+pub async fn cancel(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let job_id = parse_job_id(&id)?;
+    let now = Utc::now();
+    let state_now = match state.jobs.cancel_queued(&id, &principal.name, now).await? {
+        None => {
+            tracing::info!(job_id = %id, principal = %principal.name, "queued job cancelled");
+            return Ok(Json(json!({"job_id": id, "state": "cancelled"})).into_response());
+        }
+        Some(s) if s.is_empty() => return Err(ApiError::NotFound(format!("job {id} not found"))),
+        Some(s) => s,
+    };
+    if state_now != JobState::Running.as_str() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is already {state_now}: only queued or running jobs are cancelled"
+        )));
+    }
+    let job = find(&state, &id).await?;
+    let (Some(executor), Some(pool)) = (&job.executor_id, &job.pool) else {
+        return Err(ApiError::Internal(format!(
+            "running job {id} names no executor"
+        )));
+    };
+    let executor = ExecutorId::parse(executor).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pool = pbs_shared::PoolName::parse(pool).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let request = CancelRequest {
+        v: V1,
+        job_id: job_id.clone(),
+        requested_by: principal.name.clone(),
+        at: now,
+    };
+    crate::control::send(
+        &state.sqs,
+        &state.dispatcher,
+        &pool,
+        &executor,
+        &ControlMessage::Cancel(request),
+    )
+    .await
+    .map_err(|e| {
+        ApiError::Conflict(format!(
+            "job {id} runs on executor {executor}, which cannot be reached: {e}"
+        ))
+    })?;
+    state
+        .jobs
+        .note_cancel_request(&job_id, &principal.name, now)
+        .await?;
+    tracing::info!(job_id = %id, executor = %executor, principal = %principal.name, "cancel sent to the executor");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": id, "state": "running", "cancel": "sent", "executor_id": executor.as_str()})),
+    )
+        .into_response())
 }

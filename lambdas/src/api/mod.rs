@@ -1,19 +1,35 @@
-//! The HTTP API (axum), served through API Gateway by `lambda_http`.
+//! The HTTP API (axum), served through API Gateway by `lambda_http`, and the operator console.
 //!
-//! Routes are plain axum handlers over [`ApiState`]; the router is built by [`router`] so that
-//! layers (authentication, audit) wrap every route in one place.
+//! Every route under `/api/v1` needs a verified JWT ([`auth`]); the role each route needs is
+//! checked in its handler. Every mutating call (anything but GET and HEAD) by a verified caller
+//! is written to the audit log with its principal, path and answer, whatever the answer.
+//! `/healthz` and the console's static files (`/console/…`, which hold no data: every view loads
+//! its data through the API with the signed-in token) are public.
 
+pub mod auth;
+mod console;
 mod error;
+mod executors;
 mod jobs;
+mod openapi;
 mod templates;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 
 pub use error::ApiError;
 
+use crate::audit::AuditLog;
+use crate::dispatch::Dispatcher;
 use crate::job_table::JobTable;
 use crate::template_table::TemplateTable;
+use auth::{Principal, Verifier};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -21,25 +37,122 @@ pub struct ApiState {
     pub templates: TemplateTable,
     /// Publishes pools' watch and schedule rules; `None` when no configuration bucket is set.
     pub rules: Option<crate::pool_rules::RulesPublisher>,
+    pub auth: Verifier,
+    pub audit: AuditLog,
+    /// Sends manual jobs and retries to their pools' queues.
+    pub dispatcher: Arc<Dispatcher>,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub executors_table: String,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    /// Where executors upload job logs; `None`: logs stay on the executors.
+    pub logs_bucket: Option<String>,
 }
 
-/// All routes of the API.
+/// What a handler made, for the audit entry when the path does not say (a new job's id).
+#[derive(Debug, Clone)]
+pub struct AuditTarget(pub String);
+
+/// All routes of the API and the console.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
-        .route("/jobs", get(jobs::list))
+        .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/log", get(jobs::log))
+        .route("/jobs/{id}/retry", post(jobs::retry))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/templates", get(templates::list).post(templates::create))
+        .route("/templates/dry-run", post(templates::dry_run))
         .route(
             "/templates/{id}",
             get(templates::show)
                 .put(templates::replace)
                 .delete(templates::remove),
-        );
+        )
+        .route("/executors", get(executors::list))
+        .route("/pools", get(executors::pools))
+        .route("/audit", get(executors::audit))
+        .route("/me", get(me))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
+        .merge(console::routes())
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Verifies the caller of every `/api/v1` request and audits the mutating ones.
+async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let header = match req.headers().get(axum::http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(v) => Some(v.to_owned()),
+            Err(_) => {
+                return ApiError::Unauthorized("the Authorization header is not text".into())
+                    .into_response();
+            }
+        },
+    };
+    let principal = match state.auth.verify(header.as_deref()).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(path = %req.uri().path(), reason = %e, "request refused");
+            return e.into_response();
+        }
+    };
+    let method = req.method().clone();
+    // The path as called (this layer sits inside the `/api/v1` nest, which strips its prefix).
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
+    req.extensions_mut().insert(principal.clone());
+    let response = next.run(req).await;
+    if method != Method::GET && method != Method::HEAD {
+        let target = response
+            .extensions()
+            .get::<AuditTarget>()
+            .map(|t| t.0.clone());
+        let status = response.status().as_u16();
+        if let Err(e) = state
+            .audit
+            .record(
+                &principal,
+                chrono::Utc::now(),
+                method.as_str(),
+                &path,
+                status,
+                target.as_deref(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, principal = %principal.name, method = %method, path = %path, status, "audit entry not written");
+        }
+    }
+    response
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized("no verified caller".into()))
+    }
+}
+
+/// `GET /api/v1/me`: who the token says the caller is.
+async fn me(principal: Principal) -> axum::Json<Principal> {
+    axum::Json(principal)
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

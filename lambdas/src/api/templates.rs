@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use pbs_shared::{PoolName, Template, TemplateId};
 use serde_json::{Value, json};
 
+use super::auth::{Principal, Role};
 use super::{ApiError, ApiState};
 use crate::pool_rules::is_rule;
 use crate::template_table::Stored;
@@ -27,7 +28,11 @@ fn stored_json(stored: Stored) -> Value {
     }
 }
 
-pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
     let mut all: Vec<Value> = state
         .templates
         .load_all()
@@ -78,8 +83,10 @@ async fn previous(state: &ApiState, id: &TemplateId) -> Result<Option<Template>,
 
 pub async fn create(
     State(state): State<ApiState>,
+    principal: Principal,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(Role::Admin)?;
     let template = parse_body(&body)?;
     state.templates.put(&template, true).await?;
     publish_rules(&state, None, Some(&template)).await?;
@@ -91,8 +98,10 @@ pub async fn create(
 
 pub async fn show(
     State(state): State<ApiState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
     let id = parse_id(&id)?;
     match state.templates.get(&id).await? {
         Some(stored) => Ok(Json(stored_json(stored))),
@@ -103,9 +112,11 @@ pub async fn show(
 /// Creates or replaces the template at `{id}`; the body's `id` must be the same.
 pub async fn replace(
     State(state): State<ApiState>,
+    principal: Principal,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Admin)?;
     let id = parse_id(&id)?;
     let template = parse_body(&body)?;
     if template.id != id {
@@ -126,11 +137,83 @@ pub async fn replace(
 
 pub async fn remove(
     State(state): State<ApiState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    principal.require(Role::Admin)?;
     let id = parse_id(&id)?;
     let before = previous(&state, &id).await?;
     state.templates.delete(&id).await?;
     publish_rules(&state, before.as_ref(), None).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `POST /api/v1/templates/dry-run`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunBody {
+    bucket: String,
+    key: String,
+    /// Object size for the templates' size rules; default 0.
+    #[serde(default)]
+    size: u64,
+}
+
+/// `POST /api/v1/templates/dry-run`: which templates an object created at `bucket`/`key` would
+/// match, and where each would deliver it (or why it would be rejected). Changes nothing.
+pub async fn dry_run(
+    State(state): State<ApiState>,
+    principal: Principal,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: DryRunBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::field(if field == "." { "body" } else { &field }, e.inner())
+    })?;
+    if req.bucket.is_empty() {
+        return Err(ApiError::field("bucket", "bucket is empty"));
+    }
+    if req.key.is_empty() {
+        return Err(ApiError::field("key", "key is empty"));
+    }
+    let templates: Vec<Template> = state
+        .templates
+        .load_all()
+        .await?
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let (set, _) = pbs_shared::TemplateSet::compile(templates);
+    let now = chrono::Utc::now();
+    let event = crate::trigger::plan::ObjectEvent {
+        object: pbs_shared::ObjectRef {
+            bucket: req.bucket,
+            key: req.key,
+            size: req.size,
+            etag: None,
+            version_id: None,
+            sequencer: None,
+        },
+        event_time: now,
+    };
+    let matches: Vec<Value> = crate::trigger::plan::plan(&set, &event, now)
+        .into_iter()
+        .map(|planned| match planned {
+            crate::trigger::plan::Planned::Dispatch(job) => json!({
+                "template_id": job.template_id,
+                "pool": job.pool,
+                "endpoint": job.destination,
+                "dest_path": job.files[0].dest_path,
+            }),
+            crate::trigger::plan::Planned::Reject(r) => json!({
+                "template_id": r.template.id,
+                "pool": r.template.destination.pool,
+                "endpoint": r.template.destination.endpoint,
+                "rejected": r.reason,
+            }),
+        })
+        .collect();
+    Ok(Json(json!({"matches": matches})))
 }

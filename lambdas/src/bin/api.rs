@@ -1,10 +1,15 @@
-//! api: the HTTP API behind API Gateway.
+//! api: the HTTP API and the operator console behind API Gateway.
 //!
 //! With `PBS_API_LISTEN=127.0.0.1:PORT` set it serves the same router over plain HTTP instead,
 //! for local use where no API Gateway is in front.
 
+use std::sync::Arc;
+
 use lambda_http::Error;
+use pbs_lambdas::api::auth::Verifier;
 use pbs_lambdas::api::{ApiState, router};
+use pbs_lambdas::audit::AuditLog;
+use pbs_lambdas::dispatch::Dispatcher;
 use pbs_lambdas::env::ApiEnv;
 use pbs_lambdas::job_table::JobTable;
 use pbs_lambdas::pool_rules::RulesPublisher;
@@ -15,16 +20,37 @@ use pbs_lambdas::template_table::TemplateTable;
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let env = ApiEnv::from_env()?;
+    let auth = Verifier::new(
+        &env.auth_issuer,
+        env.auth_audience.as_deref(),
+        &env.auth_jwks,
+    )
+    .map_err(|e| format!("token verification is misconfigured: {e}"))?;
     let config = telemetry::aws_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let s3 = telemetry::s3_client(&config);
     let rules = env
         .config_bucket
         .as_ref()
-        .map(|bucket| RulesPublisher::new(telemetry::s3_client(&config), bucket));
+        .map(|bucket| RulesPublisher::new(s3.clone(), bucket));
+    let jobs = JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days);
     let app = router(ApiState {
-        jobs: JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days),
-        templates: TemplateTable::new(dynamo, &env.templates_table),
+        dispatcher: Arc::new(Dispatcher::new(
+            sqs.clone(),
+            jobs.clone(),
+            &env.pool_queue_prefix,
+        )),
+        jobs,
+        templates: TemplateTable::new(dynamo.clone(), &env.templates_table),
         rules,
+        auth,
+        audit: AuditLog::new(dynamo.clone(), &env.audit_table),
+        dynamo,
+        executors_table: env.executors_table,
+        sqs,
+        s3,
+        logs_bucket: env.logs_bucket,
     });
     match std::env::var("PBS_API_LISTEN") {
         Ok(addr) => {

@@ -10,17 +10,13 @@
 pub mod plan;
 mod template_cache;
 
-use std::collections::HashMap;
-
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
-use pbs_shared::{ErrorClass, JobMessage, PoolName};
-use tokio::sync::Mutex;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::dead_letter::dead_letter;
+use crate::dispatch::Dispatcher;
 use crate::env::TriggerEnv;
-use crate::items::describe_error;
 use crate::job_table::{Inserted, JobTable};
 use crate::template_table::TemplateTable;
 use plan::{Body, Planned, parse_body, plan};
@@ -36,7 +32,7 @@ pub struct Trigger {
     sqs: aws_sdk_sqs::Client,
     jobs: JobTable,
     templates: TemplateCache,
-    queue_urls: Mutex<HashMap<PoolName, Option<String>>>,
+    dispatcher: Dispatcher,
 }
 
 impl Trigger {
@@ -45,12 +41,13 @@ impl Trigger {
         dynamo: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
     ) -> Self {
+        let jobs = JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days);
         Self {
-            jobs: JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days),
+            dispatcher: Dispatcher::new(sqs.clone(), jobs.clone(), &env.pool_queue_prefix),
+            jobs,
             templates: TemplateCache::new(TemplateTable::new(dynamo, &env.templates_table)),
             env,
             sqs,
-            queue_urls: Mutex::new(HashMap::new()),
         }
     }
 
@@ -117,64 +114,9 @@ impl Trigger {
                         return Ok(());
                     }
                 }
-                self.dispatch(&message).await
+                self.dispatcher.send(&message).await.map_err(Transient)?;
+                Ok(())
             }
-        }
-    }
-
-    async fn dispatch(&self, message: &JobMessage) -> Result<(), Transient> {
-        let Some(queue_url) = self.queue_url(&message.pool).await? else {
-            let reason = format!(
-                "pool {:?} has no work queue (expected an SQS queue named {:?})",
-                message.pool.as_str(),
-                format!("{}{}", self.env.pool_queue_prefix, message.pool)
-            );
-            error!(job_id = %message.job_id, reason = %reason, "job cannot be dispatched");
-            return self
-                .jobs
-                .fail_undispatchable(&message.job_id, ErrorClass::BadRequest, &reason)
-                .await
-                .map_err(|e| Transient(e.to_string()));
-        };
-        let body = serde_json::to_string(message).expect("job messages serialise");
-        self.sqs
-            .send_message()
-            .queue_url(&queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| Transient(describe_error(&e)))?;
-        self.jobs
-            .mark_dispatched(&message.job_id)
-            .await
-            .map_err(|e| Transient(e.to_string()))?;
-        info!(job_id = %message.job_id, pool = %message.pool, template = %message.template_id, "job dispatched");
-        Ok(())
-    }
-
-    /// The pool's queue URL, or `None` when the pool has no queue. Known answers are cached for
-    /// the life of the function instance; a missing queue is asked again on the next event.
-    async fn queue_url(&self, pool: &PoolName) -> Result<Option<String>, Transient> {
-        if let Some(Some(url)) = self.queue_urls.lock().await.get(pool) {
-            return Ok(Some(url.clone()));
-        }
-        let name = format!("{}{}", self.env.pool_queue_prefix, pool);
-        match self.sqs.get_queue_url().queue_name(&name).send().await {
-            Ok(out) => {
-                let url = out.queue_url().map(str::to_owned);
-                self.queue_urls
-                    .lock()
-                    .await
-                    .insert(pool.clone(), url.clone());
-                Ok(url)
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_queue_does_not_exist()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(Transient(describe_error(&e))),
         }
     }
 }

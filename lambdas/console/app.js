@@ -1,0 +1,373 @@
+// PBS Rclone operator console: a page per hash route, data from ../api/v1 with the signed-in
+// token. Text from the API is only ever set as textContent, never parsed as HTML.
+"use strict";
+
+const API = "../api/v1";
+const TOKEN_KEY = "pbs-token";
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+let timer = null;
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    // CSSOM, not a style attribute: the page's CSP allows no inline styles.
+    else if (k === "style") Object.assign(node.style, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+    this.field = body && body.error && body.error.field;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { authorization: `Bearer ${token()}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(API + path, { method, headers, body: body === undefined ? undefined : body });
+  if (res.status === 401) { signOut("Your session has ended: sign in again."); throw new ApiError(401, null); }
+  const text = await res.text();
+  const isJson = (res.headers.get("content-type") || "").includes("json");
+  const data = isJson && text ? JSON.parse(text) : text;
+  if (!res.ok) throw new ApiError(res.status, isJson ? data : null);
+  return data;
+}
+
+function show(...nodes) {
+  const view = document.getElementById("view");
+  view.replaceChildren(...nodes);
+}
+
+function errorBox(err, id) {
+  return el("div", { class: "error", id: id || null, role: "alert" },
+    err.field ? `${err.field}: ${err.message}` : err.message);
+}
+
+function badge(state) { return el("span", { class: `badge ${state}` }, state); }
+
+function bytes(n) {
+  if (n === undefined || n === null) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0; let v = n;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function when(t) { return t ? new Date(t).toLocaleString() : ""; }
+
+function progressOf(job) {
+  const p = job.progress;
+  if (!p || job.state !== "running") return null;
+  const pct = p.total_bytes ? Math.min(100, (100 * p.bytes) / p.total_bytes) : 0;
+  return { pct, text: `${bytes(p.bytes)} of ${bytes(p.total_bytes)}, ${bytes(p.bytes_per_second)}/s` +
+    (p.eta_seconds !== undefined ? `, ${p.eta_seconds}s left` : "") };
+}
+
+function progressBar(job, id) {
+  const p = progressOf(job);
+  if (!p) return null;
+  return el("div", { id: id || null, class: "progress", "data-pct": p.pct.toFixed(0) },
+    el("div", { class: "bar", title: p.text }, el("span", { style: { width: `${p.pct.toFixed(1)}%` } })),
+    el("small", { class: "muted" }, `${p.pct.toFixed(0)}% · ${p.text}`));
+}
+
+// ---------------------------------------------------------------- sign in
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  location.hash = "#/sign-in";
+  if (message) sessionStorage.setItem("pbs-message", message);
+}
+
+function signInView() {
+  const message = sessionStorage.getItem("pbs-message");
+  sessionStorage.removeItem("pbs-message");
+  const input = el("textarea", { id: "token", rows: 4, placeholder: "Paste an ID token (JWT)", class: "short" });
+  const status = el("div");
+  const submit = async (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    try {
+      await api("GET", "/me");
+      location.hash = "#/jobs";
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      status.replaceChildren(errorBox(err.status === 401 ? new Error("That token was refused.") : err));
+    }
+  };
+  show(el("div", { class: "card" },
+    el("h1", {}, "Sign in"),
+    message ? el("div", { class: "error" }, message) : null,
+    el("p", { class: "muted" },
+      "Sign in with a token from the stack's user pool (its hosted sign-in returns here), or locally with ",
+      el("code", {}, "./dev token operator"), "."),
+    el("form", { onsubmit: submit }, input,
+      el("div", { class: "actions" }, el("button", { id: "sign-in", class: "primary", type: "submit" }, "Sign in"))),
+    status));
+}
+
+// ---------------------------------------------------------------- jobs
+
+async function jobsView(params) {
+  const state = params.get("state") || "";
+  const select = el("select", { id: "state-filter", onchange: (e) => {
+    location.hash = e.target.value ? `#/jobs?state=${e.target.value}` : "#/jobs";
+  } }, el("option", { value: "" }, "all states"),
+  ...["queued", "running", "succeeded", "failed", "cancelled"].map((s) =>
+    el("option", { value: s, selected: s === state }, s)));
+  const body = el("tbody");
+  const table = el("div", { class: "scroll" }, el("table", { id: "jobs" },
+    el("thead", {}, el("tr", {}, ["Job", "State", "Template", "Files", "Progress", "Created", "Executor"].map((h) => el("th", {}, h)))),
+    body));
+  const problem = el("div");
+  show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select),
+    el("a", { href: "#/jobs/new" }, "New manual job")), problem, table);
+  const refresh = async () => {
+    try {
+      const q = new URLSearchParams({ limit: "100" });
+      if (state) q.set("state", state);
+      const data = await api("GET", `/jobs?${q}`);
+      body.replaceChildren(...data.jobs.map((j) => el("tr", { "data-job": j.job_id, "data-state": j.state },
+        el("td", {}, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}` }, j.job_id)),
+        el("td", { class: "state" }, badge(j.state)),
+        el("td", {}, j.template_id || ""),
+        el("td", {}, `${j.file_count} · ${bytes(j.total_bytes)}`),
+        el("td", {}, progressBar(j) || ""),
+        el("td", {}, when(j.created_at)),
+        el("td", {}, j.executor_id || ""))));
+      if (!data.jobs.length) body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No jobs.")));
+      problem.replaceChildren();
+    } catch (err) { problem.replaceChildren(errorBox(err)); }
+  };
+  await refresh();
+  timer = setInterval(refresh, 2000);
+}
+
+async function jobView(id) {
+  const problem = el("div");
+  const logBox = el("pre", { id: "log" }, "");
+  const head = el("div");
+  show(el("h1", {}, "Job ", el("code", {}, id)), problem, head,
+    el("h2", {}, "rclone log"), logBox);
+  let logShown = false;
+  const act = (verb) => async () => {
+    if (verb === "cancel" && !confirm(`Cancel job ${id}?`)) return;
+    try {
+      const res = await api("POST", `/jobs/${encodeURIComponent(id)}/${verb}`);
+      if (verb === "retry") location.hash = `#/jobs/${encodeURIComponent(res.job_id)}`;
+      else await refresh();
+    } catch (err) { problem.replaceChildren(errorBox(err)); }
+  };
+  const refresh = async () => {
+    let job;
+    try { job = await api("GET", `/jobs/${encodeURIComponent(id)}`); } catch (err) {
+      problem.replaceChildren(errorBox(err)); return;
+    }
+    const files = (job.files || []).slice(0, 50).map((f) => el("li", {}, `${f.key} → ${f.dest_path || ""}`));
+    head.replaceChildren(el("div", { class: "card" },
+      el("dl", {},
+        el("dt", {}, "State"), el("dd", { id: "job-state", "data-state": job.state }, badge(job.state)),
+        el("dt", {}, "Template"), el("dd", {}, job.template_id || ""),
+        el("dt", {}, "Pool / executor"), el("dd", {}, `${job.pool || ""} / ${job.executor_id || "—"}`),
+        el("dt", {}, "Destination"), el("dd", {}, job.destination || ""),
+        el("dt", {}, "Attempt"), el("dd", {}, String(job.attempt)),
+        el("dt", {}, "Created"), el("dd", {}, `${when(job.created_at)}${job.created_by ? ` by ${job.created_by}` : ""}`),
+        job.retry_of ? [el("dt", {}, "Retry of"), el("dd", {}, el("a", { href: `#/jobs/${job.retry_of}` }, job.retry_of))] : null,
+        el("dt", {}, "Progress"), el("dd", {}, progressBar(job, "progress") || (job.result ? `${job.result.files} files, ${bytes(job.result.bytes)} in ${(job.result.duration_ms / 1000).toFixed(1)} s` : "—")),
+        job.error ? [el("dt", {}, "Error"), el("dd", { id: "job-error" }, `${job.error_class || ""} ${job.error}`)] : null,
+        job.cancel_requested_by ? [el("dt", {}, "Cancel asked by"), el("dd", {}, job.cancel_requested_by)] : null,
+        el("dt", {}, `Files (${job.file_count})`), el("dd", {}, el("ul", {}, files))),
+      el("div", { class: "actions" },
+        ["queued", "running"].includes(job.state) ? el("button", { id: "cancel", class: "danger", onclick: act("cancel") }, "Cancel") : null,
+        ["failed", "cancelled"].includes(job.state) ? el("button", { id: "retry", class: "primary", onclick: act("retry") }, "Retry") : null)));
+    if (job.log_key && !logShown) {
+      try { logBox.textContent = await api("GET", `/jobs/${encodeURIComponent(id)}/log`); logShown = true; } catch (err) {
+        logBox.textContent = err.message;
+      }
+    } else if (!job.log_key) {
+      logBox.textContent = TERMINAL.includes(job.state) ? "No log was uploaded for this job." : "The log is uploaded when the attempt ends.";
+    }
+    if (TERMINAL.includes(job.state) && logShown) { clearInterval(timer); timer = null; }
+  };
+  await refresh();
+  timer = setInterval(refresh, 1500);
+}
+
+async function newJobView() {
+  const problem = el("div");
+  const templates = (await api("GET", "/templates")).templates.filter((t) => t.trigger && t.trigger.type === "s3");
+  const select = el("select", { id: "job-template" }, templates.map((t) => el("option", { value: t.id }, t.id)));
+  const keys = el("textarea", { id: "job-keys", placeholder: "one object key per line", class: "short" });
+  const submit = async (ev) => {
+    ev.preventDefault();
+    const body = { template_id: select.value, keys: keys.value.split("\n").map((k) => k.trim()).filter(Boolean) };
+    try {
+      const job = await api("POST", "/jobs", JSON.stringify(body));
+      location.hash = `#/jobs/${encodeURIComponent(job.job_id)}`;
+    } catch (err) { problem.replaceChildren(errorBox(err, "job-error")); }
+  };
+  show(el("h1", {}, "New manual job"), el("form", { class: "card", onsubmit: submit },
+    el("p", {}, el("label", {}, "Template ", select)), keys, problem,
+    el("div", { class: "actions" }, el("button", { class: "primary", type: "submit" }, "Create job"))));
+}
+
+// ---------------------------------------------------------------- templates
+
+async function templatesView() {
+  const data = await api("GET", "/templates");
+  show(el("h1", {}, "Templates"), el("div", { class: "toolbar" }, el("a", { href: "#/templates/new", id: "new-template" }, "New template")),
+    el("div", { class: "scroll" }, el("table", { id: "templates" },
+      el("thead", {}, el("tr", {}, ["Id", "Trigger", "Destination", "Enabled"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, data.templates.map((t) => el("tr", { "data-template": t.id },
+        el("td", {}, el("a", { href: `#/templates/${encodeURIComponent(t.id)}` }, t.id)),
+        el("td", { class: "wrap" }, t.invalid ? `invalid: ${t.invalid}` : describeTrigger(t.trigger)),
+        el("td", { class: "wrap" }, t.destination ? `${t.destination.pool} / ${t.destination.endpoint} / ${t.destination.path}` : ""),
+        el("td", {}, t.enabled === false ? "no" : "yes")))))));
+}
+
+function describeTrigger(tr) {
+  if (!tr) return "";
+  if (tr.type === "s3") return `s3://${tr.bucket}/${tr.key_glob}`;
+  return `${tr.type}`;
+}
+
+const NEW_TEMPLATE = {
+  id: "new-template",
+  description: "",
+  trigger: { type: "s3", bucket: "source-bucket", key_glob: "incoming/**" },
+  destination: { pool: "default", endpoint: "local-disk", path: "{key}" },
+};
+
+async function templateView(id) {
+  const isNew = id === "new";
+  const problem = el("div");
+  const text = el("textarea", { id: "template-json", spellcheck: "false" });
+  if (isNew) text.value = JSON.stringify(NEW_TEMPLATE, null, 2);
+  else text.value = JSON.stringify(await api("GET", `/templates/${encodeURIComponent(id)}`), null, 2);
+  const note = el("div");
+  const save = async () => {
+    problem.replaceChildren(); note.replaceChildren();
+    let parsed;
+    try { parsed = JSON.parse(text.value); } catch (err) {
+      problem.replaceChildren(errorBox(new Error(`not JSON: ${err.message}`), "template-error")); return;
+    }
+    try {
+      const target = isNew ? parsed.id : id;
+      await api("PUT", `/templates/${encodeURIComponent(target)}`, JSON.stringify(parsed));
+      note.replaceChildren(el("div", { class: "note", id: "template-saved" }, `Saved ${target}.`));
+      if (isNew) location.hash = `#/templates/${encodeURIComponent(target)}`;
+    } catch (err) { problem.replaceChildren(errorBox(err, "template-error")); }
+  };
+  const remove = async () => {
+    if (!confirm(`Delete template ${id}?`)) return;
+    try { await api("DELETE", `/templates/${encodeURIComponent(id)}`); location.hash = "#/templates"; } catch (err) {
+      problem.replaceChildren(errorBox(err, "template-error"));
+    }
+  };
+  show(el("h1", {}, isNew ? "New template" : `Template ${id}`),
+    el("div", { class: "card" }, text, problem, note,
+      el("div", { class: "actions" },
+        el("button", { id: "save-template", class: "primary", onclick: save }, "Save"),
+        isNew ? null : el("button", { class: "danger", onclick: remove }, "Delete"))),
+    dryRunCard());
+}
+
+function dryRunCard() {
+  const bucket = el("input", { id: "dry-bucket", placeholder: "bucket" });
+  const key = el("input", { id: "dry-key", placeholder: "key" });
+  const out = el("div", { id: "dry-result" });
+  const run = async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api("POST", "/templates/dry-run", JSON.stringify({ bucket: bucket.value, key: key.value }));
+      out.replaceChildren(res.matches.length ? el("ul", {}, res.matches.map((m) => el("li", {},
+        `${m.template_id} → ${m.pool} / ${m.endpoint} / ${m.dest_path || `rejected: ${m.rejected}`}`))) :
+        el("p", { class: "muted" }, "No template takes this object."));
+    } catch (err) { out.replaceChildren(errorBox(err)); }
+  };
+  return el("form", { class: "card", onsubmit: run }, el("h2", {}, "Dry run: where would an object go?"),
+    el("div", { class: "toolbar" }, bucket, key, el("button", { type: "submit" }, "Try")), out);
+}
+
+// ---------------------------------------------------------------- executors and audit
+
+async function executorsView() {
+  const refresh = async () => {
+    const data = await api("GET", "/executors");
+    show(el("h1", {}, "Executors"), el("div", { class: "scroll" }, el("table", { id: "executors" },
+      el("thead", {}, el("tr", {}, ["Executor", "Pool", "Status", "Last seen", "Version", "Running jobs"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, data.executors.map((e) => el("tr", { "data-executor": e.executor_id },
+        el("td", {}, e.executor_id), el("td", {}, e.pool || ""),
+        el("td", {}, badge(e.online ? "online" : "offline")),
+        el("td", {}, `${when(e.last_seen)}${e.silent_seconds !== undefined ? ` (${e.silent_seconds}s ago)` : ""}`),
+        el("td", {}, e.version || ""), el("td", {}, e.running_jobs ?? "")))))));
+  };
+  await refresh();
+  timer = setInterval(() => refresh().catch(() => {}), 5000);
+}
+
+async function auditView() {
+  const data = await api("GET", "/audit?limit=200");
+  show(el("h1", {}, "Audit log"), el("div", { class: "scroll" }, el("table", { id: "audit" },
+    el("thead", {}, el("tr", {}, ["When", "Who", "Role", "Call", "Answer", "Target"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, data.entries.map((e) => el("tr", {},
+      el("td", {}, when(e.at)), el("td", {}, e.principal), el("td", {}, e.role),
+      el("td", { class: "wrap" }, `${e.method} ${e.path}`), el("td", {}, String(e.status)), el("td", {}, e.target || "")))))));
+}
+
+// ---------------------------------------------------------------- routing
+
+async function route() {
+  if (timer) { clearInterval(timer); timer = null; }
+  // A hosted sign-in (implicit flow) returns with #id_token=…
+  const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+  if (fragment.get("id_token")) {
+    sessionStorage.setItem(TOKEN_KEY, fragment.get("id_token"));
+    history.replaceState(null, "", "#/jobs");
+  }
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(query || "");
+  const signedIn = Boolean(token());
+  document.getElementById("nav").hidden = !signedIn;
+  document.getElementById("sign-out").hidden = !signedIn;
+  if (!signedIn || path === "/sign-in") {
+    document.getElementById("who").textContent = "";
+    return signInView();
+  }
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (!document.getElementById("who").textContent) {
+      const me = await api("GET", "/me");
+      document.getElementById("who").textContent = `${me.name} · ${me.role}`;
+    }
+    if (parts[0] === "jobs" && parts[1] === "new") return await newJobView();
+    if (parts[0] === "jobs" && parts[1]) return await jobView(parts[1]);
+    if (parts[0] === "templates" && parts[1]) return await templateView(parts[1]);
+    if (parts[0] === "templates") return await templatesView();
+    if (parts[0] === "executors") return await executorsView();
+    if (parts[0] === "audit") return await auditView();
+    return await jobsView(params);
+  } catch (err) {
+    if (err.status !== 401) show(errorBox(err));
+  }
+}
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  document.getElementById("who").textContent = "";
+  signOut();
+});
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,113 @@
+//! `/api/v1/executors`, `/api/v1/pools` and `/api/v1/audit`: what runs where, and who did what.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Principal, Role};
+use super::{ApiError, ApiState};
+use crate::executors::ExecutorView;
+
+async fn all_executors(state: &ApiState) -> Result<Vec<ExecutorView>, ApiError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut all = crate::executors::list(&state.dynamo, &state.executors_table, now_ms)
+        .await
+        .map_err(ApiError::Internal)?;
+    all.sort_by(|a, b| a.executor_id.cmp(&b.executor_id));
+    Ok(all)
+}
+
+/// Every executor: last heartbeat, version, running jobs, online or offline (silent for more
+/// than three heartbeat intervals).
+pub async fn list(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    Ok(Json(json!({"executors": all_executors(&state).await?})))
+}
+
+/// Every pool that templates deliver to or executors serve, with its executors online.
+pub async fn pools(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    #[derive(Default)]
+    struct Pool {
+        executors: Vec<String>,
+        online: usize,
+        templates: Vec<String>,
+    }
+    let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
+    for e in all_executors(&state).await? {
+        let pool = pools.entry(e.pool.clone().unwrap_or_default()).or_default();
+        pool.online += usize::from(e.online);
+        pool.executors.push(e.executor_id);
+    }
+    for t in state.templates.load_all().await?.into_iter().flatten() {
+        pools
+            .entry(t.destination.pool.to_string())
+            .or_default()
+            .templates
+            .push(t.id.to_string());
+    }
+    let list: Vec<Value> = pools
+        .into_iter()
+        .map(|(name, p)| {
+            json!({
+                "pool": name,
+                "queue": format!("{}{}", state.dispatcher.pool_queue_prefix(), name),
+                "executors": p.executors,
+                "online": p.online,
+                "templates": p.templates,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"pools": list})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<String>,
+    next: Option<String>,
+}
+
+/// The audit log, newest first.
+pub async fn audit(
+    State(state): State<ApiState>,
+    principal: Principal,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(raw) => raw
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "limit",
+                    format!("limit must be a whole number from 1 to 500, got {raw:?}"),
+                )
+            })?,
+    };
+    let (entries, next) =
+        state
+            .audit
+            .list(limit, q.next.as_deref())
+            .await
+            .map_err(|e| match e {
+                crate::audit::AuditError::BadPageToken => {
+                    ApiError::field("next", "invalid page token")
+                }
+                crate::audit::AuditError::Dynamo(m) => ApiError::Internal(m),
+            })?;
+    Ok(Json(json!({"entries": entries, "next": next})))
+}

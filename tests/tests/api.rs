@@ -1,0 +1,425 @@
+//! End-to-end: the API through the emulated API Gateway with dev-issuer tokens. Every documented
+//! route refuses a missing, forged or expired token (401) and a role too low (403); bad bodies get
+//! a 400 naming the field; manual jobs, cancel and retry work on queued jobs; every mutation is in
+//! the audit log with its principal.
+
+use pbs_e2e::{Stack, template_json, unique, workspace_root};
+use serde_json::{Value, json};
+
+fn documented_routes() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(workspace_root().join("lambdas/src/api/openapi.json"))
+        .expect("openapi.json");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            routes.push((
+                method.to_uppercase(),
+                path.replace("{id}", "no-such-thing"),
+                op["x-pbs-role"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    routes
+}
+
+fn below(role: &str) -> Option<&'static str> {
+    match role {
+        "admin" => Some("operator"),
+        "operator" => Some("viewer"),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_refuses_bad_tokens_and_low_roles() {
+    let stack = Stack::connect().await.unwrap();
+    let routes = documented_routes();
+    assert!(routes.len() >= 15, "{routes:?}");
+    let expired = stack.mint_token("admin", "late", -120).unwrap();
+    let no_group = stack.token("none").unwrap();
+    let forged = {
+        // A valid token with its payload swapped for one claiming admin: the signature fails.
+        let viewer = stack.token("viewer").unwrap();
+        let admin = stack.token("admin").unwrap();
+        let v: Vec<&str> = viewer.split('.').collect();
+        let a: Vec<&str> = admin.split('.').collect();
+        format!("{}.{}.{}", v[0], a[1], v[2])
+    };
+    let body = json!({});
+    for (method, path, role) in &routes {
+        let send_body = (method != "GET").then_some(&body);
+        for (what, token) in [
+            ("no token", None),
+            ("garbage", Some("not-a-jwt")),
+            ("forged", Some(forged.as_str())),
+            ("expired", Some(expired.as_str())),
+        ] {
+            let (status, answer) = stack
+                .call_with(token, method, path, send_body)
+                .await
+                .unwrap();
+            assert_eq!(status, 401, "{method} {path} with {what}: {answer}");
+            assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
+        }
+        let (status, answer) = stack
+            .call_with(Some(&no_group), method, path, send_body)
+            .await
+            .unwrap();
+        assert_eq!(status, 403, "{method} {path} in no group: {answer}");
+        if let Some(low) = below(role) {
+            let token = stack.token(low).unwrap();
+            let (status, answer) = stack
+                .call_with(Some(&token), method, path, send_body)
+                .await
+                .unwrap();
+            assert_eq!(status, 403, "{method} {path} as {low}: {answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("needs the {role} role")),
+                "{answer}"
+            );
+        }
+        let token = stack.token(role).unwrap();
+        let (status, answer) = stack
+            .call_with(Some(&token), method, path, send_body)
+            .await
+            .unwrap();
+        assert!(
+            status != 401 && status != 403 && status != 405,
+            "{method} {path} as {role}: {status} {answer}"
+        );
+        assert!(
+            !answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("no route"),
+            "{method} {path} is documented but not routed: {answer}"
+        );
+    }
+    // The document itself is served and is the one in the tree.
+    let (status, served) = stack
+        .call("GET", "/api/v1/openapi.json", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(served["paths"].as_object().unwrap().len(), {
+        let text =
+            std::fs::read_to_string(workspace_root().join("lambdas/src/api/openapi.json")).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()["paths"]
+            .as_object()
+            .unwrap()
+            .len()
+    });
+    let (status, me) = stack.call("GET", "/api/v1/me", None).await.unwrap();
+    assert_eq!((status, me["role"].as_str()), (200, Some("admin")), "{me}");
+}
+
+async fn expect_400(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    body: Value,
+    field: &str,
+    words: &str,
+) {
+    let (status, answer) = stack.call(method, path, Some(&body)).await.unwrap();
+    assert_eq!(status, 400, "{method} {path} {body}: {answer}");
+    assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(words),
+        "{body}: {message:?} lacks {words:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_jobs_cancel_retry_dry_run_and_the_audit_log() {
+    let stack = Stack::connect().await.unwrap();
+    let pool = unique("api");
+    let queues = stack.create_pool(&pool).await.unwrap();
+    let bucket = unique("quiet");
+    stack.create_quiet_bucket(&bucket).await.unwrap();
+    let prefix = unique("m");
+    let template = unique("tpl");
+    stack
+        .create_template(&template_json(
+            &template,
+            &bucket,
+            &format!("{prefix}/**"),
+            &pool,
+            "in/{key}",
+        ))
+        .await
+        .unwrap();
+    for name in ["a.txt", "b.txt"] {
+        stack
+            .put_object(&bucket, &format!("{prefix}/{name}"), b"manual".to_vec())
+            .await
+            .unwrap();
+    }
+
+    // Bad bodies: each answer names the field and says what is wrong.
+    let jobs = "/api/v1/jobs";
+    expect_400(
+        &stack,
+        "POST",
+        jobs,
+        json!({"keys": ["x"]}),
+        "body",
+        "template_id",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "POST",
+        jobs,
+        json!({"template_id": template, "keys": ["x"], "colour": 1}),
+        "colour",
+        "unknown field",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "POST",
+        jobs,
+        json!({"template_id": template, "keys": []}),
+        "keys",
+        "1 to 1000",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "POST",
+        jobs,
+        json!({"template_id": template, "keys": "a"}),
+        "keys",
+        "sequence",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "POST",
+        jobs,
+        json!({"template_id": "nope-x", "keys": ["a"]}),
+        "template_id",
+        "not found",
+    )
+    .await;
+    expect_400(&stack, "POST", jobs, json!({"template_id": template, "keys": [format!("{prefix}/a.txt"), format!("{prefix}/zz.txt")]}), "keys[1]", "no object").await;
+    expect_400(
+        &stack,
+        "POST",
+        jobs,
+        json!({"template_id": "Bad Id", "keys": ["a"]}),
+        "template_id",
+        "",
+    )
+    .await;
+    let bad_glob = json!({"id": unique("bad"), "trigger": {"type": "s3", "bucket": bucket, "key_glob": "a/[b"},
+                          "destination": {"pool": pool, "endpoint": "disk", "path": "{key}"}});
+    expect_400(
+        &stack,
+        "POST",
+        "/api/v1/templates",
+        bad_glob,
+        "trigger.key_glob",
+        "",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "POST",
+        "/api/v1/templates/dry-run",
+        json!({"bucket": bucket}),
+        "body",
+        "key",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "GET",
+        "/api/v1/jobs?state=done",
+        json!(null),
+        "state",
+        "queued, running",
+    )
+    .await;
+    expect_400(
+        &stack,
+        "GET",
+        "/api/v1/jobs?since=yesterday",
+        json!(null),
+        "since",
+        "RFC 3339",
+    )
+    .await;
+
+    // Dry run: where an object would go.
+    let (status, dry) = stack
+        .call(
+            "POST",
+            "/api/v1/templates/dry-run",
+            Some(&json!({"bucket": bucket, "key": format!("{prefix}/x/y.mov")})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{dry}");
+    let matches = dry["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{dry}");
+    assert_eq!(matches[0]["template_id"], template.as_str());
+    assert_eq!(matches[0]["dest_path"], format!("in/{prefix}/x/y.mov"));
+
+    // A manual job of two files, as an operator: queued on the pool (no executor serves it).
+    let operator = stack.token("operator").unwrap();
+    let keys = [format!("{prefix}/a.txt"), format!("{prefix}/b.txt")];
+    let (status, job) = stack
+        .call_with(
+            Some(&operator),
+            "POST",
+            jobs,
+            Some(&json!({"template_id": template, "keys": keys})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["origin"], "manual");
+    assert_eq!(job["created_by"], "dev-operator");
+    assert_eq!(job["file_count"], 2);
+    let queued = stack.peek(&queues.url).await.unwrap();
+    assert!(
+        queued
+            .iter()
+            .any(|m| m.body().unwrap_or_default().contains(&id)),
+        "the job message is on the pool's queue"
+    );
+
+    // Filters: by template and state.
+    let (_, listed) = stack
+        .call(
+            "GET",
+            &format!("/api/v1/jobs?template={template}&state=queued"),
+            None,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{listed}");
+
+    // Retry is for failed or cancelled jobs; cancel takes a queued job at once.
+    let (status, answer) = stack
+        .call_with(Some(&operator), "POST", &format!("{jobs}/{id}/retry"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = stack
+        .call_with(
+            Some(&operator),
+            "POST",
+            &format!("{jobs}/{id}/cancel"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["state"].as_str()),
+        (200, Some("cancelled")),
+        "{answer}"
+    );
+    let (status, answer) = stack
+        .call_with(
+            Some(&operator),
+            "POST",
+            &format!("{jobs}/{id}/cancel"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 409,
+        "a finished job is not cancelled twice: {answer}"
+    );
+    let (_, shown) = stack
+        .call("GET", &format!("{jobs}/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(shown["state"], "cancelled");
+    assert_eq!(shown["cancel_requested_by"], "dev-operator");
+    let (status, retried) = stack
+        .call_with(Some(&operator), "POST", &format!("{jobs}/{id}/retry"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{retried}");
+    assert_eq!(retried["retry_of"], id.as_str());
+    assert_eq!(retried["file_count"], 2);
+    let retry_id = retried["job_id"].as_str().unwrap().to_owned();
+    assert_ne!(retry_id, id);
+
+    // A viewer may not cancel; the refusal is audited too.
+    let viewer = stack.token("viewer").unwrap();
+    let (status, _) = stack
+        .call_with(
+            Some(&viewer),
+            "POST",
+            &format!("{jobs}/{retry_id}/cancel"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+
+    let (status, audit) = stack
+        .call("GET", "/api/v1/audit?limit=500", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let has = |principal: &str, path: &str, status: u64| {
+        entries.iter().any(|e| {
+            e["principal"] == principal
+                && e["path"] == path
+                && e["status"] == status
+                && e["method"] == "POST"
+        })
+    };
+    assert!(
+        entries.iter().any(|e| e["principal"] == "dev-operator"
+            && e["path"] == jobs
+            && e["status"] == 201
+            && e["target"] == id.as_str()),
+        "manual job audited: {audit}"
+    );
+    assert!(
+        has("dev-operator", &format!("{jobs}/{id}/cancel"), 200),
+        "{audit}"
+    );
+    assert!(
+        has("dev-operator", &format!("{jobs}/{id}/cancel"), 409),
+        "{audit}"
+    );
+    assert!(
+        has("dev-operator", &format!("{jobs}/{id}/retry"), 201),
+        "{audit}"
+    );
+    assert!(
+        has("dev-viewer", &format!("{jobs}/{retry_id}/cancel"), 403),
+        "{audit}"
+    );
+    assert!(
+        has("dev-admin", "/api/v1/templates", 201),
+        "template creation audited: {audit}"
+    );
+    assert!(
+        entries.iter().all(|e| e["method"] != "GET"),
+        "reads are not audited"
+    );
+}
