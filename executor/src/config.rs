@@ -272,6 +272,21 @@ pub struct CloudConfig {
     /// it offline after three intervals of silence.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u32,
+    /// Where each job's rclone log is uploaded (secrets redacted), under `logs/<pool>/`: the stack
+    /// output `ConfigBucketName`. Unset: logs stay in the state folder only.
+    #[serde(default)]
+    pub logs_bucket: Option<String>,
+    /// This executor's control queue (cancel requests). Default: derived from `work_queue_url`,
+    /// `<work queue name>-ctl-<executor id>`, which the cloud creates on the first heartbeat.
+    #[serde(default)]
+    pub control_queue_url: Option<String>,
+    /// How often a running job's progress is sent, 1 to 300 seconds.
+    #[serde(default = "default_progress")]
+    pub progress_seconds: u64,
+}
+
+fn default_progress() -> u64 {
+    3
 }
 
 /// A place the executor reads from or writes to, named in templates and jobs.
@@ -590,6 +605,12 @@ impl Config {
                 return Err(format!(
                     "cloud.rules_poll_seconds must be 1 to 3600, got {}",
                     cloud.rules_poll_seconds
+                ));
+            }
+            if !(1..=300).contains(&cloud.progress_seconds) {
+                return Err(format!(
+                    "cloud.progress_seconds must be 1 to 300, got {}",
+                    cloud.progress_seconds
                 ));
             }
             if !(1..=3600).contains(&cloud.heartbeat_seconds) {

@@ -198,6 +198,15 @@ impl Endpoints {
         self.map.values()
     }
 
+    /// Every endpoint secret, obscured and clear, to redact from logs that leave this machine.
+    pub fn secrets(&self) -> Vec<String> {
+        self.map
+            .values()
+            .flat_map(|e| e.obscured.iter().chain(e.clear.iter()))
+            .map(|s| s.expose().to_owned())
+            .collect()
+    }
+
     /// Whether any endpoint reads or writes S3 (and so needs AWS credentials).
     pub fn uses_s3(&self) -> bool {
         self.map

@@ -14,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::batch;
+use crate::cancels::Cancels;
 use crate::config::{Config, EndpointConfig};
 use crate::dest_locks::DestLocks;
 use crate::endpoints::{self, Endpoints, Side};
+use crate::job_logs::LogUploader;
 use crate::ledger::{Claim, Ledger, Outcome};
 use crate::metrics::METRICS;
+use crate::progress::ProgressSink;
 use crate::rclone;
 use crate::status_outbox::StatusOutbox;
 use crate::transfer;
@@ -43,6 +46,12 @@ pub struct JobContext {
     pub status: Arc<StatusOutbox>,
     pub credentials: SharedCredentialsProvider,
     pub dest_locks: DestLocks,
+    /// Cancel requests and the running jobs they stop.
+    pub cancels: Arc<Cancels>,
+    /// Where running jobs' progress goes (`None`: standalone).
+    pub progress: Option<ProgressSink>,
+    /// Where finished attempts' logs go (`None`: they stay in the state folder).
+    pub logs: Option<LogUploader>,
 }
 
 /// A received message.
@@ -82,13 +91,30 @@ pub async fn handle_batch(
     if !running.is_empty() {
         METRICS.batch(running.len());
         let started = Instant::now();
-        let copies = copy_together(ctx, batch, &running, abort)
-            .instrument(info_span!("batch", jobs = running.len()))
-            .await;
+        // One copy: cancelling one of its jobs stops it; the others run again (interrupted).
+        let stop = abort.child_token();
+        let ids: Vec<&JobId> = running.iter().map(|&(i, _)| &batch[i].1.job_id).collect();
+        let copies = {
+            let _running = ctx.cancels.register(ids.iter().copied(), &stop);
+            copy_together(ctx, batch, &running, &stop)
+                .instrument(info_span!("batch", jobs = running.len()))
+                .await
+        };
+        let copies: Vec<Copy> = running
+            .iter()
+            .zip(copies)
+            .map(|(&(i, _), copied)| cancelled_or(ctx, &batch[i].1, abort, copied))
+            .collect();
+        let first_attempt = running[0].1;
+        let log = rclone::log_path(&ctx.config.state_dir, ids[0].as_str(), first_attempt);
+        let log_key = match copies.iter().all(|c| matches!(c, Copy::Interrupted)) {
+            true => None,
+            false => upload_log(ctx, ids[0], first_attempt, &log).await,
+        };
         for (&(i, attempt), copied) in running.iter().zip(copies) {
             let job = &batch[i].1;
-            let (disposition, _) =
-                job_span(job).in_scope(|| conclude(ctx, job, attempt, started, copied));
+            let (disposition, _) = job_span(job)
+                .in_scope(|| conclude(ctx, job, attempt, started, copied, log_key.clone()));
             settled[i] = Some(disposition);
         }
     }
@@ -343,8 +369,66 @@ async fn run(
         Err(settled) => return settled,
     };
     let started = Instant::now();
-    let copied = copy(ctx, &job, attempt, abort).await;
-    conclude(ctx, &job, attempt, started, copied)
+    let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+    let copied = match ctx.cancels.requested(&job.job_id) {
+        // Cancelled while it waited in the queue.
+        Some(by) => Copy::Cancelled { by },
+        None => {
+            let stop = abort.child_token();
+            let _running = ctx.cancels.register([&job.job_id], &stop);
+            let watch_stop = CancellationToken::new();
+            let watching = ctx.progress.clone().map(|sink| {
+                let (job, log, watch_stop) = (job.clone(), log.clone(), watch_stop.clone());
+                tokio::spawn(async move { sink.watch(&job, attempt, &log, watch_stop).await })
+            });
+            let copied = copy(ctx, &job, attempt, &stop).await;
+            watch_stop.cancel();
+            if let Some(w) = watching {
+                let _ = w.await;
+            }
+            cancelled_or(ctx, &job, abort, copied)
+        }
+    };
+    // An interrupted attempt runs again; its log goes with that run's.
+    let log_key = match copied {
+        Copy::Interrupted => None,
+        _ => upload_log(ctx, &job.job_id, attempt, &log).await,
+    };
+    conclude(ctx, &job, attempt, started, copied, log_key)
+}
+
+/// An interrupted copy whose job an operator cancelled (and not the executor's shutdown) is
+/// cancelled; anything else stays as it is.
+fn cancelled_or(
+    ctx: &JobContext,
+    job: &JobMessage,
+    abort: &CancellationToken,
+    copied: Copy,
+) -> Copy {
+    match (copied, ctx.cancels.requested(&job.job_id)) {
+        (Copy::Interrupted, Some(by)) if !abort.is_cancelled() => Copy::Cancelled { by },
+        (copied, _) => copied,
+    }
+}
+
+/// Uploads the log of `job`'s attempt (a batch's log goes once, under its first job); the key,
+/// if uploaded.
+async fn upload_log(
+    ctx: &JobContext,
+    job: &JobId,
+    attempt: u32,
+    log: &std::path::Path,
+) -> Option<String> {
+    let uploader = ctx.logs.as_ref()?;
+    if !log.exists() {
+        return None;
+    }
+    let mut secrets = ctx.endpoints.secrets();
+    if let Ok(creds) = ctx.credentials.provide_credentials().await {
+        secrets.push(creds.secret_access_key().to_owned());
+        secrets.extend(creds.session_token().map(str::to_owned));
+    }
+    uploader.upload(job, attempt, log, &secrets).await
 }
 
 /// Claims a delivery in the ledger and starts its attempt: `Ok(attempt)` when the job is to run
@@ -414,6 +498,7 @@ fn conclude(
     attempt: u32,
     started: Instant,
     copied: Copy,
+    log_key: Option<String>,
 ) -> (Disposition, Option<JobState>) {
     let duration_ms = started.elapsed().as_millis() as u64;
 
@@ -469,6 +554,7 @@ fn conclude(
             return (Disposition::Release(delay), None);
         }
         Copy::Failed { class, error } => (Outcome::failed(class, error, duration_ms), Vec::new()),
+        Copy::Cancelled { by } => (Outcome::cancelled(&by, duration_ms), Vec::new()),
     };
     let result = JobResult {
         files: outcome.files,
@@ -478,7 +564,7 @@ fn conclude(
         error: outcome.error.clone(),
         note: outcome.note.clone(),
         delivered,
-        log_key: None,
+        log_key,
     };
     let report = ctx
         .status
@@ -507,6 +593,10 @@ fn conclude(
             duration_ms,
             "job succeeded"
         ),
+        JobState::Cancelled => info!(
+            reason = outcome.error.as_deref().unwrap_or(""),
+            duration_ms, "job cancelled"
+        ),
         _ => error!(error = outcome.error.as_deref().unwrap_or(""), "job failed"),
     }
     (Disposition::Delete, Some(outcome.state))
@@ -534,7 +624,12 @@ enum Copy {
         class: ErrorClass,
         error: String,
     },
+    /// Stopped by the executor's shutdown: the job runs again.
     Interrupted,
+    /// Stopped at an operator's request: the job ends `cancelled`.
+    Cancelled {
+        by: String,
+    },
 }
 
 impl From<transfer::Fail> for Copy {

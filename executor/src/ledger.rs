@@ -79,6 +79,19 @@ impl Outcome {
         }
     }
 
+    /// Stopped at an operator's request (`by`).
+    pub fn cancelled(by: &str, duration_ms: u64) -> Self {
+        Self {
+            state: JobState::Cancelled,
+            note: None,
+            files: 0,
+            bytes: 0,
+            duration_ms,
+            error_class: None,
+            error: Some(format!("cancelled by {by}")),
+        }
+    }
+
     /// An attempt that ended without an outcome; the job waits for its next delivery.
     pub fn requeued(class: Option<ErrorClass>, error: String, duration_ms: u64) -> Self {
         Self {
@@ -245,8 +258,10 @@ impl Ledger {
         )?;
         let claim = match previous {
             Some(p)
-                if matches!(p.state, JobState::Succeeded | JobState::Failed)
-                    && p.source_version == version =>
+                if matches!(
+                    p.state,
+                    JobState::Succeeded | JobState::Failed | JobState::Cancelled
+                ) && p.source_version == version =>
             {
                 Claim::Done(p)
             }

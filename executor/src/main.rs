@@ -1,17 +1,21 @@
 //! pbs-executor: the on-prem daemon of PBS Rclone and its command line.
 
 mod batch;
+mod cancels;
 mod cloud_rules;
 mod config;
+mod control;
 mod dest_locks;
 mod doctor;
 mod endpoints;
+mod job_logs;
 mod job_runner;
 mod ledger;
 mod local_jobs;
 mod metrics;
 mod poller;
 mod probe;
+mod progress;
 mod rclone;
 mod recovery;
 mod rule_set;
@@ -33,13 +37,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use crate::cancels::Cancels;
 use crate::cloud_rules::CloudRules;
-use crate::config::Config;
+use crate::config::{CloudConfig, Config};
 use crate::endpoints::Endpoints;
+use crate::job_logs::LogUploader;
 use crate::job_runner::JobContext;
 use crate::ledger::Ledger;
 use crate::local_jobs::LocalJobs;
 use crate::poller::Poller;
+use crate::progress::ProgressSink;
 use crate::rule_set::RuleSet;
 use crate::status_outbox::StatusOutbox;
 
@@ -285,13 +292,8 @@ fn print_job(d: &serde_json::Value) {
 }
 
 /// The fetcher of the pool's rules from the cloud, when `cloud.rules_bucket` is set.
-fn cloud_rules_fetcher(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-    ledger: Arc<Ledger>,
-) -> Option<CloudRules> {
-    let cloud = config.cloud.as_ref()?;
-    let bucket = cloud.rules_bucket.clone()?;
+/// An S3 client for the stack's own buckets (rules, logs).
+fn cloud_s3_client(cloud: &CloudConfig, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
     if let Some(url) = cloud
         .s3_endpoint_url
@@ -300,8 +302,18 @@ fn cloud_rules_fetcher(
     {
         s3 = s3.endpoint_url(url).force_path_style(true);
     }
+    aws_sdk_s3::Client::from_conf(s3.build())
+}
+
+fn cloud_rules_fetcher(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    ledger: Arc<Ledger>,
+) -> Option<CloudRules> {
+    let cloud = config.cloud.as_ref()?;
+    let bucket = cloud.rules_bucket.clone()?;
     Some(CloudRules {
-        s3: aws_sdk_s3::Client::from_conf(s3.build()),
+        s3: cloud_s3_client(cloud, sdk),
         bucket,
         pool: config.pool.clone(),
         ledger,
@@ -414,6 +426,26 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         let every = Duration::from_secs(u64::from(c.heartbeat_seconds));
         tokio::spawn(async move { status.heartbeats(every, stop).await });
     }
+    let cancels = Arc::new(Cancels::default());
+    if let Some(c) = &cloud {
+        match c
+            .control_queue_url
+            .clone()
+            .or_else(|| control::derived_url(&c.work_queue_url, &executor_id))
+        {
+            Some(url) => {
+                tokio::spawn(control::follow(
+                    sqs.clone(),
+                    url,
+                    cancels.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            None => {
+                warn!(work_queue_url = %c.work_queue_url, "no control queue can be derived from the work queue URL; set cloud.control_queue_url to cancel jobs from the cloud")
+            }
+        }
+    }
     let ctx = Arc::new(JobContext {
         config: config.clone(),
         endpoints: endpoints.clone(),
@@ -421,6 +453,21 @@ async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         status: status.clone(),
         credentials,
         dest_locks: Default::default(),
+        cancels,
+        progress: cloud.as_ref().map(|c| ProgressSink {
+            sqs: sqs.clone(),
+            status_queue_url: c.status_queue_url.clone(),
+            executor_id: executor_id.clone(),
+            pool: config.pool.clone(),
+            every: Duration::from_secs(c.progress_seconds),
+        }),
+        logs: cloud.as_ref().and_then(|c| {
+            c.logs_bucket.clone().map(|bucket| LogUploader {
+                s3: cloud_s3_client(c, &sdk),
+                bucket,
+                pool: config.pool.clone(),
+            })
+        }),
     });
     info!(executor = %executor_id, pool = %config.pool, version = env!("CARGO_PKG_VERSION"), rclone = %rclone_version,
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");

@@ -110,8 +110,9 @@ impl Invocation {
                 "INFO",
                 "--log-file",
                 &log_file.to_string_lossy(),
+                // One JSON `stats` line a second: the job's progress (progress.rs).
                 "--stats",
-                "0",
+                "1s",
                 "--retries",
                 "1",
                 "--low-level-retries",

@@ -571,6 +571,8 @@ visibility_timeout_seconds = {visibility}
 rules_bucket = "{rules}"
 rules_poll_seconds = 1
 heartbeat_seconds = {heartbeat}
+logs_bucket = "{rules}"
+progress_seconds = 1
 "#,
                 heartbeat = opts.heartbeat_seconds.unwrap_or(60),
                 wait = opts.wait_seconds.unwrap_or(1),

@@ -423,3 +423,123 @@ async fn manual_jobs_cancel_retry_dry_run_and_the_audit_log() {
         "reads are not audited"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_copy_cancelled_through_the_api_stops_leaves_no_partial_and_ends_cancelled() {
+    use std::time::{Duration, Instant};
+
+    let stack = Stack::connect().await.unwrap();
+    let opts = pbs_e2e::ExecutorOptions {
+        // 1 GiB at 40 MB/s: about 27 s, long enough to cancel in the middle.
+        bandwidth_limit: Some("40M".into()),
+        heartbeat_seconds: Some(1),
+        ..Default::default()
+    };
+    let sc = pbs_e2e::Scenario::with(&stack, "cancel", None, "big/**", "out/{key}", opts)
+        .await
+        .unwrap();
+    let size = 1usize << 30;
+    stack
+        .put_object(&sc.bucket, "big/one.bin", pbs_e2e::body(size, 7))
+        .await
+        .unwrap();
+    let operator = stack.token("operator").unwrap();
+    let (status, job) = stack
+        .call_with(
+            Some(&operator),
+            "POST",
+            "/api/v1/jobs",
+            Some(&json!({"template_id": sc.template, "keys": ["big/one.bin"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/jobs/{id}");
+
+    // Progress reaches the API while it runs.
+    let running = pbs_e2e::eventually(
+        Duration::from_secs(120),
+        "progress of the running copy",
+        || async {
+            let (_, j) = stack.call("GET", &path, None).await?;
+            Ok(
+                (j["state"] == "running" && j["progress"]["bytes"].as_u64().unwrap_or(0) > 0)
+                    .then_some(j),
+            )
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(running["progress"]["total_bytes"], size as u64, "{running}");
+    assert!(running["progress"]["bytes"].as_u64().unwrap() < size as u64);
+    let partials = |landing: &std::path::Path| -> Vec<String> {
+        pbs_e2e::files_under(landing)
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        partials(&sc.executor.landing)
+            .iter()
+            .any(|p| p.contains(".partial")),
+        "a partial file is being written: {:?}",
+        partials(&sc.executor.landing)
+    );
+
+    let asked = Instant::now();
+    let (status, answer) = stack
+        .call_with(Some(&operator), "POST", &format!("{path}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["executor_id"], sc.executor.id.as_str());
+    let ended = pbs_e2e::eventually(
+        Duration::from_secs(60),
+        "the job to end cancelled",
+        || async {
+            let (_, j) = stack.call("GET", &path, None).await?;
+            Ok((j["state"] != "running").then_some(j))
+        },
+    )
+    .await
+    .unwrap();
+    println!(
+        "cancel → cancelled in the API: {:.2} s",
+        asked.elapsed().as_secs_f64()
+    );
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    assert_eq!(ended["error"], "cancelled by dev-operator", "{ended}");
+    // Nothing at the final name, no partial left.
+    assert_eq!(partials(&sc.executor.landing), Vec::<String>::new());
+    assert!(
+        sc.executor.log().contains("job cancelled"),
+        "{}",
+        sc.executor.log()
+    );
+
+    // The attempt's log was uploaded and the API serves it.
+    let log_key = ended["log_key"].as_str().expect("log key").to_owned();
+    assert_eq!(log_key, format!("logs/{}/{id}/attempt-1.log", sc.pool));
+    let res = stack
+        .http
+        .get(format!("{}{path}/log", stack.output("LocalApiUrl")))
+        .bearer_auth(stack.token("viewer").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("\"stats\""),
+        "rclone's statistics are in the log: {text}"
+    );
+
+    // A second delivery of the job's message is not run again: the ledger has it cancelled.
+    let ledger = sc.executor.ledger().unwrap();
+    let row = ledger
+        .iter()
+        .find(|r| r["job_id"] == id.as_str())
+        .expect("ledger row");
+    assert_eq!(row["state"], "cancelled", "{row}");
+}

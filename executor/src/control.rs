@@ -1,0 +1,99 @@
+//! The control queue: cancel requests for this executor's running jobs, polled outbound (long
+//! poll) only while jobs run, so an idle executor spends nothing on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pbs_shared::ExecutorId;
+use pbs_shared::message::{ControlMessage, control_queue_name};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cancels::Cancels;
+
+/// The control queue URL of `executor` whose pool's work queue is at `work_queue_url`: the same
+/// account and endpoint, named `<work queue name>-ctl-<executor id>`.
+pub fn derived_url(work_queue_url: &str, executor: &ExecutorId) -> Option<String> {
+    let (base, name) = work_queue_url.trim_end_matches('/').rsplit_once('/')?;
+    (!name.is_empty()).then(|| format!("{base}/{}", control_queue_name(name, executor)))
+}
+
+/// Polls `url` while jobs run and applies what arrives, until `shutdown`.
+pub async fn follow(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    cancels: Arc<Cancels>,
+    shutdown: CancellationToken,
+) {
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = cancels.wait_for_running() => {}
+        }
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sqs.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(20).send() => r,
+        };
+        let messages = match received {
+            Ok(out) => {
+                warned = false;
+                out.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                // Typically: the queue is not made yet (the cloud makes it on the first heartbeat).
+                if !warned {
+                    warn!(queue = %url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot read the control queue; cancel requests wait");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            }
+        };
+        for m in messages {
+            match ControlMessage::parse(m.body().unwrap_or_default()) {
+                Ok(ControlMessage::Cancel(c)) => {
+                    let stopped = cancels.cancel(&c.job_id, &c.requested_by);
+                    info!(job_id = %c.job_id, by = %c.requested_by, running_here = stopped, "cancel requested");
+                }
+                Err(e) => warn!(error = %e, "unreadable control message dropped"),
+            }
+            if let Some(receipt) = m.receipt_handle()
+                && let Err(e) = sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+            {
+                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "control message not deleted; it may be applied twice");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_queue_sits_beside_the_work_queue() {
+        let id = ExecutorId::parse("bay-1").unwrap();
+        assert_eq!(
+            derived_url(
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/pbs-pool-default",
+                &id
+            )
+            .as_deref(),
+            Some("https://sqs.eu-west-1.amazonaws.com/123456789012/pbs-pool-default-ctl-bay-1")
+        );
+        assert_eq!(
+            derived_url("http://127.0.0.1:4566/000000000000/q/", &id).as_deref(),
+            Some("http://127.0.0.1:4566/000000000000/q-ctl-bay-1")
+        );
+        assert_eq!(derived_url("no-slash", &id), None);
+    }
+}
