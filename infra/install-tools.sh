@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the local stack and the tests need: Debian's samba and openssh-server (real
-# SMB and SFTP servers for the endpoint tests), and project-local folders under .tools/ (Python
+# SMB and SFTP servers for the endpoint tests), chromium and chromium-driver (the console's browser
+# tests), and project-local folders under .tools/ (Python
 # venvs for the AWS emulator, SAM CLI, cfn-lint, cargo-lambda and rclone; cargo-deb), and the Rust
 # target for the Lambdas' arm64 build.
 # Idempotent: a re-run only checks what is there.
@@ -52,6 +53,14 @@ if ! command -v smbd >/dev/null || ! command -v pdbedit >/dev/null || ! [ -x /us
   apt-get install -y -qq --no-install-recommends samba openssh-server openssh-client passwd \
     systemd >/dev/null
   if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+fi
+
+# A real browser for the console's tests: Debian's Chromium and its WebDriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing chromium and chromium-driver (Debian packages)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null
 fi
 
 # The emulator. Its CloudFormation runs the SAM transform with aws-sam-translator, which must not

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub mod browser;
 pub mod link;
 pub mod servers;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,6 +1,10 @@
 //! The operator console: one page and its script and style, compiled into the api function (no
 //! Node build). The files hold no data; every view loads it from `/api/v1` with the token the
-//! operator signed in with. Links are relative, so the console works under any stage path.
+//! operator signed in with.
+//!
+//! The page is at `/console` and its files beside it (`console.js`, `console.css`), also under
+//! `/console/` for a browser that asks with a trailing slash; the script finds the API from its
+//! own address, so the console works under any stage or proxy prefix.
 
 use axum::Router;
 use axum::http::header;
@@ -10,8 +14,8 @@ use axum::routing::get;
 use super::ApiState;
 
 const INDEX: &str = include_str!("../../console/index.html");
-const SCRIPT: &str = include_str!("../../console/app.js");
-const STYLE: &str = include_str!("../../console/app.css");
+const SCRIPT: &str = include_str!("../../console/console.js");
+const STYLE: &str = include_str!("../../console/console.css");
 
 /// Content-Security-Policy: only this origin's script and style; no inline script.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -19,20 +23,25 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to("console/") }))
-        .route("/console", get(|| async { Redirect::to("console/") }))
-        .route(
-            "/console/",
-            get(|| async { file("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/console/app.js",
-            get(|| async { file("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/console/app.css",
-            get(|| async { file("text/css; charset=utf-8", STYLE) }),
-        )
+        .route("/", get(|| async { Redirect::to("console") }))
+        .route("/console", get(index))
+        .route("/console/", get(index))
+        .route("/console.js", get(script))
+        .route("/console/console.js", get(script))
+        .route("/console.css", get(style))
+        .route("/console/console.css", get(style))
+}
+
+async fn index() -> impl IntoResponse {
+    file("text/html; charset=utf-8", INDEX)
+}
+
+async fn script() -> impl IntoResponse {
+    file("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> impl IntoResponse {
+    file("text/css; charset=utf-8", STYLE)
 }
 
 fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {

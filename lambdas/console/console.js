@@ -1,8 +1,9 @@
-// PBS Rclone operator console: a page per hash route, data from ../api/v1 with the signed-in
+// PBS Rclone operator console: a page per hash route, data from the API with the signed-in
 // token. Text from the API is only ever set as textContent, never parsed as HTML.
 "use strict";
 
-const API = "../api/v1";
+// The console is at <base>/console (any stage or proxy prefix before it); the API beside it.
+const API = `${location.pathname.replace(/\/console\/?$/, "")}/api/v1`;
 const TOKEN_KEY = "pbs-token";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 let timer = null;
@@ -86,10 +87,16 @@ function progressBar(job, id) {
 
 // ---------------------------------------------------------------- sign in
 
+// Shows the page at `hash`, also when it is the current one (no hashchange fires then).
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
-  location.hash = "#/sign-in";
   if (message) sessionStorage.setItem("pbs-message", message);
+  go("#/sign-in");
 }
 
 function signInView() {
@@ -99,18 +106,24 @@ function signInView() {
   const status = el("div");
   const submit = async (ev) => {
     ev.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    const candidate = input.value.trim();
     try {
-      await api("GET", "/me");
-      location.hash = "#/jobs";
+      const res = await fetch(`${API}/me`, { headers: { authorization: `Bearer ${candidate}` } });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) {
+        const why = body && body.error ? body.error.message : `HTTP ${res.status}`;
+        status.replaceChildren(errorBox(new Error(`That token was refused: ${why}`)));
+        return;
+      }
+      sessionStorage.setItem(TOKEN_KEY, candidate);
+      go(location.hash && location.hash !== "#/sign-in" ? location.hash : "#/jobs");
     } catch (err) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      status.replaceChildren(errorBox(err.status === 401 ? new Error("That token was refused.") : err));
+      status.replaceChildren(errorBox(err));
     }
   };
   show(el("div", { class: "card" },
     el("h1", {}, "Sign in"),
-    message ? el("div", { class: "error" }, message) : null,
+    message ? el("div", { class: "error", role: "status" }, message) : null,
     el("p", { class: "muted" },
       "Sign in with a token from the stack's user pool (its hosted sign-in returns here), or locally with ",
       el("code", {}, "./dev token operator"), "."),
@@ -130,7 +143,7 @@ async function jobsView(params) {
     el("option", { value: s, selected: s === state }, s)));
   const body = el("tbody");
   const table = el("div", { class: "scroll" }, el("table", { id: "jobs" },
-    el("thead", {}, el("tr", {}, ["Job", "State", "Template", "Files", "Progress", "Created", "Executor"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["State", "Job", "Template", "Files", "Progress", "Created", "Executor"].map((h) => el("th", {}, h)))),
     body));
   const problem = el("div");
   show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select),
@@ -141,8 +154,8 @@ async function jobsView(params) {
       if (state) q.set("state", state);
       const data = await api("GET", `/jobs?${q}`);
       body.replaceChildren(...data.jobs.map((j) => el("tr", { "data-job": j.job_id, "data-state": j.state },
-        el("td", {}, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}` }, j.job_id)),
         el("td", { class: "state" }, badge(j.state)),
+        el("td", { class: "id" }, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, title: j.job_id }, j.job_id)),
         el("td", {}, j.template_id || ""),
         el("td", {}, `${j.file_count} · ${bytes(j.total_bytes)}`),
         el("td", {}, progressBar(j) || ""),
