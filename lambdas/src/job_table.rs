@@ -445,12 +445,18 @@ impl JobTable {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<(), JobTableError> {
-        Update::new()
+        let update = Update::new()
             .set(
                 "cancel_requested_at",
                 s(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             )
-            .set("cancel_requested_by", s(by))
+            .set("cancel_requested_by", s(by));
+        self.set_fields(job_id, update).await
+    }
+
+    /// Sets fields of a job's item, whatever its state.
+    async fn set_fields(&self, job_id: &JobId, update: Update) -> Result<(), JobTableError> {
+        update
             .apply(self.update(job_id), None)
             .send()
             .await
@@ -471,12 +477,7 @@ impl JobTable {
         if let Some(r) = retry_of {
             update = update.set("retry_of", s(r));
         }
-        update
-            .apply(self.update(job_id), None)
-            .send()
-            .await
-            .map_err(dynamo_err)?;
-        Ok(())
+        self.set_fields(job_id, update).await
     }
 
     /// Records an executor's progress figures on a running job (same attempt, still running).

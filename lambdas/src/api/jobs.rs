@@ -332,8 +332,17 @@ async fn start_manual(
     match state.dispatcher.send(&message).await {
         Ok(Dispatched::Sent) | Ok(Dispatched::NoQueue(_)) => {}
         Err(e) => {
+            // Not left `queued` with no message behind it: failed, so a retry can follow.
+            let reason = format!("not sent to pool {}: {e}", message.pool);
+            if let Err(e2) = state
+                .jobs
+                .fail_undispatchable(&message.job_id, pbs_shared::ErrorClass::Retryable, &reason)
+                .await
+            {
+                tracing::error!(job_id = %message.job_id, error = %e2, "job left queued with no message");
+            }
             return Err(ApiError::Internal(format!(
-                "job {} recorded but not sent to its pool: {e}",
+                "job {} {reason}",
                 message.job_id
             )));
         }
@@ -365,6 +374,14 @@ async fn head(
             field,
             format!("no object s3://{bucket}/{key}"),
         )),
+        Err(aws_sdk_s3::error::SdkError::ServiceError(se)) if se.raw().status().as_u16() == 403 => {
+            Err(ApiError::field(
+                field,
+                format!(
+                    "s3://{bucket}/{key} may not be read by the api function (it reads the stack's source bucket)"
+                ),
+            ))
+        }
         Err(e) => Err(ApiError::Internal(format!(
             "HEAD s3://{bucket}/{key}: {}",
             crate::items::describe_error(&e)
