@@ -1,9 +1,11 @@
 //! Uploads a job attempt's rclone log, secrets redacted, to `logs/<pool>/<job id>/attempt-<n>.log`
-//! in the logs bucket, where the API's log viewer reads it.
+//! in the logs bucket, where the API's log viewer reads it, and the delivery report of finished
+//! jobs to `reports/<pool>/<job id>/attempt-<n>.json` and `.csv`.
 
 use std::path::Path;
 
 use aws_sdk_s3::primitives::ByteStream;
+use pbs_shared::report::{ReportRow, to_csv};
 use pbs_shared::{JobId, PoolName};
 use tracing::warn;
 
@@ -39,7 +41,49 @@ pub fn prepare(raw: &[u8], secrets: &[&str]) -> String {
     rclone::redact(&text, secrets)
 }
 
+/// The key of an attempt's delivery report (JSON; the CSV is the same with `.csv`).
+pub fn report_key(pool: &PoolName, job: &JobId, attempt: u32) -> String {
+    format!("reports/{pool}/{job}/attempt-{attempt}.json")
+}
+
 impl LogUploader {
+    async fn put(&self, key: &str, content_type: &str, body: Vec<u8>) -> bool {
+        match self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(bucket = %self.bucket, key = %key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "not uploaded");
+                false
+            }
+        }
+    }
+
+    /// Uploads a delivery report as JSON and CSV; the JSON's key, or `None` when it could not be
+    /// (logged: a report that cannot be uploaded never fails the job).
+    pub async fn upload_report(
+        &self,
+        job: &JobId,
+        attempt: u32,
+        rows: &[ReportRow],
+    ) -> Option<String> {
+        let key = report_key(&self.pool, job, attempt);
+        let json = serde_json::to_vec(&serde_json::json!({"v": 1, "files": rows}))
+            .expect("reports serialise");
+        let csv_key = format!("{}.csv", key.trim_end_matches(".json"));
+        let csv = to_csv(rows).into_bytes();
+        (self.put(&key, "application/json", json).await
+            && self.put(&csv_key, "text/csv; charset=utf-8", csv).await)
+            .then_some(key)
+    }
+
     /// Uploads `log` as `job`'s attempt; the key, or `None` when it could not be (logged: a log
     /// that cannot be uploaded never fails the job).
     pub async fn upload(
@@ -59,22 +103,9 @@ impl LogUploader {
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let body = prepare(&raw, &secrets);
         let key = key(&self.pool, job, attempt);
-        match self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("text/plain; charset=utf-8")
-            .body(ByteStream::from(body.into_bytes()))
-            .send()
+        self.put(&key, "text/plain; charset=utf-8", body.into_bytes())
             .await
-        {
-            Ok(_) => Some(key),
-            Err(e) => {
-                warn!(bucket = %self.bucket, key = %key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "job log not uploaded");
-                None
-            }
-        }
+            .then_some(key)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use pbs_shared::message::sequencer_cmp;
+use pbs_shared::report::{self, ReportRow};
 use pbs_shared::{
     DeliveredFile, DestPath, ErrorClass, FileOutcome, JobId, JobMessage, JobResult, JobSource,
     JobState, Overwrite,
@@ -93,29 +94,50 @@ pub async fn handle_batch(
         let started = Instant::now();
         // One copy: cancelling one of its jobs stops it; the others run again (interrupted).
         let stop = abort.child_token();
-        let ids: Vec<&JobId> = running.iter().map(|&(i, _)| &batch[i].1.job_id).collect();
+        let ids = running.iter().map(|&(i, _)| &batch[i].1.job_id);
         let copies = {
-            let _running = ctx.cancels.register(ids.iter().copied(), &stop);
+            let _running = ctx.cancels.register(ids, &stop);
             copy_together(ctx, batch, &running, &stop)
                 .instrument(info_span!("batch", jobs = running.len()))
                 .await
         };
-        let copies: Vec<Copy> = running
-            .iter()
-            .zip(copies)
-            .map(|(&(i, _), copied)| cancelled_or(ctx, &batch[i].1, abort, copied))
-            .collect();
-        let first_attempt = running[0].1;
-        let log = rclone::log_path(&ctx.config.state_dir, ids[0].as_str(), first_attempt);
-        let log_key = match copies.iter().all(|c| matches!(c, Copy::Interrupted)) {
-            true => None,
-            false => upload_log(ctx, ids[0], first_attempt, &log).await,
-        };
+        let mut finals = Vec::new();
         for (&(i, attempt), copied) in running.iter().zip(copies) {
             let job = &batch[i].1;
-            let (disposition, _) = job_span(job)
-                .in_scope(|| conclude(ctx, job, attempt, started, copied, log_key.clone()));
-            settled[i] = Some(disposition);
+            let copied = cancelled_or(ctx, job, abort, copied);
+            match job_span(job).in_scope(|| decide(ctx, job, attempt, started, copied)) {
+                Decided::Again(disposition) => settled[i] = Some(disposition),
+                Decided::Final { outcome, delivered } => {
+                    finals.push((i, attempt, outcome, delivered))
+                }
+            }
+        }
+        if let Some(&(first, attempt, ..)) = finals.first() {
+            // The batch's log and one report for all its finished jobs.
+            let log = rclone::log_path(
+                &ctx.config.state_dir,
+                batch[first].1.job_id.as_str(),
+                attempt,
+            );
+            let ended: Vec<_> = finals
+                .iter()
+                .map(|(i, _, o, d)| (&batch[*i].1, o, d))
+                .collect();
+            let artifacts = upload_artifacts(ctx, &ended, attempt, &log).await;
+            for (i, attempt, outcome, delivered) in finals {
+                let job = &batch[i].1;
+                let (disposition, _) = job_span(job).in_scope(|| {
+                    record(
+                        ctx,
+                        job,
+                        attempt,
+                        started,
+                        (outcome, delivered),
+                        artifacts.clone(),
+                    )
+                });
+                settled[i] = Some(disposition);
+            }
         }
     }
     settled
@@ -355,6 +377,7 @@ fn failure_result(class: ErrorClass, error: String, duration_ms: u64) -> JobResu
         note: None,
         delivered: Vec::new(),
         log_key: None,
+        report_key: None,
     }
 }
 
@@ -389,12 +412,14 @@ async fn run(
             cancelled_or(ctx, &job, abort, copied)
         }
     };
-    // An interrupted attempt runs again; its log goes with that run's.
-    let log_key = match copied {
-        Copy::Interrupted => None,
-        _ => upload_log(ctx, &job.job_id, attempt, &log).await,
-    };
-    conclude(ctx, &job, attempt, started, copied, log_key)
+    match decide(ctx, &job, attempt, started, copied) {
+        Decided::Again(disposition) => (disposition, None),
+        Decided::Final { outcome, delivered } => {
+            let artifacts =
+                upload_artifacts(ctx, &[(&job, &outcome, &delivered)], attempt, &log).await;
+            record(ctx, &job, attempt, started, (outcome, delivered), artifacts)
+        }
+    }
 }
 
 /// An interrupted copy whose job an operator cancelled (and not the executor's shutdown) is
@@ -411,24 +436,36 @@ fn cancelled_or(
     }
 }
 
-/// Uploads the log of `job`'s attempt (a batch's log goes once, under its first job); the key,
-/// if uploaded.
-async fn upload_log(
+/// Uploads the log and the delivery report of finished jobs that shared one attempt's `log` (one
+/// job, or a batch: one log and one report, under its first job).
+async fn upload_artifacts(
     ctx: &JobContext,
-    job: &JobId,
+    ended: &[(&JobMessage, &Outcome, &Vec<DeliveredFile>)],
     attempt: u32,
     log: &std::path::Path,
-) -> Option<String> {
-    let uploader = ctx.logs.as_ref()?;
-    if !log.exists() {
-        return None;
-    }
+) -> Artifacts {
+    let Some(uploader) = ctx.logs.as_ref() else {
+        return Artifacts::default();
+    };
+    let first = &ended[0].0.job_id;
+    let rows: Vec<ReportRow> = ended
+        .iter()
+        .flat_map(|(job, outcome, delivered)| {
+            report::rows(job, delivered, outcome.error.as_deref())
+        })
+        .collect();
     let mut secrets = ctx.endpoints.secrets();
     if let Ok(creds) = ctx.credentials.provide_credentials().await {
         secrets.push(creds.secret_access_key().to_owned());
         secrets.extend(creds.session_token().map(str::to_owned));
     }
-    uploader.upload(job, attempt, log, &secrets).await
+    Artifacts {
+        log_key: match log.exists() {
+            true => uploader.upload(first, attempt, log, &secrets).await,
+            false => None,
+        },
+        report_key: uploader.upload_report(first, attempt, &rows).await,
+    }
 }
 
 /// Claims a delivery in the ledger and starts its attempt: `Ok(attempt)` when the job is to run
@@ -465,6 +502,7 @@ fn begin(
                 note: None,
                 delivered: Vec::new(),
                 log_key: None,
+                report_key: None,
             };
             // Reported as the attempt that ended it, so the job's history stays true.
             let report = ctx
@@ -491,17 +529,26 @@ fn begin(
     Ok(attempt)
 }
 
-/// Records and reports the outcome of an attempt that started at `started`.
-fn conclude(
+/// How an attempt ends.
+enum Decided {
+    /// It runs again (interrupted, or a retryable failure): already noted in the ledger.
+    Again(Disposition),
+    /// Its outcome, to be recorded and reported by [`record`].
+    Final {
+        outcome: Outcome,
+        delivered: Vec<DeliveredFile>,
+    },
+}
+
+/// What an attempt that started at `started` comes to.
+fn decide(
     ctx: &JobContext,
     job: &JobMessage,
     attempt: u32,
     started: Instant,
     copied: Copy,
-    log_key: Option<String>,
-) -> (Disposition, Option<JobState>) {
+) -> Decided {
     let duration_ms = started.elapsed().as_millis() as u64;
-
     let (outcome, delivered) = match copied {
         Copy::Done {
             files,
@@ -537,7 +584,7 @@ fn conclude(
             let requeued =
                 Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
             let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued, None);
-            return (Disposition::Release(Duration::ZERO), None);
+            return Decided::Again(Disposition::Release(Duration::ZERO));
         }
         Copy::Failed { class, error }
             if class.is_retryable() && job.retry.may_retry_after(attempt) =>
@@ -551,11 +598,31 @@ fn conclude(
                 &Outcome::requeued(Some(class), error, duration_ms),
                 None,
             );
-            return (Disposition::Release(delay), None);
+            return Decided::Again(Disposition::Release(delay));
         }
         Copy::Failed { class, error } => (Outcome::failed(class, error, duration_ms), Vec::new()),
         Copy::Cancelled { by } => (Outcome::cancelled(&by, duration_ms), Vec::new()),
     };
+    Decided::Final { outcome, delivered }
+}
+
+/// Where an attempt's log and delivery report were uploaded.
+#[derive(Debug, Clone, Default)]
+struct Artifacts {
+    log_key: Option<String>,
+    report_key: Option<String>,
+}
+
+/// Records and reports a final outcome.
+fn record(
+    ctx: &JobContext,
+    job: &JobMessage,
+    attempt: u32,
+    started: Instant,
+    (outcome, delivered): (Outcome, Vec<DeliveredFile>),
+    artifacts: Artifacts,
+) -> (Disposition, Option<JobState>) {
+    let duration_ms = outcome.duration_ms;
     let result = JobResult {
         files: outcome.files,
         bytes: outcome.bytes,
@@ -564,7 +631,8 @@ fn conclude(
         error: outcome.error.clone(),
         note: outcome.note.clone(),
         delivered,
-        log_key,
+        log_key: artifacts.log_key,
+        report_key: artifacts.report_key,
     };
     let report = ctx
         .status

@@ -292,6 +292,7 @@ mod tests {
                 outcome: pbs_shared::FileOutcome::Copied,
             }],
             log_key: Some("logs/default/ev-1/attempt-1.log".into()),
+            report_key: Some("reports/default/ev-1/attempt-1.json".into()),
         };
         let done = shape(&s.message(&id, 1, JobState::Succeeded, Some(ok)));
         assert_eq!(
@@ -307,6 +308,7 @@ mod tests {
             note: None,
             delivered: Vec::new(),
             log_key: Some("logs/default/ev-1/attempt-1.log".into()),
+            report_key: Some("reports/default/ev-1/attempt-1.json".into()),
         };
         let failed = shape(&s.message(&id, 1, JobState::Failed, Some(failed)));
         assert_eq!(

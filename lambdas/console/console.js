@@ -173,9 +173,11 @@ async function jobView(id) {
   const problem = el("div");
   const logBox = el("pre", { id: "log" }, "");
   const head = el("div");
+  const reportBox = el("div", { id: "report" });
   show(el("h1", {}, "Job ", el("code", {}, id)), problem, head,
-    el("h2", {}, "rclone log"), logBox);
+    el("h2", {}, "Delivery report"), reportBox, el("h2", {}, "rclone log"), logBox);
   let logShown = false;
+  let reportShown = false;
   const act = (verb) => async () => {
     if (verb === "cancel" && !confirm(`Cancel job ${id}?`)) return;
     try {
@@ -213,7 +215,21 @@ async function jobView(id) {
     } else if (!job.log_key) {
       logBox.textContent = TERMINAL.includes(job.state) ? "No log was uploaded for this job." : "The log is uploaded when the attempt ends.";
     }
-    if (TERMINAL.includes(job.state) && logShown) { clearInterval(timer); timer = null; }
+    if (job.report_key && !reportShown) {
+      try {
+        const report = await api("GET", `/jobs/${encodeURIComponent(id)}/report`);
+        reportBox.replaceChildren(el("div", { class: "scroll" }, el("table", {},
+          el("thead", {}, el("tr", {}, ["File", "Outcome", "Size", "MD5", "Destination", "Error"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, report.files.slice(0, 500).map((f) => el("tr", { "data-outcome": f.outcome },
+            el("td", { class: "wrap" }, f.key), el("td", {}, f.outcome), el("td", {}, bytes(f.size)),
+            el("td", {}, el("code", {}, f.md5 || "—")), el("td", { class: "wrap" }, f.dest_path),
+            el("td", { class: "wrap" }, f.error || "")))))));
+        reportShown = true;
+      } catch (err) { reportBox.replaceChildren(errorBox(err)); }
+    } else if (!job.report_key) {
+      reportBox.replaceChildren(el("p", { class: "muted" }, TERMINAL.includes(job.state) ? "No report was written for this job." : "Written when the job ends."));
+    }
+    if (TERMINAL.includes(job.state) && logShown && reportShown) { clearInterval(timer); timer = null; }
   };
   await refresh();
   timer = setInterval(refresh, 1500);

@@ -293,6 +293,9 @@ impl JobTable {
             if let Some(key) = &r.log_key {
                 update = update.set("log_key", s(key));
             }
+            if let Some(key) = &r.report_key {
+                update = update.set("report_key", s(key));
+            }
             // Per-file outcomes and hashes, unless they would crowd the item's 400 KB limit (the
             // delivery report in S3 holds every file).
             if !r.delivered.is_empty() {
@@ -603,6 +606,9 @@ pub struct JobView {
     /// Where the attempt's rclone log is (the API serves it at `/api/v1/jobs/{id}/log`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_key: Option<String>,
+    /// Where the delivery report is (served at `/api/v1/jobs/{id}/report`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -686,6 +692,7 @@ impl JobView {
                 at: opt("progress_at").unwrap_or_default(),
             }),
             log_key: opt("log_key"),
+            report_key: opt("report_key"),
             cancel_requested_at: opt("cancel_requested_at"),
             cancel_requested_by: opt("cancel_requested_by"),
             created_by: opt("created_by"),

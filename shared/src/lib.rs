@@ -12,6 +12,7 @@ pub mod matching;
 pub mod message;
 pub mod names;
 pub mod path_template;
+pub mod report;
 pub mod retry;
 pub mod rule_spec;
 pub mod s3_key;

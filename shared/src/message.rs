@@ -227,6 +227,10 @@ pub struct JobResult {
     /// Where the attempt's rclone log was uploaded (secrets redacted): a key in the logs bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_key: Option<String>,
+    /// Where the delivery report (JSON; the CSV beside it with `.csv`) was uploaded: each file
+    /// with size, hash, source version, destination path, outcome and error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_key: Option<String>,
 }
 
 /// A report from an executor to the StatusQueue.

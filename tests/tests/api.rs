@@ -535,3 +535,136 @@ async fn a_running_copy_cancelled_through_the_api_stops_leaves_no_partial_and_en
         .expect("ledger row");
     assert_eq!(row["state"], "cancelled", "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_report_lists_each_of_100_files_with_the_hash_of_what_landed() {
+    use std::time::Duration;
+
+    let stack = Stack::connect().await.unwrap();
+    let sc = pbs_e2e::Scenario::new(&stack, "report", None, "batch/**", "r/{key}")
+        .await
+        .unwrap();
+    // Hash verification, so each delivered file's MD5 is read back from the destination.
+    let mut template = template_json(&sc.template, &sc.bucket, "batch/**", &sc.pool, "r/{key}");
+    template["options"] = json!({"delivery": {"verify": "hash"}});
+    let (status, answer) = stack
+        .call(
+            "PUT",
+            &format!("/api/v1/templates/{}", sc.template),
+            Some(&template),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let keys: Vec<String> = (0..100).map(|i| format!("batch/f,{i:03}.bin")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        stack
+            .put_object(&sc.bucket, key, pbs_e2e::body(1000 + i * 37, i as u32))
+            .await
+            .unwrap();
+    }
+    let (status, job) = stack
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(&json!({"template_id": sc.template, "keys": keys})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let done = pbs_e2e::eventually(
+        Duration::from_secs(120),
+        "the 100-file job to end",
+        || async {
+            let (_, j) = stack
+                .call("GET", &format!("/api/v1/jobs/{id}"), None)
+                .await?;
+            Ok(["succeeded", "failed"]
+                .contains(&j["state"].as_str().unwrap_or(""))
+                .then_some(j))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["report_key"],
+        format!("reports/{}/{id}/attempt-1.json", sc.pool)
+    );
+
+    let (status, report) = stack
+        .call("GET", &format!("/api/v1/jobs/{id}/report"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{report}");
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 100);
+    // The hashes of what actually landed, by md5sum.
+    let landed: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            sc.executor
+                .landing
+                .join("r")
+                .join(k)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let out = std::process::Command::new("md5sum")
+        .args(&landed)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sums: std::collections::HashMap<String, String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (sum, path) = l.split_once("  ").unwrap();
+            (path.to_owned(), sum.to_owned())
+        })
+        .collect();
+    for (row, (key, path)) in files.iter().zip(keys.iter().zip(&landed)) {
+        assert_eq!(row["key"], key.as_str());
+        assert_eq!(row["dest_path"], format!("r/{key}"));
+        assert_eq!(row["outcome"], "copied", "{row}");
+        assert_eq!(row["size"], std::fs::metadata(path).unwrap().len());
+        assert_eq!(
+            row["md5"],
+            sums[path].as_str(),
+            "{key}: the report's hash is the landed file's"
+        );
+        assert!(row["source_version"].is_string(), "{row}");
+    }
+    // The same for people, as CSV: a header and one line per file, keys with commas quoted.
+    let res = stack
+        .http
+        .get(format!(
+            "{}/api/v1/jobs/{id}/report?format=csv",
+            stack.output("LocalApiUrl")
+        ))
+        .bearer_auth(stack.token("viewer").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let csv = res.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 101, "{csv}");
+    assert!(lines[0].starts_with("job_id,key,source_version,size,dest_path,md5,outcome"));
+    assert!(
+        lines[1].starts_with(&format!("{id},\"batch/f,000.bin\",")),
+        "{}",
+        lines[1]
+    );
+    let (status, answer) = stack
+        .call("GET", &format!("/api/v1/jobs/{id}/report?format=xml"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (400, Some("format")),
+        "{answer}"
+    );
+}

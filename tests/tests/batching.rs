@@ -103,5 +103,20 @@ async fn a_backlog_is_copied_in_few_rclone_runs_and_each_job_keeps_its_own_outco
         if state == "failed" {
             assert_eq!(job["error_class"], "not_found", "{job}");
         }
+        // Its delivery report (its batch's, which the API narrows to this job) tells its file.
+        let (status, report) = stack
+            .call("GET", &format!("/api/v1/jobs/{job_id}/report"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{report}");
+        let rows = report["files"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{report}");
+        assert_eq!(rows[0]["job_id"], job_id.as_str());
+        let outcome = if state == "failed" {
+            "not_delivered"
+        } else {
+            "copied"
+        };
+        assert_eq!(rows[0]["outcome"], outcome, "{report}");
     }
 }

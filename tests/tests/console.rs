@@ -122,6 +122,12 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
     })
     .await
     .unwrap();
+    // And its delivery report.
+    let report = browser
+        .text("#report tr[data-outcome='copied']")
+        .await
+        .unwrap();
+    assert!(report.contains("media/clip.mov"), "{report}");
     browser
         .screenshot(&shot("job-succeeded-with-log"))
         .await

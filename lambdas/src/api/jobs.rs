@@ -118,6 +118,34 @@ pub async fn show(
     Ok(Json(serde_json::to_value(job).expect("jobs serialise")))
 }
 
+/// An object of the logs bucket, whole.
+async fn artifact(state: &ApiState, key: &str) -> Result<Vec<u8>, ApiError> {
+    let Some(bucket) = &state.logs_bucket else {
+        return Err(ApiError::NotFound(
+            "this stack keeps no job logs or reports".into(),
+        ));
+    };
+    let object = state
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::Internal(format!(
+                "reading s3://{bucket}/{key}: {}",
+                crate::items::describe_error(&e)
+            ))
+        })?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading s3://{bucket}/{key}: {e}")))?;
+    Ok(bytes.into_bytes().to_vec())
+}
+
 /// `GET /api/v1/jobs/{id}/log`: the attempt's rclone log as the executor uploaded it.
 pub async fn log(
     State(state): State<ApiState>,
@@ -131,33 +159,57 @@ pub async fn log(
             "job {id} has no log yet: its executor uploads the log when an attempt ends"
         )));
     };
-    let Some(bucket) = &state.logs_bucket else {
-        return Err(ApiError::NotFound("this stack keeps no job logs".into()));
+    let bytes = artifact(&state, &key).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}/report[?format=csv]`: the job's delivery report, each file with size,
+/// hash, source version, destination path, outcome and error (a batch's report holds every job
+/// of the batch; this job's rows are served).
+pub async fn report(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Viewer)?;
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                "format",
+                format!("format must be json or csv, got {other:?}"),
+            ));
+        }
     };
-    let object = state
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| {
-            ApiError::Internal(format!(
-                "reading s3://{bucket}/{key}: {}",
-                crate::items::describe_error(&e)
-            ))
-        })?;
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading s3://{bucket}/{key}: {e}")))?
-        .into_bytes();
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        bytes.to_vec(),
+    let job = find(&state, &id).await?;
+    let Some(key) = job.report_key else {
+        return Err(ApiError::NotFound(format!(
+            "job {id} has no delivery report: reports are written when a job finishes"
+        )));
+    };
+    let raw = artifact(&state, &key).await?;
+    let doc: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::Internal(format!("report {key} is not JSON: {e}")))?;
+    let rows: Vec<pbs_shared::report::ReportRow> = serde_json::from_value(doc["files"].clone())
+        .map_err(|e| ApiError::Internal(format!("report {key} is malformed: {e}")))?;
+    let rows: Vec<_> = rows.into_iter().filter(|r| r.job_id == id).collect();
+    if csv {
+        let text = pbs_shared::report::to_csv(&rows);
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
+    }
+    Ok(
+        Json(json!({"job_id": id, "state": job.state, "report_key": key, "files": rows}))
+            .into_response(),
     )
-        .into_response())
 }
 
 /// The body of `POST /api/v1/jobs`.

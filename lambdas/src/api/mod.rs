@@ -59,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/log", get(jobs::log))
+        .route("/jobs/{id}/report", get(jobs::report))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/templates", get(templates::list).post(templates::create))
