@@ -11,6 +11,9 @@ use tracing::warn;
 
 use crate::rclone;
 
+/// Longest an upload may take.
+const PUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Largest log uploaded; a longer one keeps its end, where the outcome is.
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 
@@ -47,20 +50,25 @@ pub fn report_key(pool: &PoolName, job: &JobId, attempt: u32) -> String {
 }
 
 impl LogUploader {
+    /// PUTs one object; a cloud that does not answer holds the job's outcome back at most
+    /// `PUT_TIMEOUT`.
     async fn put(&self, key: &str, content_type: &str, body: Vec<u8>) -> bool {
-        match self
+        let put = self
             .s3
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
             .body(ByteStream::from(body))
-            .send()
-            .await
-        {
-            Ok(_) => true,
-            Err(e) => {
+            .send();
+        match tokio::time::timeout(PUT_TIMEOUT, put).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
                 warn!(bucket = %self.bucket, key = %key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "not uploaded");
+                false
+            }
+            Err(_) => {
+                warn!(bucket = %self.bucket, key = %key, timeout_s = PUT_TIMEOUT.as_secs(), "not uploaded: no answer in time");
                 false
             }
         }
