@@ -229,7 +229,9 @@ async function jobView(id) {
     } else if (!job.report_key) {
       reportBox.replaceChildren(el("p", { class: "muted" }, TERMINAL.includes(job.state) ? "No report was written for this job." : "Written when the job ends."));
     }
-    if (TERMINAL.includes(job.state) && logShown && reportShown) { clearInterval(timer); timer = null; }
+    // A finished job changes no more once what it has is shown.
+    const settled = (logShown || !job.log_key) && (reportShown || !job.report_key);
+    if (TERMINAL.includes(job.state) && settled) { clearInterval(timer); timer = null; }
   };
   await refresh();
   timer = setInterval(refresh, 1500);
