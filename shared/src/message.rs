@@ -294,8 +294,11 @@ impl ControlMessage {
     }
 }
 
-/// The control queue of `executor` in a pool whose work queue is named `work_queue_name`. SQS
-/// names are at most 80 characters: a longer name keeps its start and ends in a hash of the whole.
+/// The control queue of `executor` in a pool whose work queue is named `work_queue_name`:
+/// `<work queue>-ctl-<executor id>`, which the pool's IAM policies grant as `<work queue ARN>-ctl-*`.
+/// SQS names are at most 80 characters: when that is too long, the executor id is replaced by a
+/// hash of it (the work queue's name stays whole, so the grant still holds); only a work queue name
+/// over 59 characters is itself cut.
 pub fn control_queue_name(work_queue_name: &str, executor: &ExecutorId) -> String {
     const MAX: usize = 80;
     let full = format!("{work_queue_name}-ctl-{executor}");
@@ -306,7 +309,8 @@ pub fn control_queue_name(work_queue_name: &str, executor: &ExecutorId) -> Strin
     let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    format!("{}-{hash:016x}", &full[..MAX - 17])
+    let keep = work_queue_name.len().min(MAX - "-ctl-".len() - 16);
+    format!("{}-ctl-{hash:016x}", &work_queue_name[..keep])
 }
 
 /// A doctor's test message: the status function logs it and changes nothing.
@@ -404,11 +408,17 @@ mod tests {
             "pbs-pool-default-ctl-site-b-01"
         );
         let long = ExecutorId::parse("e".repeat(63)).unwrap();
-        let a = control_queue_name("a-rather-long-stack-name-pool-default", &long);
+        let pool_queue = "a-rather-long-stack-name-pool-default";
+        let a = control_queue_name(pool_queue, &long);
         let other = ExecutorId::parse(format!("{}f", "e".repeat(62))).unwrap();
-        let b = control_queue_name("a-rather-long-stack-name-pool-default", &other);
-        assert_eq!(a.len(), 80);
+        let b = control_queue_name(pool_queue, &other);
+        assert!(a.len() <= 80, "{a}");
+        assert!(
+            a.starts_with(&format!("{pool_queue}-ctl-")),
+            "the IAM grant still holds: {a}"
+        );
         assert_ne!(a, b, "names differing only at the end stay apart");
+        assert_eq!(control_queue_name(&"q".repeat(79), &long).len(), 80);
         assert!(
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
