@@ -47,6 +47,21 @@ pub enum Inserted {
     Exists { dispatched: bool },
 }
 
+/// A conditional update's answer: applied, or refused by its condition (stale).
+fn applied<T, E, R>(
+    res: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> Result<Applied, JobTableError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match res {
+        Ok(_) => Ok(Applied::Moved),
+        Err(e) if is_condition_failure(&e) => Ok(Applied::Stale),
+        Err(e) => Err(dynamo_err(e)),
+    }
+}
+
 /// Whether a status report moved a job.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -310,15 +325,12 @@ impl JobTable {
         let condition = "attribute_not_exists(#job_id) OR attribute_not_exists(#state_rank) OR \
              (#state_rank < :terminal AND (#attempt < :attempt OR \
              (#attempt = :attempt AND #state_rank < :state_rank)))";
-        let res = update
-            .apply(self.update(&st.job_id), Some(condition))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(Applied::Moved),
-            Err(e) if is_condition_failure(&e) => Ok(Applied::Stale),
-            Err(e) => Err(dynamo_err(e)),
-        }
+        applied(
+            update
+                .apply(self.update(&st.job_id), Some(condition))
+                .send()
+                .await,
+        )
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Option<JobView>, JobTableError> {
@@ -505,18 +517,15 @@ impl JobTable {
         if let Some(eta) = p.eta_seconds {
             update = update.set("progress_eta_seconds", n(eta));
         }
-        let res = update
-            .apply(
-                self.update(&p.job_id),
-                Some("#state = :running AND #attempt = :attempt"),
-            )
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(Applied::Moved),
-            Err(e) if is_condition_failure(&e) => Ok(Applied::Stale),
-            Err(e) => Err(dynamo_err(e)),
-        }
+        applied(
+            update
+                .apply(
+                    self.update(&p.job_id),
+                    Some("#state = :running AND #attempt = :attempt"),
+                )
+                .send()
+                .await,
+        )
     }
 }
 

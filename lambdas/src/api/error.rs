@@ -31,6 +31,32 @@ impl ApiError {
     }
 }
 
+/// A JSON request body as `T`; a bad one is a 400 naming the field at fault (`body` for the
+/// whole, e.g. a missing field).
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::field(if field == "." { "body" } else { &field }, e.inner())
+    })
+}
+
+/// The `limit` query parameter: `default` when absent, else a whole number from 1 to `max`.
+pub fn limit_param(raw: Option<&str>, default: i32, max: i32) -> Result<i32, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    raw.parse::<i32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::field(
+                "limit",
+                format!("limit must be a whole number from 1 to {max}, got {raw:?}"),
+            )
+        })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {

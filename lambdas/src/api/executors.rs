@@ -85,19 +85,7 @@ pub async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(raw) => raw
-            .parse::<i32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                ApiError::field(
-                    "limit",
-                    format!("limit must be a whole number from 1 to 500, got {raw:?}"),
-                )
-            })?,
-    };
+    let limit = super::limit_param(q.limit.as_deref(), 100, 500)?;
     let (entries, next) =
         state
             .audit

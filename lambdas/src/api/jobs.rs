@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
-use super::{ApiError, ApiState, AuditTarget};
+use super::{ApiError, ApiState, AuditTarget, json_body, limit_param};
 use crate::dispatch::Dispatched;
 use crate::job_table::{Inserted, JobFilter, JobView};
 use crate::trigger::plan::{ObjectEvent, Planned, plan};
@@ -62,18 +62,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.parse::<i32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::field(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_LIMIT}, got {raw:?}"),
-                ));
-            }
-        },
-    };
+    let limit = limit_param(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(st) = q.state.as_deref()
         && JobState::parse(st).is_none()
     {
@@ -231,11 +220,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Operator)?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: CreateBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError::field(if field == "." { "body" } else { &field }, e.inner())
-    })?;
+    let req: CreateBody = json_body(&body)?;
     let template_id =
         TemplateId::parse(&req.template_id).map_err(|e| ApiError::field("template_id", e))?;
     let job = start_manual(

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+use error::{json_body, limit_param};
 
 use crate::audit::AuditLog;
 use crate::dispatch::Dispatcher;

@@ -167,11 +167,7 @@ pub async fn dry_run(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: DryRunBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError::field(if field == "." { "body" } else { &field }, e.inner())
-    })?;
+    let req: DryRunBody = super::json_body(&body)?;
     if req.bucket.is_empty() {
         return Err(ApiError::field("bucket", "bucket is empty"));
     }
