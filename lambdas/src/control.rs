@@ -63,8 +63,17 @@ pub async fn send(
         }
         Err(e) => return Err(describe_error(&e)),
     };
+    post(sqs, &url, message).await
+}
+
+/// Puts `message` on the control queue at `url`.
+pub async fn post(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    message: &ControlMessage,
+) -> Result<(), String> {
     sqs.send_message()
-        .queue_url(&url)
+        .queue_url(url)
         .message_body(serde_json::to_string(message).expect("control messages serialise"))
         .send()
         .await

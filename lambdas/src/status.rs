@@ -127,13 +127,9 @@ impl Status {
                 .unwrap_or_else(|| "an operator".into()),
             at: Utc::now(),
         });
-        self.sqs
-            .send_message()
-            .queue_url(&url)
-            .message_body(serde_json::to_string(&request).expect("control messages serialise"))
-            .send()
+        crate::control::post(&self.sqs, &url, &request)
             .await
-            .map_err(|e| format!("sending a cancel to {name}: {}", describe_error(&e)))?;
+            .map_err(|e| format!("sending a cancel to {name}: {e}"))?;
         info!(job_id = %st.job_id, executor = %st.executor_id, "a cancelled job was started: its executor is told to stop it");
         Ok(())
     }
