@@ -19,7 +19,7 @@ export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
 jwks=$(bash infra/dev-issuer.sh jwks)
 sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
-  --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 LogLevel=debug \
+  --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 LogLevel=debug NotifyBackoffSeconds=1 \
   "AuthJwks='$jwks'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)" \
   "AuthAudience=$(bash infra/dev-issuer.sh audience)" \
   >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \

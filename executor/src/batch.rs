@@ -22,6 +22,7 @@ pub struct BatchKey {
     bucket: String,
     destination: String,
     delivery: DeliveryKey,
+    bandwidth: Option<String>,
     src_dir: String,
     dst_dir: String,
 }
@@ -62,7 +63,11 @@ pub fn key(job: &JobMessage) -> Option<BatchKey> {
     let JobSource::S3 { bucket } = &job.source else {
         return None;
     };
-    if job.delivery.overwrite != Overwrite::Overwrite || job.files.is_empty() {
+    // A relay's first leg writes under its own job id: it cannot share a copy.
+    if job.delivery.overwrite != Overwrite::Overwrite
+        || job.files.is_empty()
+        || job.destination.as_str() == pbs_shared::message::STAGING_ENDPOINT
+    {
         return None;
     }
     let (src_dir, dst_dir, _) = transfer::common_folders(&items(job))?;
@@ -70,6 +75,7 @@ pub fn key(job: &JobMessage) -> Option<BatchKey> {
         bucket: bucket.clone(),
         destination: job.destination.as_str().to_owned(),
         delivery: job.delivery.into(),
+        bandwidth: job.bandwidth.as_ref().map(ToString::to_string),
         src_dir,
         dst_dir,
     })

@@ -49,8 +49,10 @@ pub struct Config {
     /// Path of the rclone binary (1.63 or newer: it writes `.partial` files and renames them).
     #[serde(default = "default_rclone")]
     pub rclone: PathBuf,
-    /// Bandwidth limit for each transfer, in rclone's `--bwlimit` syntax (`10M` = 10 MiB/s,
-    /// `512k`). Default: unlimited.
+    /// Bandwidth limit for each transfer, in rclone's `--bwlimit` syntax: a rate (`10M` = 10
+    /// MiB/s, `512k`) or a weekly timetable (`"Mon-08:00,10M Mon-18:00,off"`, or daily
+    /// `"08:00,10M 18:00,off"`), switched live by rclone. With a template's own limit, the lower
+    /// applies at every minute. Default: unlimited.
     #[serde(default)]
     pub bandwidth_limit: Option<String>,
     /// Seconds a running job may take to finish after SIGTERM/SIGINT before rclone is stopped and
@@ -123,6 +125,10 @@ pub struct WatchRule {
     pub delivery: Delivery,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Bandwidth limit or weekly timetable of the rule's transfers (with `bandwidth_limit`, the
+    /// lower applies).
+    #[serde(default)]
+    pub bandwidth: Option<pbs_shared::Bandwidth>,
 }
 
 /// Copy a folder (or prefix) on a cron schedule.
@@ -155,6 +161,10 @@ pub struct ScheduleRule {
     pub delivery: Delivery,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Bandwidth limit or weekly timetable of the rule's transfers (with `bandwidth_limit`, the
+    /// lower applies).
+    #[serde(default)]
+    pub bandwidth: Option<pbs_shared::Bandwidth>,
 }
 
 fn default_path() -> PathTemplate {
@@ -196,6 +206,7 @@ impl WatchRule {
             reconcile_seconds: w.reconcile_seconds,
             delivery: t.options.delivery,
             retry: t.options.retry,
+            bandwidth: t.options.bandwidth.clone(),
         }
     }
 }
@@ -230,6 +241,7 @@ impl ScheduleRule {
             missed: s.missed,
             delivery: t.options.delivery,
             retry: t.options.retry,
+            bandwidth: t.options.bandwidth.clone(),
         }
     }
 }
@@ -283,6 +295,11 @@ pub struct CloudConfig {
     /// How often a running job's progress is sent, 1 to 300 seconds.
     #[serde(default = "default_progress")]
     pub progress_seconds: u64,
+    /// The stack's relay staging area (the stack output `ConfigBucketName`): the endpoint named
+    /// `staging` writes under `staging/<pool>/<job id>/` and reads under `staging/`. Unset: jobs
+    /// that use `staging` fail with a clear error.
+    #[serde(default)]
+    pub staging_bucket: Option<String>,
 }
 
 fn default_progress() -> u64 {
@@ -423,17 +440,6 @@ fn default_rules_poll() -> u64 {
 }
 fn default_visibility() -> i32 {
     300
-}
-
-/// rclone's single-rate `--bwlimit` syntax: a number with an optional unit suffix, or `off`.
-fn is_bwlimit(v: &str) -> bool {
-    if v == "off" {
-        return true;
-    }
-    let digits = v.trim_end_matches(|c: char| "bBkKmMgGtTpP".contains(c));
-    v.len() - digits.len() <= 1
-        && !digits.is_empty()
-        && digits.parse::<f64>().is_ok_and(|n| n > 0.0)
 }
 
 impl EndpointConfig {
@@ -581,12 +587,9 @@ impl Config {
                 self.http_listen
             ));
         }
-        if let Some(limit) = &self.bandwidth_limit
-            && !is_bwlimit(limit)
-        {
-            return Err(format!(
-                "bandwidth_limit {limit:?} is not a rate such as \"10M\", \"512k\" or \"off\""
-            ));
+        if let Some(limit) = &self.bandwidth_limit {
+            pbs_shared::Bandwidth::parse(limit)
+                .map_err(|e| format!("bandwidth_limit {limit:?}: {e}"))?;
         }
         if !(1..=10_000).contains(&self.batch_max_files) {
             return Err(format!(
@@ -627,6 +630,11 @@ impl Config {
             }
         }
         for (name, endpoint) in &self.endpoints {
+            if name.as_str() == pbs_shared::message::STAGING_ENDPOINT {
+                return Err(format!(
+                    "endpoints.{name}: the name {name:?} is reserved for the stack's relay staging area (cloud.staging_bucket)"
+                ));
+            }
             endpoint
                 .validate()
                 .map_err(|(field, message)| format!("endpoints.{name}.{field}: {message}"))?;
@@ -715,6 +723,17 @@ mod tests {
             Config::parse("pool = \"p\"\nstate_dir = \"/tmp\"\nbandwidth_limit = \"2.5M\"\n")
                 .is_ok()
         );
+        assert!(
+            Config::parse(
+                "pool = \"p\"\nstate_dir = \"/tmp\"\nbandwidth_limit = \"Mon-08:00,10M Fri-18:00,off\"\n"
+            )
+            .is_ok()
+        );
+        let e = Config::parse(
+            "pool = \"p\"\nstate_dir = \"/tmp\"\n[endpoints.staging]\ntype = \"local\"\nroot = \"/srv\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
         let e = Config::parse("pool = \"p\"\nstate_dir = \"/tmp\"\nconcurrency = 0\n").unwrap_err();
         assert!(e.contains("concurrency"), "{e}");
         let e = Config::parse(

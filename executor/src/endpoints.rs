@@ -22,6 +22,8 @@ pub enum EndpointError {
     Unknown(String),
     #[error("S3 sources need a [cloud] section with a region")]
     NoCloud,
+    #[error("the relay staging area is not configured on this executor (cloud.staging_bucket)")]
+    NoStaging,
     #[error("endpoints.{endpoint}.{field}: {message}")]
     Config {
         endpoint: String,
@@ -372,6 +374,34 @@ fn s3_side(
         local_root: None,
         redact: Vec::new(),
     }
+}
+
+/// The stack's relay staging area, `staging/` in `cloud.staging_bucket`, with the executor's own
+/// AWS credentials: `sub` is `<pool>/<job id>` where a relay's first leg writes, empty where its
+/// second reads (file keys then start with `<pool>/<job id>/`).
+pub fn staging_side(
+    remote_name: &'static str,
+    cloud: Option<&CloudConfig>,
+    sub: &str,
+    creds: &Credentials,
+) -> Result<Side, EndpointError> {
+    let cloud = cloud.ok_or(EndpointError::NoCloud)?;
+    let bucket = cloud
+        .staging_bucket
+        .as_deref()
+        .ok_or(EndpointError::NoStaging)?;
+    let url = cloud
+        .s3_endpoint_url
+        .as_deref()
+        .or(cloud.endpoint_url.as_deref());
+    Ok(Side {
+        remote: s3_remote(remote_name, &cloud.region, url, creds),
+        base: join(&join(bucket, "staging"), sub),
+        label: pbs_shared::message::STAGING_ENDPOINT.to_owned(),
+        hashes: Hashes::Native,
+        local_root: None,
+        redact: Vec::new(),
+    })
 }
 
 /// The cloud's source bucket, read with the executor's own AWS credentials.

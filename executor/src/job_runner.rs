@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use pbs_shared::message::sequencer_cmp;
+use pbs_shared::Bandwidth;
+use pbs_shared::message::{STAGING_ENDPOINT, sequencer_cmp};
 use pbs_shared::report::{self, ReportRow};
 use pbs_shared::{
     DeliveredFile, DestPath, ErrorClass, FileOutcome, JobId, JobMessage, JobResult, JobSource,
@@ -208,7 +209,11 @@ async fn copy_together(
         }
     }
     let log = rclone::log_path(&ctx.config.state_dir, first.job_id.as_str(), first_attempt);
-    let runner = runner(ctx, (&src, &dst), &log, abort);
+    let bandwidth = bandwidth_limit(
+        ctx.config.bandwidth_limit.as_deref(),
+        first.bandwidth.as_ref(),
+    );
+    let runner = runner(ctx, (&src, &dst), &log, bandwidth.as_deref(), abort);
     let checked = if wanted.is_empty() {
         Vec::new()
     } else {
@@ -722,13 +727,19 @@ async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), Copy>
     let unknown = |e: endpoints::EndpointError| {
         failed(ErrorClass::BadRequest, format!("{e} (pool {})", job.pool))
     };
-    let dest = ctx.endpoints.get(&job.destination).map_err(unknown)?;
+    // `staging` is the stack's relay staging area, not an endpoint of the configuration.
+    let staging = |e: &pbs_shared::EndpointName| e.as_str() == STAGING_ENDPOINT;
+    let dest = match &job.destination {
+        d if staging(d) => None,
+        d => Some(ctx.endpoints.get(d).map_err(unknown)?),
+    };
     let source = match &job.source {
         JobSource::S3 { .. } => None,
+        JobSource::Endpoint { endpoint } if staging(endpoint) => None,
         JobSource::Endpoint { endpoint } => Some(ctx.endpoints.get(endpoint).map_err(unknown)?),
     };
     let needs_aws = source.is_none_or(|s| matches!(s.config, EndpointConfig::S3(_)))
-        || matches!(dest.config, EndpointConfig::S3(_));
+        || dest.is_none_or(|d| matches!(d.config, EndpointConfig::S3(_)));
     let creds = if needs_aws {
         match ctx.credentials.provide_credentials().await {
             Ok(c) => Some(c),
@@ -749,17 +760,31 @@ async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), Copy>
                 .map_err(bad)?
         }
         (_, Some(ep)) => ep.side("SRC", cloud, creds.as_ref()).map_err(bad)?,
-        (JobSource::Endpoint { .. }, None) => unreachable!("resolved above"),
+        (JobSource::Endpoint { .. }, None) => {
+            endpoints::staging_side("SRC", cloud, "", creds.as_ref().expect("fetched above"))
+                .map_err(bad)?
+        }
     };
-    let dst = dest.side("DST", cloud, creds.as_ref()).map_err(bad)?;
+    let dst = match dest {
+        Some(d) => d.side("DST", cloud, creds.as_ref()).map_err(bad)?,
+        None => endpoints::staging_side(
+            "DST",
+            cloud,
+            &format!("{}/{}", job.pool, job.job_id),
+            creds.as_ref().expect("fetched above"),
+        )
+        .map_err(bad)?,
+    };
     Ok((src, dst))
 }
 
-/// The rclone runner of an attempt between `src` and `dst`, logging to `log`.
+/// The rclone runner of an attempt between `src` and `dst`, logging to `log`, at most at
+/// `bandwidth` (see [`bandwidth_limit`]).
 fn runner<'a>(
     ctx: &'a JobContext,
     (src, dst): (&Side, &Side),
     log: &'a std::path::Path,
+    bandwidth: Option<&'a str>,
     abort: &'a CancellationToken,
 ) -> transfer::Runner<'a> {
     transfer::Runner {
@@ -767,9 +792,23 @@ fn runner<'a>(
         home: &ctx.config.state_dir,
         log,
         secrets: src.secrets().into_iter().chain(dst.secrets()).collect(),
-        bandwidth_limit: ctx.config.bandwidth_limit.as_deref(),
+        bandwidth_limit: bandwidth,
         abort,
     }
+}
+
+/// A job's rclone `--bwlimit`: the executor's limit and the job's template's, the lower at every
+/// minute of the week; `None` when neither limits anything.
+pub fn bandwidth_limit(own: Option<&str>, job: Option<&Bandwidth>) -> Option<String> {
+    // The executor's limit was checked when the configuration was read.
+    let own = own.and_then(|o| Bandwidth::parse(o).ok());
+    let limit = match (own, job) {
+        (None, None) => return None,
+        (Some(a), None) => a,
+        (None, Some(b)) => b.clone(),
+        (Some(a), Some(b)) => a.lowest(b),
+    };
+    (!limit.is_off()).then(|| limit.to_string())
 }
 
 async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &CancellationToken) -> Copy {
@@ -778,7 +817,11 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
         Err(c) => return c,
     };
     let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
-    let runner = runner(ctx, (&src, &dst), &log, abort);
+    let bandwidth = bandwidth_limit(
+        ctx.config.bandwidth_limit.as_deref(),
+        job.bandwidth.as_ref(),
+    );
+    let runner = runner(ctx, (&src, &dst), &log, bandwidth.as_deref(), abort);
     // Paths read from an endpoint obey the same rules as paths written: no escaping its root.
     if matches!(job.source, JobSource::Endpoint { .. }) {
         for file in &job.files {
@@ -908,5 +951,34 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
         bytes,
         superseded,
         delivered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lower_of_the_executor_and_template_limits_applies() {
+        let bw = |s: &str| Bandwidth::parse(s).unwrap();
+        assert_eq!(bandwidth_limit(None, None), None);
+        assert_eq!(bandwidth_limit(Some("off"), None), None);
+        assert_eq!(bandwidth_limit(Some("8M"), None).as_deref(), Some("8M"));
+        assert_eq!(
+            bandwidth_limit(None, Some(&bw("2M"))).as_deref(),
+            Some("2M")
+        );
+        assert_eq!(
+            bandwidth_limit(Some("8M"), Some(&bw("2M"))).as_deref(),
+            Some("2M")
+        );
+        assert_eq!(
+            bandwidth_limit(Some("off"), Some(&bw("Mon-08:00,1M Mon-18:00,off"))).as_deref(),
+            Some("Mon-08:00,1M Mon-18:00,off")
+        );
+        assert_eq!(
+            bandwidth_limit(Some("4M"), Some(&bw("Mon-08:00,1M Mon-18:00,off"))).as_deref(),
+            Some("Mon-08:00,1M Mon-18:00,4M")
+        );
     }
 }

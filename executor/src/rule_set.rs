@@ -118,7 +118,8 @@ impl RuleSet {
                 }
                 Rule::Schedule(s) => {
                     if self.endpoints.get(&s.source).is_err()
-                        || self.endpoints.get(&s.destination).is_err()
+                        || (self.endpoints.get(&s.destination).is_err()
+                            && s.destination.as_str() != pbs_shared::message::STAGING_ENDPOINT)
                     {
                         error!(rule = %name, "rule not started: it names an endpoint added since the start; restart the executor to use new endpoints");
                         continue;
@@ -217,7 +218,7 @@ fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
                 let c = check_schedule_rule(config, &r);
                 (Rule::Schedule(r), c)
             }
-            Trigger::S3 { .. } => continue,
+            Trigger::S3 { .. } | Trigger::Chain {} => continue,
         };
         match checked {
             Ok(()) => out.push((name, rule)),

@@ -51,6 +51,25 @@ fn endpoint<'a>(
     })
 }
 
+/// A rule's destination: an endpoint, or the stack's relay staging area when configured.
+fn destination(config: &Config, name: &EndpointName) -> Result<(), FieldProblem> {
+    if name.as_str() == pbs_shared::message::STAGING_ENDPOINT {
+        return match config
+            .cloud
+            .as_ref()
+            .and_then(|c| c.staging_bucket.as_ref())
+        {
+            Some(_) => Ok(()),
+            None => Err((
+                "destination",
+                "the relay staging area is not configured on this executor (cloud.staging_bucket)"
+                    .into(),
+            )),
+        };
+    }
+    endpoint(config, "destination", name).map(drop)
+}
+
 /// A watch rule against `config`'s endpoints: returns the failing field and why.
 pub fn check_watch_rule(config: &Config, w: &WatchRule) -> Result<(), FieldProblem> {
     match endpoint(config, "source", &w.source)? {
@@ -65,7 +84,7 @@ pub fn check_watch_rule(config: &Config, w: &WatchRule) -> Result<(), FieldProbl
             ));
         }
     }
-    endpoint(config, "destination", &w.destination)?;
+    destination(config, &w.destination)?;
     check_watch(&w.trigger(), w.delivery.verify)?;
     w.retry.check().map_err(|(_, m)| ("retry", m))
 }
@@ -73,7 +92,7 @@ pub fn check_watch_rule(config: &Config, w: &WatchRule) -> Result<(), FieldProbl
 /// A schedule rule against `config`'s endpoints.
 pub fn check_schedule_rule(config: &Config, s: &ScheduleRule) -> Result<(), FieldProblem> {
     endpoint(config, "source", &s.source)?;
-    endpoint(config, "destination", &s.destination)?;
+    destination(config, &s.destination)?;
     check_schedule(&s.trigger())?;
     s.retry.check().map_err(|(_, m)| ("retry", m))
 }
@@ -194,6 +213,7 @@ pub struct RuleJob<'a> {
     pub path: &'a PathTemplate,
     pub delivery: Delivery,
     pub retry: RetryPolicy,
+    pub bandwidth: Option<&'a pbs_shared::Bandwidth>,
     pub now: DateTime<Utc>,
 }
 
@@ -216,6 +236,7 @@ impl<'a> RuleJob<'a> {
             path: &rule.path,
             delivery: rule.delivery,
             retry: rule.retry,
+            bandwidth: rule.bandwidth.as_ref(),
             now,
         }
     }
@@ -237,6 +258,7 @@ impl<'a> RuleJob<'a> {
             path: &rule.path,
             delivery: rule.delivery,
             retry: rule.retry,
+            bandwidth: rule.bandwidth.as_ref(),
             now: scheduled_for,
         }
     }
@@ -281,6 +303,7 @@ impl<'a> RuleJob<'a> {
                 kind: self.kind,
                 rule: self.rule.to_string(),
             }),
+            bandwidth: self.bandwidth.cloned(),
             created_at: self.now,
         })
     }

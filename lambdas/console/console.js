@@ -204,6 +204,12 @@ async function jobView(id) {
         el("dt", {}, "Progress"), el("dd", {}, progressBar(job, "progress") || (job.result ? `${job.result.files} files, ${bytes(job.result.bytes)} in ${(job.result.duration_ms / 1000).toFixed(1)} s` : "—")),
         job.error ? [el("dt", {}, "Error"), el("dd", { id: "job-error" }, `${job.error_class || ""} ${job.error}`)] : null,
         job.cancel_requested_by ? [el("dt", {}, "Cancel asked by"), el("dd", {}, job.cancel_requested_by)] : null,
+        job.parent_job ? [el("dt", {}, "Previous step"), el("dd", {}, el("a", { id: "parent-job", href: `#/jobs/${job.parent_job}` }, job.parent_job))] : null,
+        job.next_job ? [el("dt", {}, "Next step"), el("dd", {}, el("a", { id: "next-job", href: `#/jobs/${job.next_job}` }, job.next_job))] : null,
+        job.chain_error ? [el("dt", {}, "Chain stopped"), el("dd", { id: "chain-error" }, job.chain_error)] : null,
+        (job.notifications || []).length ? [el("dt", {}, "Notifications"), el("dd", {}, el("ul", { id: "notifications" },
+          job.notifications.map((n) => el("li", { "data-state": n.state },
+            `${n.target}: ${n.state} after ${n.attempts} attempt${n.attempts === 1 ? "" : "s"}${n.http_status ? ` (HTTP ${n.http_status})` : ""}${n.error ? ` — ${n.error}` : ""}`))))] : null,
         el("dt", {}, `Files (${job.file_count})`), el("dd", {}, el("ul", {}, files))),
       el("div", { class: "actions" },
         ["queued", "running"].includes(job.state) ? el("button", { id: "cancel", class: "danger", onclick: act("cancel") }, "Cancel") : null,
@@ -230,7 +236,8 @@ async function jobView(id) {
       reportBox.replaceChildren(el("p", { class: "muted" }, TERMINAL.includes(job.state) ? "No report was written for this job." : "Written when the job ends."));
     }
     // A finished job changes no more once what it has is shown.
-    const settled = (logShown || !job.log_key) && (reportShown || !job.report_key);
+    const settled = (logShown || !job.log_key) && (reportShown || !job.report_key)
+      && !(job.notifications || []).some((n) => n.state === "retrying");
     if (TERMINAL.includes(job.state) && settled) { clearInterval(timer); timer = null; }
   };
   await refresh();

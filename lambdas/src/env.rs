@@ -74,6 +74,12 @@ pub struct StatusEnv {
     pub job_ttl_days: i64,
     /// Pool work queues are named `<prefix><pool>`; executors' control queues after them.
     pub pool_queue_prefix: String,
+    /// Templates, read when a job ends (notifications, next step).
+    pub templates_table: String,
+    /// Where notifications are queued for the notify function.
+    pub notify_queue_url: Option<String>,
+    /// The bucket of the relay staging area (`staging/…`).
+    pub staging_bucket: Option<String>,
 }
 
 impl StatusEnv {
@@ -84,6 +90,40 @@ impl StatusEnv {
             dead_letter_queue_url: required("STATUS_DLQ_URL")?,
             job_ttl_days: number("JOB_TTL_DAYS", 90)?,
             pool_queue_prefix: required("POOL_QUEUE_PREFIX")?,
+            templates_table: required("TEMPLATES_TABLE")?,
+            notify_queue_url: optional("NOTIFY_QUEUE_URL"),
+            staging_bucket: optional("STAGING_BUCKET"),
+        })
+    }
+}
+
+/// Settings of the notify function.
+#[derive(Debug, Clone)]
+pub struct NotifyEnv {
+    pub jobs_table: String,
+    pub job_ttl_days: i64,
+    /// The NotifyQueue itself (to hide a message for its backoff).
+    pub queue_url: String,
+    /// Where unreadable notification bodies go, with the reason attached.
+    pub dead_letter_queue_url: String,
+    /// Seconds before the second attempt; each later wait doubles.
+    pub backoff_base_seconds: u64,
+    /// Attempts before a notification is given up (recorded `failed`).
+    pub max_attempts: u32,
+    /// Seconds a webhook receiver has to answer.
+    pub timeout_seconds: u64,
+}
+
+impl NotifyEnv {
+    pub fn from_env() -> Result<Self, EnvError> {
+        Ok(Self {
+            jobs_table: required("JOBS_TABLE")?,
+            job_ttl_days: number("JOB_TTL_DAYS", 90)?,
+            queue_url: required("NOTIFY_QUEUE_URL")?,
+            dead_letter_queue_url: required("NOTIFY_DLQ_URL")?,
+            backoff_base_seconds: number("NOTIFY_BACKOFF_SECONDS", 10)?,
+            max_attempts: number("NOTIFY_MAX_ATTEMPTS", 8)?,
+            timeout_seconds: number("NOTIFY_TIMEOUT_SECONDS", 10)?,
         })
     }
 }
@@ -124,6 +164,8 @@ pub struct ApiEnv {
     pub auth_issuer: String,
     pub auth_audience: Option<String>,
     pub auth_jwks: String,
+    /// Where job-end notifications are queued (for queued jobs the API cancels).
+    pub notify_queue_url: Option<String>,
 }
 
 impl ApiEnv {
@@ -140,6 +182,7 @@ impl ApiEnv {
             auth_issuer: required("AUTH_ISSUER")?,
             auth_audience: optional("AUTH_AUDIENCE"),
             auth_jwks: required("AUTH_JWKS")?,
+            notify_queue_url: optional("NOTIFY_QUEUE_URL"),
         })
     }
 }

@@ -470,7 +470,11 @@ impl JobTable {
     }
 
     /// Sets fields of a job's item, whatever its state.
-    async fn set_fields(&self, job_id: &JobId, update: Update) -> Result<(), JobTableError> {
+    pub(crate) async fn set_fields(
+        &self,
+        job_id: &JobId,
+        update: Update,
+    ) -> Result<(), JobTableError> {
         update
             .apply(self.update(job_id), None)
             .send()
@@ -493,6 +497,43 @@ impl JobTable {
             update = update.set("retry_of", s(r));
         }
         self.set_fields(job_id, update).await
+    }
+
+    /// Links a chain step to the job before it (on the new job) and to the job after it (on the
+    /// job before).
+    pub async fn link_chain(&self, parent: &JobId, child: &JobId) -> Result<(), JobTableError> {
+        self.set_fields(child, Update::new().set("parent_job", s(parent.as_str())))
+            .await?;
+        self.set_fields(parent, Update::new().set("next_job", s(child.as_str())))
+            .await
+    }
+
+    /// Records why a succeeded job's next step could not start.
+    pub async fn note_chain_error(&self, job: &JobId, reason: &str) -> Result<(), JobTableError> {
+        self.set_fields(job, Update::new().set("chain_error", s(reason)))
+            .await
+    }
+
+    /// Records the outcome so far of a job's notification number `index` (a JSON document, see
+    /// [`NotificationView`]).
+    pub async fn record_notification(
+        &self,
+        job: &JobId,
+        index: usize,
+        outcome: &NotificationView,
+    ) -> Result<(), JobTableError> {
+        let json = serde_json::to_string(outcome).expect("notification outcomes serialise");
+        self.set_fields(job, Update::new().set(&format!("notify_{index}"), s(json)))
+            .await
+    }
+
+    /// Notes that what follows a job's end (notifications, next step, staging clean-up) was done.
+    pub async fn mark_followed_up(&self, job: &JobId) -> Result<(), JobTableError> {
+        self.set_fields(
+            job,
+            Update::new().set("followed_up", AttributeValue::Bool(true)),
+        )
+        .await
     }
 
     /// Records an executor's progress figures on a running job (same attempt, still running).
@@ -628,6 +669,36 @@ pub struct JobView {
     /// The job a retry repeats.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// Chains: the step before this job, the step after it, and why no step followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_error: Option<String>,
+    /// Each notification of the job's end, by its place in the template's `options.notify`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationView>,
+    /// Whether notifications, next step and staging clean-up were done after its end.
+    #[serde(skip)]
+    pub followed_up: bool,
+}
+
+/// How one notification of a job's end went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NotificationView {
+    pub index: usize,
+    /// The webhook URL (without query) or `sns:<topic ARN>`.
+    pub target: String,
+    /// `delivered`, `retrying` (another attempt is scheduled) or `failed` (given up).
+    pub state: String,
+    pub attempts: u32,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -656,7 +727,7 @@ pub struct ResultView {
 const MAX_DELIVERED_JSON: usize = 256 * 1024;
 
 impl JobView {
-    fn from_item(item: &Item) -> Self {
+    pub(crate) fn from_item(item: &Item) -> Self {
         let opt = |name: &str| get_s(item, name).map(str::to_owned);
         let files: Vec<serde_json::Value> = get_s(item, "files_json")
             .and_then(|j| serde_json::from_str(j).ok())
@@ -706,6 +777,20 @@ impl JobView {
             cancel_requested_by: opt("cancel_requested_by"),
             created_by: opt("created_by"),
             retry_of: opt("retry_of"),
+            parent_job: opt("parent_job"),
+            next_job: opt("next_job"),
+            chain_error: opt("chain_error"),
+            notifications: {
+                let mut all: Vec<NotificationView> = item
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("notify_"))
+                    .filter_map(|(_, v)| v.as_s().ok())
+                    .filter_map(|j| serde_json::from_str(j).ok())
+                    .collect();
+                all.sort_by_key(|n| n.index);
+                all
+            },
+            followed_up: get_bool(item, "followed_up").unwrap_or(false),
         }
     }
 }

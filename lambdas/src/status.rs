@@ -21,6 +21,7 @@ use crate::job_table::{Applied, JobTable};
 
 pub struct Status {
     env: StatusEnv,
+    follow_up: crate::flow::FollowUp,
     dynamo: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
     jobs: JobTable,
@@ -29,9 +30,31 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(env: StatusEnv, dynamo: aws_sdk_dynamodb::Client, sqs: aws_sdk_sqs::Client) -> Self {
+    pub fn new(
+        env: StatusEnv,
+        dynamo: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        s3: aws_sdk_s3::Client,
+    ) -> Self {
+        let jobs = JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days);
         Self {
-            jobs: JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days),
+            follow_up: crate::flow::FollowUp {
+                jobs: jobs.clone(),
+                templates: crate::template_table::TemplateTable::new(
+                    dynamo.clone(),
+                    &env.templates_table,
+                ),
+                dispatcher: crate::dispatch::Dispatcher::new(
+                    sqs.clone(),
+                    jobs.clone(),
+                    &env.pool_queue_prefix,
+                ),
+                sqs: sqs.clone(),
+                s3,
+                notify_queue_url: env.notify_queue_url.clone(),
+                staging_bucket: env.staging_bucket.clone(),
+            },
+            jobs,
             env,
             dynamo,
             sqs,
@@ -95,6 +118,11 @@ impl Status {
                     self.cancel_if_cancelled(&status).await?;
                 }
             }
+        }
+        // An end that was recorded (now, or by an earlier delivery of this report whose follow-up
+        // did not finish) gets its notifications, next step and staging clean-up.
+        if status.state.is_terminal() {
+            self.follow_up.after_end(&(&status).into()).await?;
         }
         self.touch_executor(&status).await
     }

@@ -158,6 +158,18 @@ pub fn event_job_id(
     JobId::parse(format!("ev-{}", &digest[..40])).expect("hex digest is a valid job id")
 }
 
+/// The id of the chain step made from template `next` after job `parent`: the same for a
+/// repeated report, so the step is started once.
+pub fn chain_job_id(parent: &str, next: &TemplateId) -> JobId {
+    let mut h = Sha256::new();
+    for part in [parent, next.as_str()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = hex::encode(h.finalize());
+    JobId::parse(format!("ch-{}", &digest[..40])).expect("hex digest is a valid job id")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,12 +5,14 @@
 //! root, job states only move forward, and the versioned JSON messages exchanged between the cloud
 //! and the executors are defined in one place.
 
+pub mod bandwidth;
 pub mod delivery;
 pub mod dest_path;
 pub mod job;
 pub mod matching;
 pub mod message;
 pub mod names;
+pub mod notify;
 pub mod path_template;
 pub mod report;
 pub mod retry;
@@ -18,6 +20,7 @@ pub mod rule_spec;
 pub mod s3_key;
 pub mod template;
 
+pub use bandwidth::Bandwidth;
 pub use delivery::{DeliveredFile, Delivery, FileOutcome, Overwrite, Verify};
 pub use dest_path::{DestPath, PathError};
 pub use job::{ErrorClass, JobState};

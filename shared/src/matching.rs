@@ -60,7 +60,7 @@ impl CompiledTemplate {
                 Some(compile_glob(key_glob)?),
                 literal_prefix(key_glob).to_owned(),
             ),
-            Trigger::Watch(_) | Trigger::Schedule(_) => (None, String::new()),
+            Trigger::Watch(_) | Trigger::Schedule(_) | Trigger::Chain {} => (None, String::new()),
         };
         Ok(Self {
             template,

@@ -132,8 +132,15 @@ pub struct JobMessage {
     /// For jobs an executor made itself (watch folder, schedule): which rule made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// The template's bandwidth limit or timetable (the executor's own limit also applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<crate::bandwidth::Bandwidth>,
     pub created_at: DateTime<Utc>,
 }
+
+/// The endpoint name every executor gives the stack's relay staging area (in its config bucket,
+/// `staging/<pool>/<job id>/…`): a relay's first leg writes there, its second reads from there.
+pub const STAGING_ENDPOINT: &str = "staging";
 
 /// What made a job on the executor itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

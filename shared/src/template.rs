@@ -56,6 +56,21 @@ pub struct Options {
     /// Overwrite policy and verification.
     #[serde(default)]
     pub delivery: crate::delivery::Delivery,
+    /// Who is told when a job ends (webhooks, e-mail through SNS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::Notification>,
+    /// The template (trigger type `chain`) whose job starts when one of this template's jobs
+    /// succeeds, with the files just delivered as its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_template: Option<TemplateId>,
+    /// Bandwidth limit or weekly timetable of this template's transfers (rclone `--bwlimit`
+    /// syntax); with an executor's own limit, the lower applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<crate::bandwidth::Bandwidth>,
+    /// For a chain step that reads a relay's staging area: keep the staged objects after a
+    /// verified delivery (the bucket's lifecycle rule removes them later) instead of deleting them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_staging: bool,
 }
 
 fn enabled_default() -> bool {
@@ -84,6 +99,9 @@ pub enum Trigger {
     Watch(crate::rule_spec::WatchTrigger),
     /// A cron schedule copying a folder of one of the pool's endpoints (run by its executors).
     Schedule(crate::rule_spec::ScheduleTrigger),
+    /// A step of a chain: started by the template that names it in `options.next_template`,
+    /// with the files that step delivered.
+    Chain {},
 }
 
 fn match_all() -> String {
@@ -141,6 +159,17 @@ impl Template {
                 .map_err(|(f, m)| FieldError::new(format!("trigger.{f}"), m))?,
             Trigger::Schedule(s) => crate::rule_spec::check_schedule(s)
                 .map_err(|(f, m)| FieldError::new(format!("trigger.{f}"), m))?,
+            Trigger::Chain {} => {}
+        }
+        for (i, n) in self.options.notify.iter().enumerate() {
+            n.check()
+                .map_err(|(f, m)| FieldError::new(format!("options.notify[{i}].{f}"), m))?;
+        }
+        if self.options.next_template.as_ref() == Some(&self.id) {
+            return Err(FieldError::new(
+                "options.next_template",
+                "a template cannot be its own next step",
+            ));
         }
         Ok(())
     }
@@ -313,6 +342,54 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "trigger");
         assert!(e.message.starts_with("unknown field `color`"), "{e}");
+    }
+
+    #[test]
+    fn notifications_chains_and_bandwidth_are_options() {
+        let mut v: serde_json::Value = serde_json::from_str(&body("{key}", "**")).unwrap();
+        v["options"] = serde_json::json!({
+            "notify": [{"on": ["failed"], "webhook": {"url": "https://h.example/x", "secret": "ssm:/pbs/h"}}],
+            "next_template": "archive",
+            "bandwidth": "Mon-08:00,10M Mon-18:00,off"
+        });
+        let t = Template::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(t.options.notify.len(), 1);
+        assert_eq!(
+            t.options.next_template.as_ref().unwrap().as_str(),
+            "archive"
+        );
+        assert_eq!(
+            t.options.bandwidth.as_ref().unwrap().to_string(),
+            "Mon-08:00,10M Mon-18:00,off"
+        );
+        let back: serde_json::Value = serde_json::to_value(&t).unwrap();
+        assert_eq!(back["options"]["bandwidth"], "Mon-08:00,10M Mon-18:00,off");
+
+        for (options, field) in [
+            (
+                serde_json::json!({"notify": [{"webhook": {"url": "https://h/", "secret": "plain"}}]}),
+                "options.notify[0].webhook.secret",
+            ),
+            (serde_json::json!({"bandwidth": "10Q"}), "options.bandwidth"),
+            (
+                serde_json::json!({"next_template": "media-in"}),
+                "options.next_template",
+            ),
+            (
+                serde_json::json!({"next_template": "Bad Id"}),
+                "options.next_template",
+            ),
+        ] {
+            v["options"] = options.clone();
+            let e = Template::from_json(v.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{options}: {e}");
+        }
+        let chain = serde_json::json!({
+            "id": "archive", "trigger": {"type": "chain"},
+            "destination": {"pool": "default", "endpoint": "sftp", "path": "{key}"}
+        });
+        let t = Template::from_json(chain.to_string().as_bytes()).unwrap();
+        assert_eq!(t.trigger, Trigger::Chain {});
     }
 
     #[test]

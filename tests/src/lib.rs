@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 
 pub mod browser;
 pub mod link;
+pub mod receiver;
 pub mod servers;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -102,6 +103,8 @@ pub struct Stack {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub dynamo: aws_sdk_dynamodb::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub sns: aws_sdk_sns::Client,
     pub http: reqwest::Client,
     /// Dev-issuer tokens by role, minted on first use.
     tokens: std::sync::Mutex<HashMap<String, String>>,
@@ -128,6 +131,8 @@ impl Stack {
             sqs: aws_sdk_sqs::Client::new(&config),
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             dynamo: aws_sdk_dynamodb::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            sns: aws_sdk_sns::Client::new(&config),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,
@@ -327,6 +332,17 @@ impl Stack {
                 None => return Ok(jobs),
             }
         }
+    }
+
+    /// A job as the API shows it.
+    pub async fn job(&self, job_id: &str) -> Result<Value> {
+        let (status, body) = self
+            .call("GET", &format!("/api/v1/jobs/{job_id}"), None)
+            .await?;
+        if status != 200 {
+            bail!("GET job {job_id} answered {status}: {body}");
+        }
+        Ok(body)
     }
 
     /// Waits until `template_id` has `count` jobs, all in a terminal state.
@@ -573,6 +589,7 @@ rules_bucket = "{rules}"
 rules_poll_seconds = 1
 heartbeat_seconds = {heartbeat}
 logs_bucket = "{rules}"
+staging_bucket = "{rules}"
 progress_seconds = 1
 "#,
                 heartbeat = opts.heartbeat_seconds.unwrap_or(60),

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use pbs_shared::TemplateSet;
 use pbs_shared::message::{CancelRequest, ControlMessage, V1};
-use pbs_shared::{ExecutorId, JobId, JobMessage, JobState, ObjectRef, Template, TemplateId};
+use pbs_shared::{
+    ExecutorId, JobId, JobMessage, JobState, ObjectRef, PoolName, Template, TemplateId,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -105,6 +107,43 @@ pub async fn show(
     principal.require(Role::Viewer)?;
     let job = find(&state, &id).await?;
     Ok(Json(serde_json::to_value(job).expect("jobs serialise")))
+}
+
+/// Most steps a flow shows on each side of the job asked for (chains are short; this bounds a
+/// loop should links ever form one).
+const MAX_FLOW_STEPS: usize = 50;
+
+/// The chain `{id}` belongs to: its steps in order, first to last.
+pub async fn flow(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let job = find(&state, &id).await?;
+    let mut before = Vec::new();
+    let mut parent = job.parent_job.clone();
+    while let Some(p) = parent.take().filter(|_| before.len() < MAX_FLOW_STEPS) {
+        let Some(step) = state.jobs.get(&p).await? else {
+            break;
+        };
+        parent = step.parent_job.clone();
+        before.push(step);
+    }
+    before.reverse();
+    let mut steps = before;
+    let mut next = job.next_job.clone();
+    steps.push(job);
+    let mut after = 0;
+    while let Some(n) = next.take().filter(|_| after < MAX_FLOW_STEPS) {
+        let Some(step) = state.jobs.get(&n).await? else {
+            break;
+        };
+        next = step.next_job.clone();
+        steps.push(step);
+        after += 1;
+    }
+    Ok(Json(json!({ "steps": steps })))
 }
 
 /// An object of the logs bucket, whole.
@@ -439,6 +478,21 @@ pub async fn cancel(
     let state_now = match state.jobs.cancel_queued(&id, &principal.name, now).await? {
         None => {
             tracing::info!(job_id = %id, principal = %principal.name, "queued job cancelled");
+            // No executor will report this end: the template's notifications go out from here.
+            let job = find(&state, &id).await?;
+            if let Some(pool) = job.pool.as_deref().and_then(|p| PoolName::parse(p).ok()) {
+                let ended = crate::flow::Ended {
+                    job_id: &job_id,
+                    state: JobState::Cancelled,
+                    attempt: job.attempt,
+                    pool: &pool,
+                    at: now,
+                    result: None,
+                };
+                if let Err(e) = state.follow_up.after_end(&ended).await {
+                    tracing::warn!(job_id = %id, error = %e, "notifications of the cancelled job could not be queued");
+                }
+            }
             return Ok(Json(json!({"job_id": id, "state": "cancelled"})).into_response());
         }
         Some(s) if s.is_empty() => return Err(ApiError::NotFound(format!("job {id} not found"))),

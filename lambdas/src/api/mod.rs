@@ -48,6 +48,8 @@ pub struct ApiState {
     pub s3: aws_sdk_s3::Client,
     /// Where executors upload job logs; `None`: logs stay on the executors.
     pub logs_bucket: Option<String>,
+    /// What follows a job's end, for queued jobs the API cancels itself (notifications).
+    pub follow_up: Arc<crate::flow::FollowUp>,
 }
 
 /// What a handler made, for the audit entry when the path does not say (a new job's id).
@@ -60,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/log", get(jobs::log))
+        .route("/jobs/{id}/flow", get(jobs::flow))
         .route("/jobs/{id}/report", get(jobs::report))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/jobs/{id}/cancel", post(jobs::cancel))

@@ -76,6 +76,24 @@ async fn publish_rules(
     Ok(())
 }
 
+/// A template naming a next step: that step must exist and be a chain step.
+async fn check_next(state: &ApiState, template: &Template) -> Result<(), ApiError> {
+    let Some(next) = &template.options.next_template else {
+        return Ok(());
+    };
+    match previous(state, next).await? {
+        None => Err(ApiError::field(
+            "options.next_template",
+            format!("template {next} does not exist (create the next step first)"),
+        )),
+        Some(t) if t.trigger != (pbs_shared::template::Trigger::Chain {}) => Err(ApiError::field(
+            "options.next_template",
+            format!("template {next} is not a chain step (its trigger type must be \"chain\")"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// The stored template at `id`, if it is readable.
 async fn previous(state: &ApiState, id: &TemplateId) -> Result<Option<Template>, ApiError> {
     Ok(state.templates.get(id).await?.and_then(Result::ok))
@@ -88,6 +106,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(Role::Admin)?;
     let template = parse_body(&body)?;
+    check_next(&state, &template).await?;
     state.templates.put(&template, true).await?;
     publish_rules(&state, None, Some(&template)).await?;
     Ok((
@@ -129,6 +148,7 @@ pub async fn replace(
             ),
         ));
     }
+    check_next(&state, &template).await?;
     let before = previous(&state, &id).await?;
     state.templates.put(&template, false).await?;
     publish_rules(&state, before.as_ref(), Some(&template)).await?;

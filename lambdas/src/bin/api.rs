@@ -11,6 +11,7 @@ use pbs_lambdas::api::{ApiState, router};
 use pbs_lambdas::audit::AuditLog;
 use pbs_lambdas::dispatch::Dispatcher;
 use pbs_lambdas::env::ApiEnv;
+use pbs_lambdas::flow::FollowUp;
 use pbs_lambdas::job_table::JobTable;
 use pbs_lambdas::pool_rules::RulesPublisher;
 use pbs_lambdas::telemetry;
@@ -35,6 +36,16 @@ async fn main() -> Result<(), Error> {
         .as_ref()
         .map(|bucket| RulesPublisher::new(s3.clone(), bucket));
     let jobs = JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days);
+    let follow_up = Arc::new(FollowUp {
+        jobs: jobs.clone(),
+        templates: TemplateTable::new(dynamo.clone(), &env.templates_table),
+        dispatcher: Dispatcher::new(sqs.clone(), jobs.clone(), &env.pool_queue_prefix),
+        sqs: sqs.clone(),
+        s3: s3.clone(),
+        notify_queue_url: env.notify_queue_url.clone(),
+        // A cancelled job delivered nothing: no staged object is removed from here.
+        staging_bucket: None,
+    });
     let app = router(ApiState {
         dispatcher: Arc::new(Dispatcher::new(
             sqs.clone(),
@@ -51,6 +62,7 @@ async fn main() -> Result<(), Error> {
         sqs,
         s3,
         logs_bucket: env.logs_bucket,
+        follow_up,
     });
     match std::env::var("PBS_API_LISTEN") {
         Ok(addr) => {

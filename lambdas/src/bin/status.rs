@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
         env,
         aws_sdk_dynamodb::Client::new(&config),
         aws_sdk_sqs::Client::new(&config),
+        telemetry::s3_client(&config),
     ));
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let status = status.clone();

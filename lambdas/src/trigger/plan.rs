@@ -169,6 +169,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                     retry: template.options.retry,
                     delivery: template.options.delivery,
                     origin: None,
+                    bandwidth: template.options.bandwidth.clone(),
                     created_at: now,
                 })),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {

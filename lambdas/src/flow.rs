@@ -1,0 +1,504 @@
+//! What follows a job's end, run by the status function once the end is recorded: the
+//! template's notifications go to the NotifyQueue, a succeeded chain step starts the next step
+//! with the files it delivered, and a relay's staged objects are removed once delivered.
+//!
+//! Each part is idempotent (the next step's id is derived from its parent's, notifications carry
+//! a stable delivery id), and the job is marked `followed_up` only when all are done, so a
+//! report redelivered after a partial failure finishes the work.
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use pbs_shared::job::chain_job_id;
+use pbs_shared::message::{JobResult, JobStatus, STAGING_ENDPOINT, V1};
+use pbs_shared::notify::{JobEvent, NotifyMessage};
+use pbs_shared::path_template::RenderContext;
+use pbs_shared::template::Trigger;
+use pbs_shared::{
+    DeliveredFile, EndpointName, FileOutcome, JobFile, JobId, JobMessage, JobSource, JobState,
+    PoolName, Template, TemplateId,
+};
+
+use crate::dispatch::{Dispatched, Dispatcher};
+use crate::items::describe_error;
+use crate::job_table::{Inserted, JobTable, JobView};
+use crate::template_table::TemplateTable;
+
+/// Staged objects live under this prefix of the staging bucket: `staging/<pool>/<job id>/…`.
+pub const STAGING_PREFIX: &str = "staging/";
+
+/// A job's end as recorded: from an executor's report, or from the API for a queued job it
+/// cancelled.
+pub struct Ended<'a> {
+    pub job_id: &'a JobId,
+    pub state: JobState,
+    pub attempt: u32,
+    pub pool: &'a PoolName,
+    pub at: DateTime<Utc>,
+    pub result: Option<&'a JobResult>,
+}
+
+impl<'a> From<&'a JobStatus> for Ended<'a> {
+    fn from(st: &'a JobStatus) -> Self {
+        Self {
+            job_id: &st.job_id,
+            state: st.state,
+            attempt: st.attempt,
+            pool: &st.pool,
+            at: st.at,
+            result: st.result.as_ref(),
+        }
+    }
+}
+
+pub struct FollowUp {
+    pub jobs: JobTable,
+    pub templates: TemplateTable,
+    pub dispatcher: Dispatcher,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    /// Where notifications are queued; unset: none are sent.
+    pub notify_queue_url: Option<String>,
+    /// The bucket of the relay staging area; unset: staged objects are left to its lifecycle.
+    pub staging_bucket: Option<String>,
+}
+
+impl FollowUp {
+    /// Runs what follows the end `st`, unless it was done before. `Err` is transient.
+    pub async fn after_end(&self, st: &Ended<'_>) -> Result<(), String> {
+        let Some(job) = self
+            .jobs
+            .get(st.job_id.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        if job.followed_up || job.state != st.state.as_str() || job.attempt != st.attempt {
+            return Ok(());
+        }
+        let template = match job.template_id.as_deref().map(TemplateId::parse) {
+            Some(Ok(id)) => match self.templates.get(&id).await.map_err(|e| e.to_string())? {
+                Some(Ok(t)) => Some(t),
+                Some(Err((_, why))) => {
+                    warn!(job_id = %st.job_id, template = %id, reason = %why, "the job's template no longer parses: no notifications or next step");
+                    None
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let Some(template) = template else {
+            return self.finish(st.job_id).await;
+        };
+        let next_job = if st.state == JobState::Succeeded {
+            self.start_next(&job, st, &template).await?
+        } else {
+            None
+        };
+        self.notify(&job, st, &template, next_job.as_ref()).await?;
+        if st.state == JobState::Succeeded
+            && job.source_endpoint.as_deref() == Some(STAGING_ENDPOINT)
+            && !template.options.keep_staging
+        {
+            self.remove_staged(&job).await?;
+        }
+        self.finish(st.job_id).await
+    }
+
+    async fn finish(&self, job: &JobId) -> Result<(), String> {
+        self.jobs
+            .mark_followed_up(job)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts the template's next step, if it names one; a step that cannot start is recorded on
+    /// the job (`chain_error`) and the chain stops there.
+    async fn start_next(
+        &self,
+        job: &JobView,
+        st: &Ended<'_>,
+        template: &Template,
+    ) -> Result<Option<JobId>, String> {
+        let Some(next_id) = &template.options.next_template else {
+            return Ok(None);
+        };
+        let planned = match self
+            .templates
+            .get(next_id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Err(format!("next template {next_id} does not exist")),
+            Some(Err((_, why))) => Err(format!("next template {next_id} does not parse: {why}")),
+            Some(Ok(next)) => {
+                let delivered = st
+                    .result
+                    .map(|r| r.delivered.as_slice())
+                    .unwrap_or_default();
+                next_step(job, delivered, &next, Utc::now())
+            }
+        };
+        let message = match planned {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                info!(job_id = %st.job_id, "chain step delivered no file: no next step");
+                return Ok(None);
+            }
+            Err(reason) => {
+                warn!(job_id = %st.job_id, reason = %reason, "chain stopped");
+                self.jobs
+                    .note_chain_error(st.job_id, &reason)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(None);
+            }
+        };
+        let parent = st.job_id;
+        let dispatched = match self
+            .jobs
+            .insert_queued(&message)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Inserted::Exists { dispatched: true } => true,
+            Inserted::New | Inserted::Exists { dispatched: false } => false,
+        };
+        self.jobs
+            .link_chain(parent, &message.job_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !dispatched && let Dispatched::NoQueue(reason) = self.dispatcher.send(&message).await? {
+            self.jobs
+                .note_chain_error(parent, &reason)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        info!(job_id = %parent, next_job = %message.job_id, template = %message.template_id, "chain: next step started");
+        Ok(Some(message.job_id))
+    }
+
+    /// Queues one message per notification that fires on this end.
+    async fn notify(
+        &self,
+        job: &JobView,
+        st: &Ended<'_>,
+        template: &Template,
+        next_job: Option<&JobId>,
+    ) -> Result<(), String> {
+        let firing: Vec<_> = template
+            .options
+            .notify
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.fires_on(st.state))
+            .filter_map(|(i, n)| n.target().map(|t| (i, t)))
+            .collect();
+        if firing.is_empty() {
+            return Ok(());
+        }
+        let Some(queue) = &self.notify_queue_url else {
+            warn!(job_id = %st.job_id, "the template asks for notifications but NOTIFY_QUEUE_URL is not set");
+            return Ok(());
+        };
+        let result = st.result;
+        let event = JobEvent {
+            v: V1,
+            event: JobEvent::event_name(st.state),
+            job_id: st.job_id.clone(),
+            template_id: template.id.clone(),
+            pool: st.pool.clone(),
+            state: st.state,
+            attempt: st.attempt,
+            files: result.map_or(0, |r| r.files),
+            bytes: result.map_or(0, |r| r.bytes),
+            error_class: result.and_then(|r| r.error_class),
+            error: result.and_then(|r| r.error.clone()),
+            report_key: result.and_then(|r| r.report_key.clone()),
+            parent_job: job.parent_job.as_deref().and_then(|p| JobId::parse(p).ok()),
+            next_job: next_job.cloned(),
+            at: st.at,
+        };
+        let body = serde_json::to_string(&event).expect("events serialise");
+        for chunk in firing.chunks(10) {
+            let entries = chunk
+                .iter()
+                .map(|(i, target)| {
+                    let message = NotifyMessage {
+                        v: V1,
+                        job_id: st.job_id.clone(),
+                        index: *i,
+                        state: st.state,
+                        target: target.clone(),
+                        body: body.clone(),
+                    };
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(serde_json::to_string(&message).expect("messages serialise"))
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(queue)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| describe_error(&e))?;
+            if let Some(f) = out.failed().first() {
+                return Err(format!(
+                    "queueing notification {} of {}: {}",
+                    f.id(),
+                    st.job_id,
+                    f.message().unwrap_or(f.code())
+                ));
+            }
+        }
+        info!(job_id = %st.job_id, notifications = firing.len(), "notifications queued");
+        Ok(())
+    }
+
+    /// Deletes a relay's staged objects once its last leg has delivered them.
+    async fn remove_staged(&self, job: &JobView) -> Result<(), String> {
+        let Some(bucket) = &self.staging_bucket else {
+            return Ok(());
+        };
+        let keys: Vec<String> = job
+            .files
+            .iter()
+            .filter_map(|f| f.get("key").and_then(|k| k.as_str()))
+            .map(|k| format!("{STAGING_PREFIX}{k}"))
+            .collect();
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| {
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .expect("key is set")
+                })
+                .collect();
+            let delete = aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let out = self
+                .s3
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| format!("removing staged objects of {}: {e}", job.job_id))?;
+            if let Some(e) = out.errors().first() {
+                return Err(format!(
+                    "removing staged object {}: {}",
+                    e.key().unwrap_or("?"),
+                    e.message().unwrap_or("?")
+                ));
+            }
+        }
+        info!(job_id = %job.job_id, objects = keys.len(), "staged objects removed after delivery");
+        Ok(())
+    }
+}
+
+/// The next step of a chain after `parent` delivered `delivered`: its files are read where the
+/// parent wrote them. `Ok(None)`: nothing was delivered, so nothing follows. `Err`: the chain
+/// cannot continue, and why.
+pub fn next_step(
+    parent: &JobView,
+    delivered: &[DeliveredFile],
+    next: &Template,
+    now: DateTime<Utc>,
+) -> Result<Option<JobMessage>, String> {
+    if next.trigger != (Trigger::Chain {}) {
+        return Err(format!(
+            "next template {} is not a chain step (its trigger type must be \"chain\")",
+            next.id
+        ));
+    }
+    if !next.enabled {
+        return Err(format!("next template {} is disabled", next.id));
+    }
+    let (Some(pool), Some(written_to)) = (parent.pool.as_deref(), parent.destination.as_deref())
+    else {
+        return Err("the job's pool or destination is not recorded".into());
+    };
+    let endpoint = EndpointName::parse(written_to).map_err(|e| e.to_string())?;
+    let staged = endpoint.as_str() == STAGING_ENDPOINT;
+    if !staged && next.destination.pool.as_str() != pool {
+        return Err(format!(
+            "next template {} runs in pool {}, but the files are on endpoint {written_to} of pool {pool}: \
+             a transfer between pools goes through the staging area (destination endpoint \"{STAGING_ENDPOINT}\")",
+            next.id, next.destination.pool
+        ));
+    }
+    let files = delivered
+        .iter()
+        .filter(|f| f.outcome != FileOutcome::Superseded)
+        .map(|f| {
+            let dest_path = next
+                .destination
+                .path
+                .render(&RenderContext {
+                    bucket: "",
+                    key: &f.dest_path,
+                    event_time: now,
+                })
+                .map_err(|e| format!("next template {}: {:?}: {e}", next.id, f.dest_path))?;
+            let key = if staged {
+                format!("{pool}/{}/{}", parent.job_id, f.dest_path)
+            } else {
+                f.dest_path.clone()
+            };
+            Ok(JobFile {
+                key,
+                size: f.size,
+                etag: None,
+                version_id: None,
+                sequencer: None,
+                dest_path,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(JobMessage {
+        v: V1,
+        job_id: chain_job_id(&parent.job_id, &next.id),
+        template_id: next.id.clone(),
+        pool: next.destination.pool.clone(),
+        source: JobSource::Endpoint { endpoint },
+        files,
+        destination: next.destination.endpoint.clone(),
+        retry: next.options.retry,
+        delivery: next.options.delivery,
+        origin: None,
+        bandwidth: next.options.bandwidth.clone(),
+        created_at: now,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(v: serde_json::Value) -> Template {
+        Template::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn parent(pool: &str, destination: &str) -> JobView {
+        let item = crate::items::Item::from([
+            ("job_id".into(), crate::items::s("ev-parent")),
+            ("state".into(), crate::items::s("succeeded")),
+            ("pool".into(), crate::items::s(pool)),
+            ("destination".into(), crate::items::s(destination)),
+        ]);
+        JobView::from_item(&item)
+    }
+
+    fn delivered(dest: &str, outcome: FileOutcome) -> DeliveredFile {
+        DeliveredFile {
+            key: format!("src/{dest}"),
+            dest_path: dest.into(),
+            size: 7,
+            md5: None,
+            outcome,
+        }
+    }
+
+    fn archive(pool: &str) -> Template {
+        template(serde_json::json!({
+            "id": "archive", "trigger": {"type": "chain"},
+            "destination": {"pool": pool, "endpoint": "vault", "path": "kept/{key}"},
+            "options": {"bandwidth": "4M"}
+        }))
+    }
+
+    #[test]
+    fn the_next_step_reads_what_the_parent_wrote() {
+        let files = [
+            delivered("a/1.mxf", FileOutcome::Copied),
+            delivered("a/2.mxf", FileOutcome::Superseded),
+        ];
+        let m = next_step(
+            &parent("site-b", "nas"),
+            &files,
+            &archive("site-b"),
+            Utc::now(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            m.source,
+            JobSource::Endpoint {
+                endpoint: EndpointName::parse("nas").unwrap()
+            }
+        );
+        assert_eq!(m.files.len(), 1, "a superseded file is not passed on");
+        assert_eq!(
+            (m.files[0].key.as_str(), m.files[0].dest_path.as_str()),
+            ("a/1.mxf", "kept/a/1.mxf")
+        );
+        assert_eq!(
+            (m.pool.as_str(), m.destination.as_str()),
+            ("site-b", "vault")
+        );
+        assert_eq!(m.bandwidth.unwrap().to_string(), "4M");
+        assert_eq!(
+            m.job_id,
+            chain_job_id("ev-parent", &TemplateId::parse("archive").unwrap())
+        );
+        assert!(m.job_id.as_str().starts_with("ch-"));
+    }
+
+    #[test]
+    fn a_relay_reads_the_staging_area_from_another_pool() {
+        let files = [delivered("cut/ep1.mov", FileOutcome::Copied)];
+        let m = next_step(
+            &parent("site-b", "staging"),
+            &files,
+            &archive("site-c"),
+            Utc::now(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.pool.as_str(), "site-c");
+        assert_eq!(m.files[0].key, "site-b/ev-parent/cut/ep1.mov");
+        assert_eq!(m.files[0].dest_path.as_str(), "kept/cut/ep1.mov");
+    }
+
+    #[test]
+    fn a_chain_that_cannot_continue_says_why() {
+        let files = [delivered("x", FileOutcome::Copied)];
+        let e = next_step(
+            &parent("site-b", "nas"),
+            &files,
+            &archive("site-c"),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert!(e.contains("staging"), "{e}");
+        let s3 = template(serde_json::json!({
+            "id": "other", "trigger": {"type": "s3", "bucket": "bkt"},
+            "destination": {"pool": "site-b", "endpoint": "vault", "path": "{key}"}
+        }));
+        let e = next_step(&parent("site-b", "nas"), &files, &s3, Utc::now()).unwrap_err();
+        assert!(e.contains("not a chain step"), "{e}");
+        let none = next_step(
+            &parent("site-b", "nas"),
+            &[delivered("x", FileOutcome::Superseded)],
+            &archive("site-b"),
+            Utc::now(),
+        )
+        .unwrap();
+        assert!(none.is_none());
+    }
+}
