@@ -5,6 +5,13 @@
 //! Each part is idempotent (the next step's id is derived from its parent's, notifications carry
 //! a stable delivery id), and the job is marked `followed_up` only when all are done, so a
 //! report redelivered after a partial failure finishes the work.
+//!
+//! A job whose template asks for nothing costs no extra request: the job comes back with the
+//! update that recorded its end, and templates are cached for [`TEMPLATE_TTL`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
@@ -23,6 +30,10 @@ use crate::dispatch::{Dispatched, Dispatcher};
 use crate::items::describe_error;
 use crate::job_table::{Inserted, JobTable, JobView};
 use crate::template_table::TemplateTable;
+
+/// How long a template read for a job's end is reused: an edited template's notifications and
+/// next step apply to jobs ending this long after the edit at most.
+pub const TEMPLATE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Staged objects live under this prefix of the staging bucket: `staging/<pool>/<job id>/…`.
 pub const STAGING_PREFIX: &str = "staging/";
@@ -51,6 +62,9 @@ impl<'a> From<&'a JobStatus> for Ended<'a> {
     }
 }
 
+/// Templates read lately, by id, with when they were read (`None`: missing or unreadable).
+pub type TemplateCache = tokio::sync::Mutex<HashMap<TemplateId, (Instant, Option<Arc<Template>>)>>;
+
 pub struct FollowUp {
     pub jobs: JobTable,
     pub templates: TemplateTable,
@@ -61,49 +75,74 @@ pub struct FollowUp {
     pub notify_queue_url: Option<String>,
     /// The bucket of the relay staging area; unset: staged objects are left to its lifecycle.
     pub staging_bucket: Option<String>,
+    /// Templates read lately, by id (`None`: missing or unreadable).
+    pub cache: TemplateCache,
 }
 
 impl FollowUp {
-    /// Runs what follows the end `st`, unless it was done before. `Err` is transient.
-    pub async fn after_end(&self, st: &Ended<'_>) -> Result<(), String> {
-        let Some(job) = self
-            .jobs
-            .get(st.job_id.as_str())
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(());
+    /// Runs what follows the end `st`, unless it was done before. `job` is the job as recorded
+    /// with that end, when at hand; else it is read. `Err` is transient.
+    pub async fn after_end(&self, st: &Ended<'_>, job: Option<JobView>) -> Result<(), String> {
+        let job = match job {
+            Some(j) => j,
+            None => match self
+                .jobs
+                .get(st.job_id.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(j) => j,
+                None => return Ok(()),
+            },
         };
         if job.followed_up || job.state != st.state.as_str() || job.attempt != st.attempt {
             return Ok(());
         }
-        let template = match job.template_id.as_deref().map(TemplateId::parse) {
-            Some(Ok(id)) => match self.templates.get(&id).await.map_err(|e| e.to_string())? {
-                Some(Ok(t)) => Some(t),
-                Some(Err((_, why))) => {
-                    warn!(job_id = %st.job_id, template = %id, reason = %why, "the job's template no longer parses: no notifications or next step");
-                    None
-                }
-                None => None,
-            },
-            _ => None,
+        let Some(template) = self.template(job.template_id.as_deref()).await? else {
+            return Ok(());
         };
-        let Some(template) = template else {
-            return self.finish(st.job_id).await;
-        };
+        let staged = st.state == JobState::Succeeded
+            && job.source_endpoint.as_deref() == Some(STAGING_ENDPOINT)
+            && !template.options.keep_staging;
+        let chained = st.state == JobState::Succeeded && template.options.next_template.is_some();
+        if !staged && !chained && !template.options.notify.iter().any(|n| n.fires_on(st.state)) {
+            return Ok(());
+        }
         let next_job = if st.state == JobState::Succeeded {
             self.start_next(&job, st, &template).await?
         } else {
             None
         };
         self.notify(&job, st, &template, next_job.as_ref()).await?;
-        if st.state == JobState::Succeeded
-            && job.source_endpoint.as_deref() == Some(STAGING_ENDPOINT)
-            && !template.options.keep_staging
-        {
+        if staged {
             self.remove_staged(&job).await?;
         }
         self.finish(st.job_id).await
+    }
+
+    /// The job's template, from the cache when read within [`TEMPLATE_TTL`].
+    async fn template(&self, id: Option<&str>) -> Result<Option<Arc<Template>>, String> {
+        let Some(Ok(id)) = id.map(TemplateId::parse) else {
+            return Ok(None);
+        };
+        if let Some((at, t)) = self.cache.lock().await.get(&id)
+            && at.elapsed() < TEMPLATE_TTL
+        {
+            return Ok(t.clone());
+        }
+        let template = match self.templates.get(&id).await.map_err(|e| e.to_string())? {
+            Some(Ok(t)) => Some(Arc::new(t)),
+            Some(Err((_, why))) => {
+                warn!(template = %id, reason = %why, "a template no longer parses: its jobs' ends send no notification and start no next step");
+                None
+            }
+            None => None,
+        };
+        self.cache
+            .lock()
+            .await
+            .insert(id, (Instant::now(), template.clone()));
+        Ok(template)
     }
 
     async fn finish(&self, job: &JobId) -> Result<(), String> {

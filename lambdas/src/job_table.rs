@@ -240,8 +240,12 @@ impl JobTable {
             .key("job_id", s(job_id.as_str()))
     }
 
-    /// Applies an executor's report if it moves the job forward (see `JobState::may_become`).
-    pub async fn apply_status(&self, st: &JobStatus) -> Result<Applied, JobTableError> {
+    /// Applies an executor's report if it moves the job forward (see `JobState::may_become`);
+    /// when it does, the job as it now is comes back with the answer (no second read).
+    pub async fn apply_status(
+        &self,
+        st: &JobStatus,
+    ) -> Result<(Applied, Option<JobView>), JobTableError> {
         let at = st.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         // A job made on an executor is listed by its creation time, not its first report's.
         let created = st.job.as_ref().map_or(at.clone(), |j| {
@@ -325,12 +329,16 @@ impl JobTable {
         let condition = "attribute_not_exists(#job_id) OR attribute_not_exists(#state_rank) OR \
              (#state_rank < :terminal AND (#attempt < :attempt OR \
              (#attempt = :attempt AND #state_rank < :state_rank)))";
-        applied(
-            update
-                .apply(self.update(&st.job_id), Some(condition))
-                .send()
-                .await,
-        )
+        let res = update
+            .apply(self.update(&st.job_id), Some(condition))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok((Applied::Moved, out.attributes().map(JobView::from_item))),
+            Err(e) if is_condition_failure(&e) => Ok((Applied::Stale, None)),
+            Err(e) => Err(dynamo_err(e)),
+        }
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Option<JobView>, JobTableError> {

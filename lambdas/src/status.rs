@@ -53,6 +53,7 @@ impl Status {
                 s3,
                 notify_queue_url: env.notify_queue_url.clone(),
                 staging_bucket: env.staging_bucket.clone(),
+                cache: Default::default(),
             },
             jobs,
             env,
@@ -103,7 +104,7 @@ impl Status {
                     .await;
             }
         };
-        let applied = self
+        let (applied, moved) = self
             .jobs
             .apply_status(&status)
             .await
@@ -122,7 +123,7 @@ impl Status {
         // An end that was recorded (now, or by an earlier delivery of this report whose follow-up
         // did not finish) gets its notifications, next step and staging clean-up.
         if status.state.is_terminal() {
-            self.follow_up.after_end(&(&status).into()).await?;
+            self.follow_up.after_end(&(&status).into(), moved).await?;
         }
         self.touch_executor(&status).await
     }

@@ -489,7 +489,7 @@ pub async fn cancel(
                     at: now,
                     result: None,
                 };
-                if let Err(e) = state.follow_up.after_end(&ended).await {
+                if let Err(e) = state.follow_up.after_end(&ended, Some(job)).await {
                     tracing::warn!(job_id = %id, error = %e, "notifications of the cancelled job could not be queued");
                 }
             }

@@ -45,6 +45,7 @@ async fn main() -> Result<(), Error> {
         notify_queue_url: env.notify_queue_url.clone(),
         // A cancelled job delivered nothing: no staged object is removed from here.
         staging_bucket: None,
+        cache: Default::default(),
     });
     let app = router(ApiState {
         dispatcher: Arc::new(Dispatcher::new(
