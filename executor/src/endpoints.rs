@@ -376,6 +376,29 @@ fn s3_side(
     }
 }
 
+/// A bucket of the stack (`base` is `bucket[/prefix]`), reached with the executor's own AWS
+/// credentials at the `[cloud]` S3 endpoint.
+fn cloud_side(
+    remote_name: &'static str,
+    cloud: &CloudConfig,
+    base: String,
+    label: String,
+    creds: &Credentials,
+) -> Side {
+    let url = cloud
+        .s3_endpoint_url
+        .as_deref()
+        .or(cloud.endpoint_url.as_deref());
+    Side {
+        remote: s3_remote(remote_name, &cloud.region, url, creds),
+        base,
+        label,
+        hashes: Hashes::Native,
+        local_root: None,
+        redact: Vec::new(),
+    }
+}
+
 /// The stack's relay staging area, `staging/` in `cloud.staging_bucket`, with the executor's own
 /// AWS credentials: `sub` is `<pool>/<job id>` where a relay's first leg writes, empty where its
 /// second reads (file keys then start with `<pool>/<job id>/`).
@@ -390,18 +413,13 @@ pub fn staging_side(
         .staging_bucket
         .as_deref()
         .ok_or(EndpointError::NoStaging)?;
-    let url = cloud
-        .s3_endpoint_url
-        .as_deref()
-        .or(cloud.endpoint_url.as_deref());
-    Ok(Side {
-        remote: s3_remote(remote_name, &cloud.region, url, creds),
-        base: join(&join(bucket, "staging"), sub),
-        label: pbs_shared::message::STAGING_ENDPOINT.to_owned(),
-        hashes: Hashes::Native,
-        local_root: None,
-        redact: Vec::new(),
-    })
+    Ok(cloud_side(
+        remote_name,
+        cloud,
+        join(&join(bucket, "staging"), sub),
+        pbs_shared::message::STAGING_ENDPOINT.to_owned(),
+        creds,
+    ))
 }
 
 /// The cloud's source bucket, read with the executor's own AWS credentials.
@@ -411,18 +429,13 @@ pub fn s3_source(
     creds: &Credentials,
 ) -> Result<Side, EndpointError> {
     let cloud = cloud.ok_or(EndpointError::NoCloud)?;
-    let url = cloud
-        .s3_endpoint_url
-        .as_deref()
-        .or(cloud.endpoint_url.as_deref());
-    Ok(Side {
-        remote: s3_remote("SRC", &cloud.region, url, creds),
-        base: bucket.to_owned(),
-        label: format!("s3://{bucket}"),
-        hashes: Hashes::Native,
-        local_root: None,
-        redact: Vec::new(),
-    })
+    Ok(cloud_side(
+        "SRC",
+        cloud,
+        bucket.to_owned(),
+        format!("s3://{bucket}"),
+        creds,
+    ))
 }
 
 #[cfg(test)]

@@ -26,6 +26,22 @@ async fn pool_with_executor(
     (pool, bucket, executor)
 }
 
+/// A new webhook signing secret, stored as an SSM SecureString: `(secret, parameter name)`.
+async fn webhook_secret(stack: &Stack) -> (String, String) {
+    let secret = format!("whsec-{}", unique("s"));
+    let parameter = format!("/pbs/{}", unique("hook-secret"));
+    stack
+        .ssm
+        .put_parameter()
+        .name(&parameter)
+        .value(&secret)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    (secret, parameter)
+}
+
 /// The job of `template` once it has ended.
 async fn ended_job(stack: &Stack, template: &str) -> Value {
     stack.finished_jobs(template, 1).await.unwrap().remove(0)
@@ -62,17 +78,7 @@ async fn webhooks_are_signed_retried_until_delivered_and_never_hold_up_the_trans
         pool_with_executor(&stack, "hook", ExecutorOptions::default()).await;
 
     // The signing secret lives in SSM; the template only names it.
-    let secret = format!("whsec-{}", unique("s"));
-    let parameter = format!("/pbs/{}", unique("hook-secret"));
-    stack
-        .ssm
-        .put_parameter()
-        .name(&parameter)
-        .value(&secret)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    let (secret, parameter) = webhook_secret(&stack).await;
     // A receiver that fails twice, then accepts; and one that is down.
     let flaky = Receiver::start(&[500, 500]).await.unwrap();
     let down = format!("http://127.0.0.1:{}/hooks/pbs", free_port().unwrap());
@@ -509,17 +515,7 @@ async fn a_queued_job_cancelled_through_the_api_notifies_too() {
         .put_object(&bucket, "a.bin", body(10, 1))
         .await
         .unwrap();
-    let secret = unique("secret");
-    let parameter = format!("/pbs/{}", unique("cancel-hook"));
-    stack
-        .ssm
-        .put_parameter()
-        .name(&parameter)
-        .value(&secret)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    let (secret, parameter) = webhook_secret(&stack).await;
     let receiver = Receiver::start(&[]).await.unwrap();
     let template = unique("tpl");
     let mut t = pbs_e2e::template_json(&template, &bucket, "**", &pool, "{key}");
