@@ -300,9 +300,12 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commits an attempt's outcome; called before the SQS message is deleted. With `report`, the
-    /// status message joins the outbox in the same transaction, so an outcome is never recorded
-    /// without its report or reported without being recorded.
+    /// Commits an attempt's outcome; called before the SQS message is deleted. With `report` (a
+    /// final outcome's), the status message joins the outbox in the same transaction, so an
+    /// outcome is never recorded without its report or reported without being recorded; reports
+    /// of the job still waiting in the outbox (its `running`) are dropped, since the final report
+    /// says all they would (the cloud accepts a job going from queued straight to its end).
+    /// During a backlog this halves the reports the cloud has to apply.
     pub fn finish(
         &self,
         job_id: &JobId,
@@ -333,6 +336,10 @@ impl Ledger {
             params![job_id.as_str(), attempt, now, outcome.state.as_str(), outcome.error],
         )?;
         if let Some(body) = report {
+            tx.execute(
+                "DELETE FROM outbox WHERE job_id = ?1",
+                params![job_id.as_str()],
+            )?;
             insert_outbox(&tx, job_id, body)?;
         }
         tx.commit()?;
@@ -749,6 +756,32 @@ mod tests {
         assert_eq!(
             head.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
             ["r1", "r2"]
+        );
+    }
+
+    #[test]
+    fn a_final_report_replaces_the_jobs_reports_still_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let job = job();
+        let other = JobId::parse("ev-other").unwrap();
+        ledger.claim(&job, "{}").unwrap();
+        ledger.start_attempt(&job.job_id, 1).unwrap();
+        ledger.enqueue_report(&job.job_id, "running").unwrap();
+        ledger.enqueue_report(&other, "other running").unwrap();
+        ledger
+            .finish(
+                &job.job_id,
+                1,
+                &Outcome::succeeded(1, 1, 1, None),
+                Some("succeeded"),
+            )
+            .unwrap();
+        let head = ledger.outbox_head(10).unwrap();
+        assert_eq!(
+            head.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+            ["other running", "succeeded"],
+            "the job's running report is dropped, the other job's kept"
         );
     }
 

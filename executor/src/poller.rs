@@ -16,6 +16,9 @@ use crate::batch;
 use crate::job_runner::{self, Disposition, JobContext, Received};
 use crate::metrics::METRICS;
 
+/// Longest a poll keeps gathering messages for one batch before the batch starts.
+const GATHER_BUDGET: Duration = Duration::from_secs(2);
+
 pub struct Poller {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
@@ -100,6 +103,7 @@ impl Poller {
             // A full receive of jobs that can be copied together: take what else is waiting, up
             // to a batch, so that a backlog drains with few rclone runs.
             let first_full = incoming.len() >= wanted.min(10);
+            let gathering = std::time::Instant::now();
             let mut files: usize = incoming.iter().map(Incoming::files).sum();
             while this.batch_max_files > 1
                 && first_full
@@ -114,21 +118,21 @@ impl Poller {
                     this.receive(10, 0),
                     this.receive(10, 0)
                 );
-                let mut full = true;
+                // A short poll may answer with fewer messages than are waiting (SQS samples its
+                // servers): gather until a round brings nothing or the gathering has taken long
+                // enough that the jobs already received should start.
+                let mut got = 0;
                 for more in [a, b, c, d] {
                     match more {
                         Ok(more) => {
-                            full &= more.len() == 10;
+                            got += more.len();
                             files += more.iter().map(Incoming::files).sum::<usize>();
                             incoming.extend(more);
                         }
-                        Err(e) => {
-                            warn!(error = %e, "receiving more of a batch failed");
-                            full = false;
-                        }
+                        Err(e) => warn!(error = %e, "receiving more of a batch failed"),
                     }
                 }
-                if !full {
+                if got == 0 || gathering.elapsed() >= GATHER_BUDGET {
                     break;
                 }
             }

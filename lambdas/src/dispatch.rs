@@ -1,7 +1,10 @@
 //! Sends a recorded job to its pool's work queue: the trigger's event jobs and the API's manual
 //! jobs and retries take the same path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures_util::StreamExt;
 
 use pbs_shared::{ErrorClass, JobMessage, PoolName};
 use tokio::sync::Mutex;
@@ -11,7 +14,7 @@ use crate::items::describe_error;
 use crate::job_table::JobTable;
 
 /// How a dispatch ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dispatched {
     /// On the pool's queue and marked dispatched.
     Sent,
@@ -43,33 +46,116 @@ impl Dispatcher {
     /// Sends `message` (already recorded `queued`) to its pool's queue. `Err` is transient
     /// (SQS or DynamoDB unavailable): the caller retries.
     pub async fn send(&self, message: &JobMessage) -> Result<Dispatched, String> {
-        let Some(queue_url) = self.queue_url(&message.pool).await? else {
-            let reason = format!(
-                "pool {:?} has no work queue (expected an SQS queue named {:?})",
-                message.pool.as_str(),
-                format!("{}{}", self.pool_queue_prefix, message.pool)
-            );
-            error!(job_id = %message.job_id, reason = %reason, "job cannot be dispatched");
-            self.jobs
-                .fail_undispatchable(&message.job_id, ErrorClass::BadRequest, &reason)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(Dispatched::NoQueue(reason));
-        };
-        let body = serde_json::to_string(message).expect("job messages serialise");
-        self.sqs
-            .send_message()
-            .queue_url(&queue_url)
-            .message_body(body)
-            .send()
+        self.send_all(&[message])
             .await
-            .map_err(|e| describe_error(&e))?;
+            .pop()
+            .expect("one answer per message")
+    }
+
+    /// Sends recorded jobs to their pools' queues, ten to a request, and marks each one
+    /// dispatched: the answer for each job, in order (`Err` is transient, for that job only).
+    pub async fn send_all(&self, messages: &[&JobMessage]) -> Vec<Result<Dispatched, String>> {
+        let mut answers: Vec<Option<Result<Dispatched, String>>> = vec![None; messages.len()];
+        let mut by_pool: BTreeMap<&PoolName, Vec<usize>> = BTreeMap::new();
+        for (i, m) in messages.iter().enumerate() {
+            by_pool.entry(&m.pool).or_default().push(i);
+        }
+        let mut sent = Vec::new();
+        for (pool, indexes) in by_pool {
+            let queue_url = match self.queue_url(pool).await {
+                Ok(Some(url)) => url,
+                Ok(None) => {
+                    for i in indexes {
+                        answers[i] = Some(self.no_queue(messages[i]).await);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    for i in indexes {
+                        answers[i] = Some(Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
+            for chunk in indexes.chunks(10) {
+                let entries = chunk
+                    .iter()
+                    .map(|&i| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(
+                                serde_json::to_string(messages[i]).expect("job messages serialise"),
+                            )
+                            .build()
+                            .expect("id and body are set")
+                    })
+                    .collect();
+                match self
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(&queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                {
+                    Ok(out) => {
+                        let index =
+                            |id: &str| id.parse::<usize>().ok().filter(|i| chunk.contains(i));
+                        sent.extend(out.successful().iter().filter_map(|ok| index(ok.id())));
+                        for f in out.failed() {
+                            if let Some(i) = index(f.id()) {
+                                answers[i] = Some(Err(format!(
+                                    "sending job {} to pool {pool}: {} {}",
+                                    messages[i].job_id,
+                                    f.code(),
+                                    f.message().unwrap_or_default()
+                                )));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let e = describe_error(&e);
+                        for &i in chunk {
+                            answers[i] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let marked: Vec<(usize, Result<(), String>)> = futures_util::stream::iter(sent)
+            .map(|i| async move {
+                let m = messages[i];
+                let r = self.jobs.mark_dispatched(&m.job_id).await;
+                if r.is_ok() {
+                    info!(job_id = %m.job_id, pool = %m.pool, template = %m.template_id, "job dispatched");
+                }
+                (i, r.map_err(|e| e.to_string()))
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (i, r) in marked {
+            answers[i] = Some(r.map(|()| Dispatched::Sent));
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err("the job was not sent".into())))
+            .collect()
+    }
+
+    /// Records a job whose pool has no queue as failed.
+    async fn no_queue(&self, message: &JobMessage) -> Result<Dispatched, String> {
+        let reason = format!(
+            "pool {:?} has no work queue (expected an SQS queue named {:?})",
+            message.pool.as_str(),
+            format!("{}{}", self.pool_queue_prefix, message.pool)
+        );
+        error!(job_id = %message.job_id, reason = %reason, "job cannot be dispatched");
         self.jobs
-            .mark_dispatched(&message.job_id)
+            .fail_undispatchable(&message.job_id, ErrorClass::BadRequest, &reason)
             .await
             .map_err(|e| e.to_string())?;
-        info!(job_id = %message.job_id, pool = %message.pool, template = %message.template_id, "job dispatched");
-        Ok(Dispatched::Sent)
+        Ok(Dispatched::NoQueue(reason))
     }
 
     /// The pool's queue URL, or `None` when the pool has no queue. Found URLs are cached for the

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use tracing::warn;
 
 /// Records handled at once: each is a few DynamoDB and SQS requests, mostly waiting.
-const CONCURRENCY: usize = 16;
+pub const CONCURRENCY: usize = 16;
 
 /// Handles the records' bodies, up to [`CONCURRENCY`] at once (each handler's writes are
 /// conditional, so their order does not matter); a record whose handler fails is reported as a

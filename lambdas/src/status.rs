@@ -7,7 +7,7 @@
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use pbs_shared::message::{CancelRequest, ControlMessage, Heartbeat, JobStatus, V1};
 use pbs_shared::{ExecutorId, JobState, PoolName, StatusMessage};
@@ -27,7 +27,12 @@ pub struct Status {
     jobs: JobTable,
     /// Executors whose control queue this instance has made sure of.
     controlled: Mutex<HashSet<ExecutorId>>,
+    /// When this instance last recorded each executor as seen from a job report.
+    touched: Mutex<HashMap<ExecutorId, std::time::Instant>>,
 }
+
+/// How often a job report records its executor as seen (heartbeats do so every interval).
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Status {
     pub fn new(
@@ -60,6 +65,7 @@ impl Status {
             dynamo,
             sqs,
             controlled: Mutex::new(HashSet::new()),
+            touched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -125,7 +131,23 @@ impl Status {
         if status.state.is_terminal() {
             self.follow_up.after_end(&(&status).into(), moved).await?;
         }
-        self.touch_executor(&status).await
+        // Heartbeats keep the executor's item; a job report touches it at most once a minute (per
+        // function instance), so an event storm does not write the same item for every job.
+        let due = {
+            let mut touched = self.touched.lock().await;
+            match touched.get(&status.executor_id) {
+                Some(at) if at.elapsed() < TOUCH_EVERY => false,
+                _ => {
+                    touched.insert(status.executor_id.clone(), std::time::Instant::now());
+                    true
+                }
+            }
+        };
+        if due && let Err(e) = self.touch_executor(&status).await {
+            self.touched.lock().await.remove(&status.executor_id);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// A job cancelled while it was queued may still reach an executor, which then reports it
