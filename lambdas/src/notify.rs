@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
-use futures_util::StreamExt;
 use pbs_shared::notify::{
     self, DELIVERY_HEADER, EVENT_HEADER, JobEvent, NotifyMessage, SIGNATURE_HEADER, Target,
 };
@@ -109,20 +108,13 @@ impl Notifier {
     /// Handles one batch; a notification to try again later is reported as a batch item failure
     /// after its message was hidden for the backoff.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut outcomes = futures_util::stream::iter(event.records)
-            .map(|record| async move {
-                let id = record.message_id.clone().unwrap_or_default();
-                (id, self.handle_record(record).await)
-            })
-            .buffer_unordered(8);
-        let mut response = SqsBatchResponse::default();
-        while let Some((id, outcome)) = outcomes.next().await {
-            if let Err(e) = outcome {
-                info!(message_id = %id, reason = %e, "notification will be tried again");
-                response.add_failure(id);
-            }
-        }
-        response
+        let outcomes =
+            crate::sqs_batch::map_records(event, |record| self.handle_record(record)).await;
+        crate::sqs_batch::retry_only(outcomes.into_iter().filter_map(|(id, outcome)| {
+            let e = outcome.err()?;
+            info!(message_id = %id, reason = %e, "notification will be tried again");
+            Some(id)
+        }))
     }
 
     async fn handle_record(&self, record: SqsMessage) -> Result<(), String> {

@@ -2,34 +2,52 @@
 
 use std::future::Future;
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::StreamExt;
 use tracing::warn;
 
 /// Records handled at once: each is a few DynamoDB and SQS requests, mostly waiting.
 pub const CONCURRENCY: usize = 16;
 
-/// Handles the records' bodies, up to [`CONCURRENCY`] at once (each handler's writes are
-/// conditional, so their order does not matter); a record whose handler fails is reported as a
-/// batch item failure, so SQS retries that record alone and the others are deleted.
+/// Runs `handle` on the batch's records, up to [`CONCURRENCY`] at once (each handler's writes are
+/// conditional, so their order does not matter); returns each record's message id and outcome,
+/// in the order they finished.
+pub async fn map_records<T, F, Fut>(event: SqsEvent, handle: F) -> Vec<(String, Result<T, String>)>
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let handle = &handle;
+    futures_util::stream::iter(event.records)
+        .map(|record| async move {
+            let id = record.message_id.clone().unwrap_or_default();
+            (id, handle(record).await)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// The answer that has SQS retry the `failed` records alone and delete the others.
+pub fn retry_only(failed: impl IntoIterator<Item = String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for id in failed {
+        response.add_failure(id);
+    }
+    response
+}
+
+/// Handles the records' bodies (see [`map_records`]); a record whose handler fails is reported
+/// as a batch item failure, so SQS retries that record alone and the others are deleted.
 pub async fn for_each_body<F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let handle = &handle;
-    let mut outcomes = futures_util::stream::iter(event.records)
-        .map(|record| async move {
-            let id = record.message_id.unwrap_or_default();
-            (id, handle(record.body.unwrap_or_default()).await)
-        })
-        .buffer_unordered(CONCURRENCY);
-    let mut response = SqsBatchResponse::default();
-    while let Some((id, outcome)) = outcomes.next().await {
-        if let Err(e) = outcome {
-            warn!(message_id = %id, error = %e, "record will be retried");
-            response.add_failure(id);
-        }
-    }
-    response
+    let outcomes = map_records(event, |record| handle(record.body.unwrap_or_default())).await;
+    retry_only(outcomes.into_iter().filter_map(|(id, outcome)| {
+        let e = outcome.err()?;
+        warn!(message_id = %id, error = %e, "record will be retried");
+        Some(id)
+    }))
 }

@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
-use futures_util::StreamExt;
 use pbs_shared::JobMessage;
 use tracing::{info, warn};
 
@@ -59,15 +58,15 @@ impl Trigger {
     /// Handles one batch; only records that failed transiently (or one of whose jobs could not
     /// be sent) are returned for retry.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut outcomes = futures_util::stream::iter(event.records)
-            .map(|record| async move {
-                let id = record.message_id.unwrap_or_default();
-                (id, self.handle_body(&record.body.unwrap_or_default()).await)
-            })
-            .buffer_unordered(crate::sqs_batch::CONCURRENCY);
+        let outcomes = crate::sqs_batch::map_records(event, |record| async move {
+            self.handle_body(&record.body.unwrap_or_default())
+                .await
+                .map_err(|e| e.0)
+        })
+        .await;
         let mut failed = BTreeSet::new();
         let mut to_send: Vec<(String, JobMessage)> = Vec::new();
-        while let Some((id, outcome)) = outcomes.next().await {
+        for (id, outcome) in outcomes {
             match outcome {
                 Ok(jobs) => to_send.extend(jobs.into_iter().map(|j| (id.clone(), j))),
                 Err(e) => {
@@ -84,11 +83,7 @@ impl Trigger {
                 failed.insert(id.clone());
             }
         }
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
-            response.add_failure(id);
-        }
-        response
+        crate::sqs_batch::retry_only(failed)
     }
 
     /// Records the jobs of one event body; returns those to send.
