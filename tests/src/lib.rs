@@ -309,6 +309,18 @@ impl Stack {
         Ok(())
     }
 
+    /// Replaces a template through the API (`PUT`), as an admin.
+    pub async fn replace_template(&self, template: &Value) -> Result<()> {
+        let id = template["id"].as_str().context("the template has no id")?;
+        let (status, body) = self
+            .call("PUT", &format!("/api/v1/templates/{id}"), Some(template))
+            .await?;
+        if status != 200 {
+            bail!("replacing template {id} answered {status}: {body}");
+        }
+        Ok(())
+    }
+
     /// Every job of `template_id`, following pagination.
     pub async fn jobs_of_template(&self, template_id: &str) -> Result<Vec<Value>> {
         let mut jobs = Vec::new();
@@ -343,6 +355,21 @@ impl Stack {
             bail!("GET job {job_id} answered {status}: {body}");
         }
         Ok(body)
+    }
+
+    /// Waits (up to `timeout`) until the API shows job `job_id` as `probe` wants, and returns it.
+    pub async fn job_when(
+        &self,
+        job_id: &str,
+        timeout: Duration,
+        what: &str,
+        probe: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        eventually(timeout, what, || async {
+            let job = self.job(job_id).await?;
+            Ok(probe(&job).then_some(job))
+        })
+        .await
     }
 
     /// Waits until `template_id` has `count` jobs, all in a terminal state.

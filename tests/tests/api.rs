@@ -450,19 +450,15 @@ async fn a_running_copy_cancelled_through_the_api_stops_leaves_no_partial_and_en
     let path = format!("/api/v1/jobs/{id}");
 
     // Progress reaches the API while it runs.
-    let running = pbs_e2e::eventually(
-        Duration::from_secs(120),
-        "progress of the running copy",
-        || async {
-            let (_, j) = stack.call("GET", &path, None).await?;
-            Ok(
-                (j["state"] == "running" && j["progress"]["bytes"].as_u64().unwrap_or(0) > 0)
-                    .then_some(j),
-            )
-        },
-    )
-    .await
-    .unwrap();
+    let running = stack
+        .job_when(
+            &id,
+            Duration::from_secs(120),
+            "progress of the running copy",
+            |j| j["state"] == "running" && j["progress"]["bytes"].as_u64().unwrap_or(0) > 0,
+        )
+        .await
+        .unwrap();
     assert_eq!(running["progress"]["total_bytes"], size as u64, "{running}");
     assert!(running["progress"]["bytes"].as_u64().unwrap() < size as u64);
     let partials = |landing: &std::path::Path| -> Vec<String> {
@@ -486,16 +482,15 @@ async fn a_running_copy_cancelled_through_the_api_stops_leaves_no_partial_and_en
         .unwrap();
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["executor_id"], sc.executor.id.as_str());
-    let ended = pbs_e2e::eventually(
-        Duration::from_secs(60),
-        "the job to end cancelled",
-        || async {
-            let (_, j) = stack.call("GET", &path, None).await?;
-            Ok((j["state"] != "running").then_some(j))
-        },
-    )
-    .await
-    .unwrap();
+    let ended = stack
+        .job_when(
+            &id,
+            Duration::from_secs(60),
+            "the job to end cancelled",
+            |j| j["state"] != "running",
+        )
+        .await
+        .unwrap();
     println!(
         "cancel → cancelled in the API: {:.2} s",
         asked.elapsed().as_secs_f64()
@@ -547,15 +542,7 @@ async fn a_delivery_report_lists_each_of_100_files_with_the_hash_of_what_landed(
     // Hash verification, so each delivered file's MD5 is read back from the destination.
     let mut template = template_json(&sc.template, &sc.bucket, "batch/**", &sc.pool, "r/{key}");
     template["options"] = json!({"delivery": {"verify": "hash"}});
-    let (status, answer) = stack
-        .call(
-            "PUT",
-            &format!("/api/v1/templates/{}", sc.template),
-            Some(&template),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{answer}");
+    stack.replace_template(&template).await.unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("batch/f,{i:03}.bin")).collect();
     for (i, key) in keys.iter().enumerate() {
         stack
@@ -573,20 +560,15 @@ async fn a_delivery_report_lists_each_of_100_files_with_the_hash_of_what_landed(
         .unwrap();
     assert_eq!(status, 201, "{job}");
     let id = job["job_id"].as_str().unwrap().to_owned();
-    let done = pbs_e2e::eventually(
-        Duration::from_secs(120),
-        "the 100-file job to end",
-        || async {
-            let (_, j) = stack
-                .call("GET", &format!("/api/v1/jobs/{id}"), None)
-                .await?;
-            Ok(["succeeded", "failed"]
-                .contains(&j["state"].as_str().unwrap_or(""))
-                .then_some(j))
-        },
-    )
-    .await
-    .unwrap();
+    let done = stack
+        .job_when(
+            &id,
+            Duration::from_secs(120),
+            "the 100-file job to end",
+            |j| ["succeeded", "failed"].contains(&j["state"].as_str().unwrap_or("")),
+        )
+        .await
+        .unwrap();
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(
         done["report_key"],

@@ -56,21 +56,6 @@ fn notification(job: &Value, index: u64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Waits until `probe(job)` holds for the job and returns the job.
-async fn job_when(
-    stack: &Stack,
-    job_id: &str,
-    what: &str,
-    probe: impl Fn(&Value) -> bool,
-) -> Value {
-    eventually(WAIT, what, || async {
-        let job = stack.job(job_id).await?;
-        Ok(probe(&job).then_some(job))
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_signed_retried_until_delivered_and_never_hold_up_the_transfer() {
     let stack = Stack::connect().await.unwrap();
@@ -134,13 +119,15 @@ async fn webhooks_are_signed_retried_until_delivered_and_never_hold_up_the_trans
     assert_eq!(job["state"], "succeeded", "{job:#}");
     let job_id = job["job_id"].as_str().unwrap().to_owned();
 
-    let job = job_when(
-        &stack,
-        &job_id,
-        "the webhook delivered on its third attempt",
-        |j| notification(j, 0)["state"] == "delivered",
-    )
-    .await;
+    let job = stack
+        .job_when(
+            &job_id,
+            WAIT,
+            "the webhook delivered on its third attempt",
+            |j| notification(j, 0)["state"] == "delivered",
+        )
+        .await
+        .unwrap();
     let first = &notification(&job, 0);
     assert_eq!(first["attempts"], 3, "{job:#}");
     assert_eq!(first["http_status"], 200, "{job:#}");
@@ -179,13 +166,15 @@ async fn webhooks_are_signed_retried_until_delivered_and_never_hold_up_the_trans
     );
 
     // The receiver that is down: retried with backoff, recorded, the job untouched.
-    let job = job_when(
-        &stack,
-        &job_id,
-        "the unreachable webhook's attempts recorded",
-        |j| notification(j, 1)["attempts"].as_u64() >= Some(2),
-    )
-    .await;
+    let job = stack
+        .job_when(
+            &job_id,
+            WAIT,
+            "the unreachable webhook's attempts recorded",
+            |j| notification(j, 1)["attempts"].as_u64() >= Some(2),
+        )
+        .await
+        .unwrap();
     let second = &notification(&job, 1);
     assert!(
         matches!(second["state"].as_str(), Some("retrying" | "failed")),
@@ -330,13 +319,15 @@ async fn a_chain_lands_in_s3_then_local_then_sftp_and_shows_as_one_flow() {
         .await
         .unwrap();
     let job = ended_job(&stack, &stray).await;
-    let job = job_when(
-        &stack,
-        job["job_id"].as_str().unwrap(),
-        "the chain stop recorded",
-        |j| j["chain_error"].is_string(),
-    )
-    .await;
+    let job = stack
+        .job_when(
+            job["job_id"].as_str().unwrap(),
+            WAIT,
+            "the chain stop recorded",
+            |j| j["chain_error"].is_string(),
+        )
+        .await
+        .unwrap();
     assert!(
         job["chain_error"].as_str().unwrap().contains("staging"),
         "{job:#}"
@@ -538,10 +529,12 @@ async fn a_queued_job_cancelled_through_the_api_notifies_too() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{answer}");
-    let job = job_when(&stack, &id, "the cancel notification delivered", |j| {
-        notification(j, 0)["state"] == "delivered"
-    })
-    .await;
+    let job = stack
+        .job_when(&id, WAIT, "the cancel notification delivered", |j| {
+            notification(j, 0)["state"] == "delivered"
+        })
+        .await
+        .unwrap();
     assert_eq!(job["state"], "cancelled");
     let got = receiver.received();
     assert_eq!(got.len(), 1);

@@ -141,18 +141,15 @@ async fn the_same_job_message_three_times_is_one_copy_and_one_success() {
     .unwrap();
     assert_eq!(row["attempts"], 1, "copied more than once: {row}");
     // The reports reach the API through the outbox, the StatusQueue and the status λ.
-    let job = eventually(
-        Duration::from_secs(60),
-        "the job to show succeeded",
-        || async {
-            let (status, job) = stack
-                .call("GET", &format!("/api/v1/jobs/{job_id}"), None)
-                .await?;
-            Ok((status == 200 && job["state"] == "succeeded").then_some(job))
-        },
-    )
-    .await
-    .unwrap();
+    let job = stack
+        .job_when(
+            &job_id,
+            Duration::from_secs(60),
+            "the job to show succeeded",
+            |j| j["state"] == "succeeded",
+        )
+        .await
+        .unwrap();
     assert_eq!(job["attempt"], 1, "{job:#}");
     assert_eq!(job["result"]["bytes"], data.len() as u64, "{job:#}");
 }
@@ -449,15 +446,7 @@ async fn scenario_behind_a_cut_link(stack: &Stack, name: &str, retry: Value) -> 
         .unwrap();
     let mut template = pbs_e2e::template_json(&sc.template, &sc.bucket, "**", &sc.pool, "{key}");
     template["options"] = json!({ "retry": retry });
-    let (status, body) = stack
-        .call(
-            "PUT",
-            &format!("/api/v1/templates/{}", sc.template),
-            Some(&template),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
+    stack.replace_template(&template).await.unwrap();
     (sc, link)
 }
 

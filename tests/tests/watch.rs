@@ -378,15 +378,10 @@ async fn rules_from_cloud_templates_apply_change_live_and_survive_an_outage() {
 
     // A change applies without a restart.
     let before = applied(&executor);
-    let (status, body) = stack
-        .call(
-            "PUT",
-            &format!("/api/v1/templates/{id}"),
-            Some(&template("cloud2/{key}")),
-        )
+    stack
+        .replace_template(&template("cloud2/{key}"))
         .await
         .unwrap();
-    assert_eq!(status, 200, "{body}");
     wait_applied(before).await;
     std::fs::write(outbox.path().join("a/two.txt"), "two").unwrap();
     assert_eq!(executor.landed("cloud2/two.txt").await.unwrap(), b"two");
