@@ -179,12 +179,21 @@ async fn storm(args: StormArgs) -> Result<()> {
     );
     let backlog = format!("{prefix}/backlog");
     upload_storm(&stack, &backlog, &args).await?;
-    eventually(
+    // Every event taken by the trigger (its queue empty) means every object is in a queued job.
+    let events_queue = stack.output("EventsQueueUrl").to_owned();
+    let jobs = eventually(
         Duration::from_secs(120 + args.objects as u64 / 20),
-        "every storm object queued as a job",
-        || async { Ok((queued(&stack, &queue.url).await? >= args.objects).then_some(())) },
+        "every storm event turned into queued jobs",
+        || async {
+            if queued(&stack, &events_queue).await? > 0 {
+                return Ok(None);
+            }
+            let jobs = queued(&stack, &queue.url).await?;
+            Ok((jobs > 0).then_some(jobs))
+        },
     )
     .await?;
+    eprintln!("    {} objects queued as {jobs} jobs", args.objects);
     // (b) first, while nothing else runs: raw rclone on the same objects.
     eprintln!("(b) raw rclone copy of the same objects ...");
     let raw_dir = tempfile::tempdir()?;
@@ -222,6 +231,11 @@ async fn storm(args: StormArgs) -> Result<()> {
         )
         .against(raw, drain),
     );
+    rows.push(Row::new(
+        "    jobs the trigger made of the backlog",
+        format!("{jobs} for {} objects", args.objects),
+        "",
+    ));
 
     // (c) Keeping pace: the same storm with everything running.
     eprintln!("(c) the same storm with the executor running ...");

@@ -279,12 +279,24 @@ async fn copy_together(
                         entry.md5 = d.md5;
                         entry.outcome = d.outcome;
                     }
-                    transfer::Checked::Missing => missing.push(file),
-                    transfer::Checked::Mismatch(why) => mismatched.push(why),
+                    transfer::Checked::Missing => {
+                        missing.push(file);
+                        continue;
+                    }
+                    transfer::Checked::Mismatch(why) => {
+                        mismatched.push(why);
+                        continue;
+                    }
                 }
             }
             delivered.push(entry);
         }
+        // A file that did not land fails its job; the report still tells each file's outcome.
+        let failed = |class, error| Copy::Failed {
+            class,
+            error,
+            delivered: delivered.clone(),
+        };
         copies.push(if let Some(e) = unrecorded {
             failed(ErrorClass::Internal, e)
         } else if let [file] = missing.as_slice() {
@@ -591,7 +603,7 @@ fn decide(
             let _ = ctx.ledger.finish(&job.job_id, attempt, &requeued, None);
             return Decided::Again(Disposition::Release(Duration::ZERO));
         }
-        Copy::Failed { class, error }
+        Copy::Failed { class, error, .. }
             if class.is_retryable() && job.retry.may_retry_after(attempt) =>
         {
             METRICS.job("retried", 0, 0, started.elapsed());
@@ -605,7 +617,11 @@ fn decide(
             );
             return Decided::Again(Disposition::Release(delay));
         }
-        Copy::Failed { class, error } => (Outcome::failed(class, error, duration_ms), Vec::new()),
+        Copy::Failed {
+            class,
+            error,
+            delivered,
+        } => (Outcome::failed(class, error, duration_ms), delivered),
         Copy::Cancelled { by } => (Outcome::cancelled(&by, duration_ms), Vec::new()),
     };
     Decided::Final { outcome, delivered }
@@ -696,19 +712,23 @@ enum Copy {
     Failed {
         class: ErrorClass,
         error: String,
+        /// The files that did land (a job of several files fails for those that did not).
+        delivered: Vec<DeliveredFile>,
     },
     /// Stopped by the executor's shutdown: the job runs again.
     Interrupted,
     /// Stopped at an operator's request: the job ends `cancelled`.
-    Cancelled {
-        by: String,
-    },
+    Cancelled { by: String },
 }
 
 impl From<transfer::Fail> for Copy {
     fn from(f: transfer::Fail) -> Self {
         match f {
-            transfer::Fail::Failed { class, error } => Copy::Failed { class, error },
+            transfer::Fail::Failed { class, error } => Copy::Failed {
+                class,
+                error,
+                delivered: Vec::new(),
+            },
             transfer::Fail::Interrupted => Copy::Interrupted,
         }
     }
@@ -718,6 +738,7 @@ fn failed(class: ErrorClass, error: impl Into<String>) -> Copy {
     Copy::Failed {
         class,
         error: error.into(),
+        delivered: Vec::new(),
     }
 }
 

@@ -235,8 +235,15 @@ impl Poller {
 
     /// Runs one unit (a job, or jobs copied together) and settles its messages.
     async fn process(&self, unit: Vec<Incoming>, abort: CancellationToken) {
+        // A job of several files (a coalesced event storm) goes the batch's way too: one copy,
+        // each file checked against newer writes of its path.
+        let alone = |m: &Incoming| {
+            m.job
+                .as_ref()
+                .is_none_or(|j| j.files.len() < 2 || batch::key(j).is_none())
+        };
         let dispositions = match unit.as_slice() {
-            [one] => vec![job_runner::handle(&self.ctx, &one.received, &abort).await],
+            [one] if alone(one) => vec![job_runner::handle(&self.ctx, &one.received, &abort).await],
             many => {
                 let batch: Vec<(Received, JobMessage)> = many
                     .iter()

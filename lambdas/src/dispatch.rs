@@ -77,15 +77,21 @@ impl Dispatcher {
                     continue;
                 }
             };
-            for chunk in indexes.chunks(10) {
-                let entries = chunk
+            let bodies: Vec<(usize, String)> = indexes
+                .iter()
+                .map(|&i| {
+                    let body = serde_json::to_string(messages[i]).expect("job messages serialise");
+                    (i, body)
+                })
+                .collect();
+            for request in requests(&bodies) {
+                let chunk: Vec<usize> = request.iter().map(|(i, _)| *i).collect();
+                let entries = request
                     .iter()
-                    .map(|&i| {
+                    .map(|(i, body)| {
                         SendMessageBatchRequestEntry::builder()
                             .id(i.to_string())
-                            .message_body(
-                                serde_json::to_string(messages[i]).expect("job messages serialise"),
-                            )
+                            .message_body(body.as_str())
                             .build()
                             .expect("id and body are set")
                     })
@@ -115,7 +121,7 @@ impl Dispatcher {
                     }
                     Err(e) => {
                         let e = describe_error(&e);
-                        for &i in chunk {
+                        for &i in &chunk {
                             answers[i] = Some(Err(e.clone()));
                         }
                     }
@@ -184,5 +190,48 @@ impl Dispatcher {
             }
             Err(e) => Err(describe_error(&e)),
         }
+    }
+}
+/// Most bytes of message bodies in one `SendMessageBatch` (SQS allows 256 KiB in all).
+const BATCH_BODY_BYTES: usize = 240 * 1024;
+
+/// Splits bodies into `SendMessageBatch` requests: at most ten each, and at most
+/// [`BATCH_BODY_BYTES`] together (a body bigger than that goes alone).
+fn requests(bodies: &[(usize, String)]) -> Vec<&[(usize, String)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, (_, body)) in bodies.iter().enumerate() {
+        if at > start && (at - start == 10 || bytes + body.len() > BATCH_BODY_BYTES) {
+            out.push(&bodies[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_hold_ten_bodies_and_stay_under_the_size_limit() {
+        let small: Vec<(usize, String)> = (0..23).map(|i| (i, "x".repeat(100))).collect();
+        let sizes: Vec<usize> = requests(&small).iter().map(|r| r.len()).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+
+        let big: Vec<(usize, String)> = (0..5).map(|i| (i, "x".repeat(100 * 1024))).collect();
+        let sizes: Vec<usize> = requests(&big).iter().map(|r| r.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        for r in requests(&big) {
+            assert!(r.iter().map(|(_, b)| b.len()).sum::<usize>() <= BATCH_BODY_BYTES);
+        }
+        let huge = vec![(0, "x".repeat(300 * 1024)), (1, "y".into())];
+        let sizes: Vec<usize> = requests(&huge).iter().map(|r| r.len()).collect();
+        assert_eq!(sizes, [1, 1]);
+        assert!(requests(&[]).is_empty());
     }
 }

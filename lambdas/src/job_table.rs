@@ -47,6 +47,29 @@ pub enum Inserted {
     Exists { dispatched: bool },
 }
 
+/// A job found recorded already, from an event's point of view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Its message is on the pool's queue: nothing more to do.
+    Sent,
+    /// Its message was never sent (the function recording it died before sending). `Some`: the
+    /// job holding the event is another one than the caller asked about (a coalesced job), with
+    /// its message as recorded; `None`: the job asked about, as the caller planned it.
+    Unsent(Option<Box<JobMessage>>),
+}
+
+/// What recording an event-driven job found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventInsert {
+    /// Recorded now.
+    New,
+    /// This very job was recorded before.
+    Found(Found),
+    /// Nothing recorded: these members' events (index into the members given) belong to other
+    /// jobs already.
+    Claimed(Vec<(usize, Found)>),
+}
+
 /// A conditional update's answer: applied, or refused by its condition (stale).
 fn applied<T, E, R>(
     res: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
@@ -100,6 +123,10 @@ impl JobTable {
 
     /// Records a new job as `queued`, unless a job with this id exists.
     pub async fn insert_queued(&self, job: &JobMessage) -> Result<Inserted, JobTableError> {
+        self.insert(self.queued_item(job)).await
+    }
+
+    fn queued_item(&self, job: &JobMessage) -> Item {
         let mut item = self.base_item(&job.job_id, job.created_at);
         let source = match &job.source {
             pbs_shared::JobSource::S3 { bucket } => ("source_bucket", bucket.as_str()),
@@ -121,7 +148,162 @@ impl JobTable {
             ("total_bytes".into(), n(job.total_bytes())),
             ("dispatched".into(), AttributeValue::Bool(false)),
         ]);
-        self.insert(item).await
+        item
+    }
+
+    /// Records an event-driven job as `queued`. `members` are the ids the job's events have on
+    /// their own ([`pbs_shared::job::event_job_id`]): one, the job's own id, for a job of one
+    /// event; several for a coalesced job, which is recorded together with one claim item per
+    /// event (`claimed_by` = the job; not listed) in one transaction, so an event is in at most
+    /// one job however its duplicates are batched. A coalesced job also keeps its whole message,
+    /// so that a later delivery of any of its events can send it if it was never sent.
+    pub async fn insert_event_job(
+        &self,
+        job: &JobMessage,
+        members: &[&JobId],
+    ) -> Result<EventInsert, JobTableError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::{
+            Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+        };
+
+        if let [only] = members
+            && *only == &job.job_id
+        {
+            return Ok(match self.insert_or_read(self.queued_item(job)).await? {
+                None => EventInsert::New,
+                Some(existing) => EventInsert::Found(self.found(&existing, false).await?),
+            });
+        }
+        let mut item = self.queued_item(job);
+        item.insert(
+            "message_json".into(),
+            s(serde_json::to_string(job).expect("job messages serialise")),
+        );
+        let expires = item["expires_at"].clone();
+        let claims = members.iter().map(|m| {
+            Item::from([
+                ("job_id".into(), s(m.as_str())),
+                ("claimed_by".into(), s(job.job_id.as_str())),
+                ("expires_at".into(), expires.clone()),
+            ])
+        });
+        let puts = std::iter::once(item)
+            .chain(claims)
+            .map(|item| {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(job_id)")
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .expect("table, item and condition are set");
+                TransactWriteItem::builder().put(put).build()
+            })
+            .collect();
+        let err = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(puts))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(EventInsert::New),
+            Err(e) => e,
+        };
+        let reasons = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                c.cancellation_reasons().to_vec()
+            }
+            _ => return Err(dynamo_err(err)),
+        };
+        let failed_check = |code: Option<&str>| code == Some("ConditionalCheckFailed");
+        // Anything but a failed condition (a conflicting transaction, throttling) is transient.
+        if let Some(other) = reasons
+            .iter()
+            .find(|r| !matches!(r.code(), None | Some("None")) && !failed_check(r.code()))
+        {
+            return Err(JobTableError::Dynamo(format!(
+                "recording job {}: {} {}",
+                job.job_id,
+                other.code().unwrap_or_default(),
+                other.message().unwrap_or_default()
+            )));
+        }
+        let mut claimed = Vec::new();
+        for (i, reason) in reasons.iter().enumerate() {
+            if !failed_check(reason.code()) {
+                continue;
+            }
+            let id = if i == 0 {
+                job.job_id.as_str()
+            } else {
+                members[i - 1].as_str()
+            };
+            let existing = match reason.item() {
+                Some(item) => item.clone(),
+                None => match self.read_item(id).await? {
+                    Some(item) => item,
+                    // Gone since (its time to live ended): nothing holds the event any more.
+                    None => continue,
+                },
+            };
+            if i == 0 {
+                return Ok(EventInsert::Found(self.found(&existing, false).await?));
+            }
+            claimed.push((i - 1, self.found(&existing, false).await?));
+        }
+        if claimed.is_empty() {
+            return Err(JobTableError::Dynamo(format!(
+                "recording job {}: transaction cancelled without a reason",
+                job.job_id
+            )));
+        }
+        Ok(EventInsert::Claimed(claimed))
+    }
+
+    /// What an existing item tells about the event it was looked up for: a claim is followed to
+    /// the coalesced job holding the event (`other`).
+    async fn found(&self, item: &Item, other: bool) -> Result<Found, JobTableError> {
+        if let Some(owner) = get_s(item, "claimed_by") {
+            return match self.read_item(owner).await? {
+                Some(owner) => Box::pin(self.found(&owner, true)).await,
+                None => Ok(Found::Sent),
+            };
+        }
+        if get_bool(item, "dispatched").unwrap_or(true) {
+            return Ok(Found::Sent);
+        }
+        match get_s(item, "message_json") {
+            Some(json) => serde_json::from_str(json)
+                .map(|m| Found::Unsent(Some(Box::new(m))))
+                .map_err(|e| {
+                    JobTableError::Dynamo(format!(
+                        "job {}: recorded message unreadable: {e}",
+                        get_s(item, "job_id").unwrap_or_default()
+                    ))
+                }),
+            None if other => Err(JobTableError::Dynamo(format!(
+                "job {} holds an event but has no recorded message",
+                get_s(item, "job_id").unwrap_or_default()
+            ))),
+            None => Ok(Found::Unsent(None)),
+        }
+    }
+
+    async fn read_item(&self, job_id: &str) -> Result<Option<Item>, JobTableError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_err)?;
+        Ok(out.item)
     }
 
     /// Records a job that can never run as `failed`, with the reason.
@@ -157,32 +339,40 @@ impl JobTable {
     }
 
     async fn insert(&self, item: Item) -> Result<Inserted, JobTableError> {
-        let job_id = item["job_id"].clone();
+        Ok(match self.insert_or_read(item).await? {
+            None => Inserted::New,
+            Some(existing) => Inserted::Exists {
+                dispatched: get_bool(&existing, "dispatched").unwrap_or(true),
+            },
+        })
+    }
+
+    /// Puts `item` unless its id exists; `Some`: the item found instead.
+    async fn insert_or_read(&self, item: Item) -> Result<Option<Item>, JobTableError> {
+        let job_id = get_s(&item, "job_id").unwrap_or_default().to_owned();
         let res = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(job_id)")
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Inserted::New),
+            Ok(_) => Ok(None),
             Err(e) if is_condition_failure(&e) => {
-                let existing = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("job_id", job_id)
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(dynamo_err)?;
-                let dispatched = existing
-                    .item()
-                    .and_then(|i| get_bool(i, "dispatched"))
-                    .unwrap_or(true);
-                Ok(Inserted::Exists { dispatched })
+                // The item may come with the error; read it when it does not.
+                let with_error = match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => c.item.clone(),
+                    _ => None,
+                };
+                match with_error {
+                    Some(item) => Ok(Some(item)),
+                    None => Ok(Some(self.read_item(&job_id).await?.unwrap_or_default())),
+                }
             }
             Err(e) => Err(dynamo_err(e)),
         }
@@ -341,17 +531,19 @@ impl JobTable {
         }
     }
 
+    /// The job `job_id`; for the id an event would have had alone, the coalesced job holding it.
     pub async fn get(&self, job_id: &str) -> Result<Option<JobView>, JobTableError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("job_id", s(job_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(dynamo_err)?;
-        Ok(out.item().map(JobView::from_item))
+        let Some(item) = self.read_item(job_id).await? else {
+            return Ok(None);
+        };
+        let item = match get_s(&item, "claimed_by") {
+            Some(owner) => match self.read_item(owner).await? {
+                Some(owner) => owner,
+                None => return Ok(None),
+            },
+            None => item,
+        };
+        Ok(Some(JobView::from_item(&item)))
     }
 
     /// One page of jobs matching `filter`, newest first, and the token of the next page. Pages

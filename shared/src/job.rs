@@ -158,6 +158,20 @@ pub fn event_job_id(
     JobId::parse(format!("ev-{}", &digest[..40])).expect("hex digest is a valid job id")
 }
 
+/// The id of a job that coalesces the events whose own ids are `members` (the jobs each would
+/// have been alone): the same for the same events in any order.
+pub fn coalesced_job_id(members: &[&JobId]) -> JobId {
+    let mut ids: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+    ids.sort_unstable();
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update((id.len() as u64).to_be_bytes());
+        h.update(id.as_bytes());
+    }
+    let digest = hex::encode(h.finalize());
+    JobId::parse(format!("co-{}", &digest[..40])).expect("hex digest is a valid job id")
+}
+
 /// The id of the chain step made from template `next` after job `parent`: the same for a
 /// repeated report, so the step is started once.
 pub fn chain_job_id(parent: &str, next: &TemplateId) -> JobId {
@@ -184,6 +198,19 @@ mod tests {
         assert!(Queued.may_become(1, Succeeded, 1));
         assert!(!Running.may_become(1, Running, 1));
         assert!(!Running.may_become(1, Queued, 1));
+    }
+
+    #[test]
+    fn coalesced_ids_depend_on_the_members_not_their_order() {
+        let t = TemplateId::parse("t").unwrap();
+        let a = event_job_id(&t, "b", "k/1", None, Some("01"), None);
+        let b = event_job_id(&t, "b", "k/2", None, Some("02"), None);
+        let c = event_job_id(&t, "b", "k/3", None, Some("03"), None);
+        let ab = coalesced_job_id(&[&a, &b]);
+        assert!(ab.as_str().starts_with("co-"), "{ab}");
+        assert_eq!(ab, coalesced_job_id(&[&b, &a]));
+        assert_ne!(ab, coalesced_job_id(&[&a, &b, &c]));
+        assert_ne!(ab, coalesced_job_id(&[&a]));
     }
 
     #[test]

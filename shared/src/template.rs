@@ -71,6 +71,10 @@ pub struct Options {
     /// verified delivery (the bucket's lifecycle rule removes them later) instead of deleting them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_staging: bool,
+    /// S3 events only: give every object its own job. By default, small objects whose events
+    /// reach the trigger together share a job with a file list (one copy, one report).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_object_jobs: bool,
 }
 
 fn enabled_default() -> bool {

@@ -774,6 +774,9 @@ pub struct Scenario {
     pub bucket: String,
     pub template: String,
     pub executor: Executor,
+    /// The template's key glob and destination path.
+    pub key_glob: String,
+    pub path: String,
 }
 
 impl Scenario {
@@ -826,7 +829,25 @@ impl Scenario {
             bucket,
             template,
             executor,
+            key_glob: key_glob.to_owned(),
+            path: path.to_owned(),
         })
+    }
+}
+
+impl Scenario {
+    /// Sets the scenario's template to make one job per object (`options.per_object_jobs`), for
+    /// tests about jobs one by one rather than the objects of a batch together.
+    pub async fn per_object_jobs(&self, stack: &Stack) -> Result<()> {
+        let mut template = template_json(
+            &self.template,
+            &self.bucket,
+            &self.key_glob,
+            &self.pool,
+            &self.path,
+        );
+        template["options"] = serde_json::json!({"per_object_jobs": true});
+        stack.replace_template(&template).await
     }
 }
 

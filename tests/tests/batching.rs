@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pbs_e2e::{Executor, Stack, body, eventually, unique};
+use pbs_e2e::{Executor, Scenario, Stack, body, eventually, s3_event, unique};
 use serde_json::json;
 
 /// Sum of a counter's samples in a Prometheus text page.
@@ -119,4 +119,180 @@ async fn a_backlog_is_copied_in_few_rclone_runs_and_each_job_keeps_its_own_outco
         };
         assert_eq!(rows[0]["outcome"], outcome, "{report}");
     }
+}
+
+/// An SQS event as the EventsQueue's event source mapping hands it to the trigger: one record
+/// per S3 notification body.
+fn sqs_event(bodies: &[String]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| {
+            json!({
+                "messageId": unique("msg"), "receiptHandle": unique("rh"), "body": b,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:events",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storm_batch_becomes_one_job_with_a_file_list_and_duplicate_events_start_nothing() {
+    let stack = Stack::connect().await.unwrap();
+    let sc = Scenario::new(&stack, "storm", None, "cam/**", "{key}")
+        .await
+        .unwrap();
+    let put = |i: u32| {
+        let (stack, bucket) = (&stack, sc.bucket.clone());
+        async move {
+            let key = format!("cam/card {i:02}/frame+{i}.dng");
+            let data = body(4096 + i as usize, 500 + i);
+            let etag = stack.put_object(&bucket, &key, data.clone()).await.unwrap();
+            let event = s3_event(
+                &bucket,
+                &key,
+                data.len() as u64,
+                &etag,
+                &format!("{i:016X}"),
+            );
+            (key, data, event)
+        }
+    };
+    let mut first = Vec::new();
+    for i in 0..30 {
+        first.push(put(i).await);
+    }
+    // One event of the batch names an object that is not there (deleted since, say).
+    let ghost = s3_event(&sc.bucket, "cam/gone.dng", 10, "0123", "00000000000000FF");
+    let mut bodies: Vec<String> = first.iter().map(|(_, _, e)| e.clone()).collect();
+    bodies.push(ghost.clone());
+
+    // The whole batch reaches the trigger at once, as a storm's events do.
+    let answer = stack
+        .invoke("TriggerFunctionName", &sqs_event(&bodies))
+        .await
+        .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let jobs = stack.jobs_of_template(&sc.template).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one job for the batch: {jobs:#?}");
+    let id = jobs[0]["job_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("co-"), "{id}");
+    assert_eq!(jobs[0]["file_count"], 31, "{:#}", jobs[0]);
+
+    // Every present file lands; the missing one fails the job, named, and alone.
+    for (key, data, _) in &first {
+        assert_eq!(&sc.executor.landed(key).await.unwrap(), data, "{key}");
+    }
+    let done = stack
+        .job_when(&id, Duration::from_secs(60), "the storm job to end", |j| {
+            ["succeeded", "failed"].contains(&j["state"].as_str().unwrap_or(""))
+        })
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "failed", "{done:#}");
+    assert_eq!(done["error_class"], "not_found", "{done:#}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("cam/gone.dng"), "{error}");
+    assert!(
+        !error.contains("frame+"),
+        "only the missing file is named: {error}"
+    );
+
+    // The delivery report accounts for each file.
+    let (status, report) = stack
+        .call("GET", &format!("/api/v1/jobs/{id}/report"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{report}");
+    let rows = report["files"].as_array().unwrap();
+    assert_eq!(rows.len(), 31, "{report:#}");
+    for row in rows {
+        let expected = if row["key"] == "cam/gone.dng" {
+            "not_delivered"
+        } else {
+            "copied"
+        };
+        assert_eq!(row["outcome"], expected, "{row}");
+    }
+
+    // A file's own event id leads to the job holding it.
+    let file = &done["files"][7];
+    let member = pbs_shared::job::event_job_id(
+        &pbs_shared::TemplateId::parse(&sc.template).unwrap(),
+        &sc.bucket,
+        file["key"].as_str().unwrap(),
+        None,
+        file["sequencer"].as_str(),
+        file["etag"].as_str(),
+    );
+    assert_eq!(stack.job(member.as_str()).await.unwrap()["job_id"], id);
+
+    // Redelivered events, batched with new ones: only the new objects make a job.
+    let mut second = Vec::new();
+    for i in 30..35 {
+        second.push(put(i).await);
+    }
+    let mut again: Vec<String> = bodies[..20].to_vec();
+    again.extend(second.iter().map(|(_, _, e)| e.clone()));
+    again.extend(bodies[20..].iter().cloned());
+    let answer = stack
+        .invoke("TriggerFunctionName", &sqs_event(&again))
+        .await
+        .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    // One duplicate alone, and the ghost again: nothing new either.
+    let answer = stack
+        .invoke(
+            "TriggerFunctionName",
+            &sqs_event(&[bodies[3].clone(), ghost]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let jobs = stack.jobs_of_template(&sc.template).await.unwrap();
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    let new = jobs.iter().find(|j| j["job_id"] != id.as_str()).unwrap();
+    let keys: Vec<&str> = new["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = second.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(keys, expected);
+    let new_id = new["job_id"].as_str().unwrap();
+    let done = stack
+        .job_when(
+            new_id,
+            Duration::from_secs(60),
+            "the second job to end",
+            |j| j["state"] == "succeeded" || j["state"] == "failed",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    for (key, data, _) in &second {
+        assert_eq!(&sc.executor.landed(key).await.unwrap(), data, "{key}");
+    }
+    // Each job ran once, a copy for all its files: a handful of rclone runs for 36 files.
+    for row in sc.executor.ledger().unwrap() {
+        assert_eq!(row["attempts"], 1, "{row}");
+    }
+    let page = stack
+        .http
+        .get(format!("{}/metrics", sc.executor.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let runs = counter(&page, "pbs_rclone_exits_total");
+    assert!(
+        runs <= 10.0,
+        "{runs} rclone runs for two jobs of 36 files:\n{page}"
+    );
 }

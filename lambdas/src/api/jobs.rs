@@ -376,9 +376,9 @@ async fn start_manual(
         };
         let planned = plan(&set, &event, now);
         match planned.into_iter().next() {
-            Some(Planned::Dispatch(job)) => match &mut message {
-                None => message = Some(*job),
-                Some(m) => m.files.extend(job.files),
+            Some(Planned::Dispatch(d)) => match &mut message {
+                None => message = Some(d.job),
+                Some(m) => m.files.extend(d.job.files),
             },
             Some(Planned::Reject(r)) => return Err(ApiError::field(&field, r.reason)),
             None => {

@@ -217,11 +217,11 @@ pub async fn dry_run(
     let matches: Vec<Value> = crate::trigger::plan::plan(&set, &event, now)
         .into_iter()
         .map(|planned| match planned {
-            crate::trigger::plan::Planned::Dispatch(job) => json!({
-                "template_id": job.template_id,
-                "pool": job.pool,
-                "endpoint": job.destination,
-                "dest_path": job.files[0].dest_path,
+            crate::trigger::plan::Planned::Dispatch(d) => json!({
+                "template_id": d.job.template_id,
+                "pool": d.job.pool,
+                "endpoint": d.job.destination,
+                "dest_path": d.job.files[0].dest_path,
             }),
             crate::trigger::plan::Planned::Reject(r) => json!({
                 "template_id": r.template.id,

@@ -5,7 +5,9 @@
 
 use aws_lambda_events::s3::S3Event;
 use chrono::{DateTime, Utc};
-use pbs_shared::job::event_job_id;
+use std::collections::{HashMap, HashSet};
+
+use pbs_shared::job::{coalesced_job_id, event_job_id};
 use pbs_shared::message::{JobFile, JobMessage, JobSource, V1};
 use pbs_shared::path_template::RenderContext;
 use pbs_shared::s3_key::decode_event_key;
@@ -103,10 +105,19 @@ pub fn parse_body(body: &str) -> Result<Body, BadBody> {
 /// A job the trigger will record.
 #[derive(Debug, Clone)]
 pub enum Planned {
-    /// A valid job: recorded `queued` and sent to its pool's queue.
-    Dispatch(Box<JobMessage>),
+    /// A valid job of one object: recorded `queued` (possibly coalesced with others, see
+    /// [`coalesce`]) and sent to its pool's queue.
+    Dispatch(Box<Dispatch>),
     /// A job that can never run (e.g. its path would escape): recorded `failed` with the reason.
     Reject(Box<RejectedJob>),
+}
+
+/// A planned job of one object.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub job: JobMessage,
+    /// Its template asks for one job per object (`options.per_object_jobs`).
+    pub alone: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +131,7 @@ pub struct RejectedJob {
 impl Planned {
     pub fn job_id(&self) -> &JobId {
         match self {
-            Planned::Dispatch(m) => &m.job_id,
+            Planned::Dispatch(d) => &d.job.job_id,
             Planned::Reject(r) => &r.job_id,
         }
     }
@@ -149,28 +160,31 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                 event_time: event.event_time,
             };
             match template.destination.path.render(&ctx) {
-                Ok(dest_path) => Planned::Dispatch(Box::new(JobMessage {
-                    v: V1,
-                    job_id,
-                    template_id: template.id.clone(),
-                    pool: template.destination.pool.clone(),
-                    source: JobSource::S3 {
-                        bucket: object.bucket.clone(),
+                Ok(dest_path) => Planned::Dispatch(Box::new(Dispatch {
+                    alone: template.options.per_object_jobs,
+                    job: JobMessage {
+                        v: V1,
+                        job_id,
+                        template_id: template.id.clone(),
+                        pool: template.destination.pool.clone(),
+                        source: JobSource::S3 {
+                            bucket: object.bucket.clone(),
+                        },
+                        files: vec![JobFile {
+                            key: object.key.clone(),
+                            size: object.size,
+                            etag: object.etag.clone(),
+                            version_id: object.version_id.clone(),
+                            sequencer: object.sequencer.clone(),
+                            dest_path,
+                        }],
+                        destination: template.destination.endpoint.clone(),
+                        retry: template.options.retry,
+                        delivery: template.options.delivery,
+                        origin: None,
+                        bandwidth: template.options.bandwidth.clone(),
+                        created_at: now,
                     },
-                    files: vec![JobFile {
-                        key: object.key.clone(),
-                        size: object.size,
-                        etag: object.etag.clone(),
-                        version_id: object.version_id.clone(),
-                        sequencer: object.sequencer.clone(),
-                        dest_path,
-                    }],
-                    destination: template.destination.endpoint.clone(),
-                    retry: template.options.retry,
-                    delivery: template.options.delivery,
-                    origin: None,
-                    bandwidth: template.options.bandwidth.clone(),
-                    created_at: now,
                 })),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {
                     job_id,
@@ -184,6 +198,103 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
             }
         })
         .collect()
+}
+
+/// Largest object that shares a job with others: bigger ones are worth a job (and a copy) each.
+pub const COALESCE_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
+/// Most files in a coalesced job: the job and one claim per file are written in one DynamoDB
+/// transaction of at most 100 items.
+pub const COALESCE_MAX_FILES: usize = 99;
+/// Most bytes of file entries (keys and paths) in a coalesced job, well inside an SQS message.
+pub const COALESCE_MAX_ENTRY_BYTES: usize = 96 * 1024;
+
+/// Groups one batch's planned jobs (in arrival order, each tagged with what it came from) into
+/// the jobs to record: jobs of small objects for the same template, source bucket, pool,
+/// destination and options share one job (at most [`COALESCE_MAX_FILES`] files, never two
+/// writes of one destination path); big objects and templates with `per_object_jobs` keep one
+/// job per object. Groups keep arrival order (by their first member).
+pub fn coalesce<T>(planned: Vec<(T, Dispatch)>) -> Vec<Vec<(T, JobMessage)>> {
+    struct Open {
+        at: usize,
+        bytes: usize,
+        paths: HashSet<String>,
+    }
+    let mut groups: Vec<Vec<(T, JobMessage)>> = Vec::new();
+    let mut open: HashMap<String, Open> = HashMap::new();
+    for (tag, Dispatch { job, alone }) in planned {
+        let key = match job.files.as_slice() {
+            [file] if !alone && file.size <= COALESCE_MAX_OBJECT_BYTES => compat_key(&job),
+            _ => {
+                groups.push(vec![(tag, job)]);
+                continue;
+            }
+        };
+        let path = job.files[0].dest_path.to_string();
+        let bytes = entry_bytes(&job);
+        let fits = |o: &Open, groups: &[Vec<(T, JobMessage)>]| {
+            groups[o.at].len() < COALESCE_MAX_FILES
+                && o.bytes + bytes <= COALESCE_MAX_ENTRY_BYTES
+                && !o.paths.contains(&path)
+        };
+        match open.get_mut(&key) {
+            Some(o) if fits(o, &groups) => {
+                o.bytes += bytes;
+                o.paths.insert(path);
+                groups[o.at].push((tag, job));
+            }
+            _ => {
+                open.insert(
+                    key,
+                    Open {
+                        at: groups.len(),
+                        bytes,
+                        paths: HashSet::from([path]),
+                    },
+                );
+                groups.push(vec![(tag, job)]);
+            }
+        }
+    }
+    groups
+}
+
+/// What jobs must share to be coalesced: everything but their files.
+fn compat_key(job: &JobMessage) -> String {
+    let mut shape = serde_json::to_value(job).expect("job messages serialise");
+    if let Some(fields) = shape.as_object_mut() {
+        for own in ["job_id", "files", "created_at"] {
+            fields.remove(own);
+        }
+    }
+    shape.to_string()
+}
+
+/// A job's file entries' share of its message, roughly.
+fn entry_bytes(job: &JobMessage) -> usize {
+    job.files
+        .iter()
+        .map(|f| 160 + 2 * f.key.len() + f.dest_path.as_str().len())
+        .sum()
+}
+
+/// The job of a group from [`coalesce`]: a group of one is its job unchanged; several become
+/// one job (id from the members' ids, see [`coalesced_job_id`]) with every member's file.
+pub fn merge(members: &[&JobMessage]) -> JobMessage {
+    let [first, rest @ ..] = members else {
+        panic!("a group has at least one member")
+    };
+    if rest.is_empty() {
+        return (*first).clone();
+    }
+    let ids: Vec<&JobId> = members.iter().map(|m| &m.job_id).collect();
+    JobMessage {
+        job_id: coalesced_job_id(&ids),
+        files: members
+            .iter()
+            .flat_map(|m| m.files.iter().cloned())
+            .collect(),
+        ..(*first).clone()
+    }
 }
 
 #[cfg(test)]
@@ -262,9 +373,10 @@ mod tests {
         let now = Utc::now();
         let obj = &objects(PUT)[0];
         let jobs = plan(&templates("{yyyy}/{mm}/{dd}/{key}"), obj, now);
-        let [Planned::Dispatch(job)] = jobs.as_slice() else {
+        let [Planned::Dispatch(d)] = jobs.as_slice() else {
             panic!("{jobs:?}")
         };
+        let job = &d.job;
         assert_eq!(
             job.files[0].dest_path.as_str(),
             "2026/11/25/incoming/a b+c%.txt/été.txt"
@@ -280,14 +392,94 @@ mod tests {
             serde_json::from_str(include_str!("../../../tests/fixtures/job-message.v1.json"))
                 .unwrap();
         let jobs = plan(&templates("{key}"), &objects(PUT)[0], Utc::now());
-        let Planned::Dispatch(job) = &jobs[0] else {
+        let Planned::Dispatch(d) = &jobs[0] else {
             panic!()
         };
-        let produced = serde_json::to_value(job).unwrap();
+        let produced = serde_json::to_value(&d.job).unwrap();
         assert_eq!(
             pbs_shared::message::field_paths(&produced),
             pbs_shared::message::field_paths(&fixture)
         );
+    }
+
+    /// The planned job of an object `key` of `size` bytes.
+    fn planned(set: &TemplateSet, key: &str, size: u64) -> Dispatch {
+        let mut v: serde_json::Value = serde_json::from_str(PUT).unwrap();
+        v["Records"][0]["s3"]["object"]["key"] = key.into();
+        v["Records"][0]["s3"]["object"]["size"] = size.into();
+        v["Records"][0]["s3"]["object"]["sequencer"] = format!("{:016X}", key.len()).into();
+        let jobs = plan(set, &objects(&v.to_string())[0], Utc::now());
+        let [Planned::Dispatch(d)] = jobs.as_slice() else {
+            panic!("{jobs:?}")
+        };
+        (**d).clone()
+    }
+
+    #[test]
+    fn small_objects_of_one_template_share_a_job_and_big_ones_do_not() {
+        let set = templates("{key}");
+        let batch: Vec<(usize, Dispatch)> = [
+            ("incoming/a.bin", 10),
+            ("incoming/b.bin", 10),
+            ("incoming/big.mov", COALESCE_MAX_OBJECT_BYTES + 1),
+            ("incoming/a.bin", 12),
+            ("incoming/c.bin", 10),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, size))| (i, planned(&set, key, size)))
+        .collect();
+        let groups = coalesce(batch);
+        let tags: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(t, _)| *t).collect())
+            .collect();
+        // The second write of a.bin starts another job; the big object has its own.
+        assert_eq!(tags, vec![vec![0, 1], vec![2], vec![3, 4]]);
+
+        let members: Vec<&JobMessage> = groups[0].iter().map(|(_, j)| j).collect();
+        let job = merge(&members);
+        assert!(job.job_id.as_str().starts_with("co-"), "{}", job.job_id);
+        let keys: Vec<&str> = job.files.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["incoming/a.bin", "incoming/b.bin"]);
+        assert_eq!(
+            (&job.template_id, &job.pool, &job.destination),
+            (
+                &members[0].template_id,
+                &members[0].pool,
+                &members[0].destination
+            )
+        );
+        // The same events make the same job in any order; a group of one is its job unchanged.
+        let reversed: Vec<&JobMessage> = members.iter().rev().copied().collect();
+        assert_eq!(merge(&reversed).job_id, job.job_id);
+        assert_eq!(merge(&[&groups[1][0].1]), groups[1][0].1);
+    }
+
+    #[test]
+    fn coalesced_jobs_are_capped_and_per_object_templates_never_coalesce() {
+        let set = templates("{key}");
+        let many: Vec<(usize, Dispatch)> = (0..150)
+            .map(|i| (i, planned(&set, &format!("incoming/{i}.bin"), 4096)))
+            .collect();
+        let sizes: Vec<usize> = coalesce(many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [COALESCE_MAX_FILES, 150 - COALESCE_MAX_FILES]);
+
+        let mut alone = planned(&set, "incoming/x.bin", 1);
+        alone.alone = true;
+        let other = planned(&set, "incoming/y.bin", 1);
+        let groups = coalesce(vec![(0, alone.clone()), (1, alone), (2, other)]);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+
+        // Different destinations (another pool here) never share a job.
+        let mut elsewhere = planned(&set, "incoming/z.bin", 1);
+        elsewhere.job.pool = pbs_shared::PoolName::parse("other").unwrap();
+        let (w, v) = (
+            planned(&set, "incoming/w.bin", 1),
+            planned(&set, "incoming/v.bin", 1),
+        );
+        let groups = coalesce(vec![(0, elsewhere), (1, w), (2, v)]);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
