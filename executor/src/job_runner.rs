@@ -241,6 +241,26 @@ async fn copy_together(
         let _ = std::fs::hard_link(&log, theirs);
     }
     let (from, to) = (src.display(&mapping.src_dir), dst.display(&mapping.dst_dir));
+    // The delivered writes' sequencers, recorded in one transaction for the whole copy.
+    let mut results = checked.iter();
+    let mut writes = Vec::new();
+    for (job, flags) in jobs.iter().zip(&superseded) {
+        for (file, newer) in job.files.iter().zip(flags) {
+            if *newer {
+                continue;
+            }
+            if let Some(transfer::Checked::Delivered(_)) = results.next()
+                && let Some(seq) = &file.sequencer
+            {
+                writes.push((file.dest_path.as_str(), seq.as_str(), &job.job_id));
+            }
+        }
+    }
+    let unrecorded = ctx
+        .ledger
+        .record_delivered_all(destination, &writes)
+        .err()
+        .map(|e| e.to_string());
     let mut results = checked.into_iter();
     let mut copies = Vec::with_capacity(jobs.len());
     for (job, flags) in jobs.iter().zip(&superseded) {
@@ -249,7 +269,9 @@ async fn copy_together(
         let mut delivered = Vec::with_capacity(job.files.len());
         let mut missing = Vec::new();
         let mut mismatched = Vec::new();
-        let mut unrecorded = None;
+        let unrecorded = unrecorded
+            .as_ref()
+            .filter(|_| writes.iter().any(|(_, _, id)| *id == &job.job_id));
         for (file, newer) in job.files.iter().zip(flags) {
             let mut entry = DeliveredFile {
                 key: file.key.clone(),
@@ -263,16 +285,6 @@ async fn copy_together(
             } else {
                 match results.next().expect("one result per copied file") {
                     transfer::Checked::Delivered(d) => {
-                        if let Some(seq) = &file.sequencer
-                            && let Err(e) = ctx.ledger.record_delivered(
-                                destination,
-                                file.dest_path.as_str(),
-                                seq,
-                                &job.job_id,
-                            )
-                        {
-                            unrecorded = Some(e.to_string());
-                        }
                         files += 1;
                         bytes += d.size;
                         entry.size = d.size;
@@ -298,7 +310,7 @@ async fn copy_together(
             delivered: delivered.clone(),
         };
         copies.push(if let Some(e) = unrecorded {
-            failed(ErrorClass::Internal, e)
+            failed(ErrorClass::Internal, e.clone())
         } else if let [file] = missing.as_slice() {
             // The same words as for a job copied alone.
             failed(

@@ -371,16 +371,36 @@ impl Ledger {
         sequencer: &str,
         job_id: &JobId,
     ) -> Result<(), LedgerError> {
-        let newer_known = self
-            .delivered_sequencer(endpoint, dest_path)?
-            .is_some_and(|known| sequencer_cmp(&known, sequencer).is_gt());
-        if !newer_known {
-            self.conn().execute(
+        self.record_delivered_all(endpoint, &[(dest_path, sequencer, job_id)])
+    }
+
+    /// [`Ledger::record_delivered`] for the files of one copy `(dest_path, sequencer, job)`, in
+    /// one transaction: one disk sync for a batch, not one per file.
+    pub fn record_delivered_all(
+        &self,
+        endpoint: &str,
+        writes: &[(&str, &str, &JobId)],
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (dest_path, sequencer, job_id) in writes {
+            let known: Option<String> = tx
+                .query_row(
+                    "SELECT sequencer FROM paths WHERE endpoint = ?1 AND dest_path = ?2",
+                    params![endpoint, dest_path],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if known.is_some_and(|k| sequencer_cmp(&k, sequencer).is_gt()) {
+                continue;
+            }
+            tx.execute(
                 "INSERT INTO paths (endpoint, dest_path, sequencer, job_id) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(endpoint, dest_path) DO UPDATE SET sequencer = ?3, job_id = ?4",
                 params![endpoint, dest_path, sequencer, job_id.as_str()],
             )?;
         }
+        tx.commit()?;
         Ok(())
     }
 
@@ -729,6 +749,35 @@ mod tests {
             Some("00B0")
         );
         assert_eq!(ledger.delivered_sequencer("share", "a.mov").unwrap(), None);
+    }
+
+    #[test]
+    fn a_copy_records_its_files_together_and_never_over_a_newer_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let id = job().job_id;
+        ledger
+            .record_delivered("disk", "b.mov", "00C0", &id)
+            .unwrap();
+        ledger
+            .record_delivered_all(
+                "disk",
+                &[
+                    ("a.mov", "00A1", &id),
+                    ("b.mov", "00B0", &id),
+                    ("c.mov", "0001", &id),
+                ],
+            )
+            .unwrap();
+        let known = |p| ledger.delivered_sequencer("disk", p).unwrap();
+        assert_eq!(known("a.mov").as_deref(), Some("00A1"));
+        assert_eq!(
+            known("b.mov").as_deref(),
+            Some("00C0"),
+            "the newer write stays"
+        );
+        assert_eq!(known("c.mov").as_deref(), Some("0001"));
+        ledger.record_delivered_all("disk", &[]).unwrap();
     }
 
     #[test]
