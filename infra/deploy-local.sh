@@ -3,14 +3,21 @@
 # template.yaml to the local emulator as stack $1; writes the stack outputs as JSON to
 # .state/stacks/<stack>.json and prints that path.
 #   infra/deploy-local.sh STACK
+# PBS_LAMBDA_PROFILE=release builds the functions as they are deployed to AWS (slower to build;
+# the benchmark uses it); PBS_LOG_LEVEL sets the stack's LogLevel (default info).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 stack=${1:?usage: deploy-local.sh STACK}
 cd "$PBS_ROOT"
 
-build_dir="$PBS_STATE/sam-build"
-# Debug profile: the Lambdas share the workspace's dependency build, so a rebuild takes seconds.
-SAM_BUILD_MODE=debug sam build --beta-features --parameter-overrides Arch=x86_64 \
+# Debug profile by default: the Lambdas share the workspace's dependency build, so a rebuild
+# takes seconds.
+profile=${PBS_LAMBDA_PROFILE:-debug}
+case "$profile" in debug | release) ;; *) echo "PBS_LAMBDA_PROFILE must be debug or release, got $profile" >&2; exit 2 ;; esac
+build_dir="$PBS_STATE/sam-build-$profile"
+# sam build's mode is `debug`, or release when unset.
+if [ "$profile" = debug ]; then export SAM_BUILD_MODE=debug; else unset SAM_BUILD_MODE; fi
+sam build --beta-features --parameter-overrides Arch=x86_64 \
   --build-dir "$build_dir" >"$PBS_STATE/sam-build.log" 2>&1 \
   || { tail -40 "$PBS_STATE/sam-build.log" >&2; exit 1; }
 
@@ -19,7 +26,7 @@ export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
 jwks=$(bash infra/dev-issuer.sh jwks)
 sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
-  --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 LogLevel=debug NotifyBackoffSeconds=1 \
+  --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 "LogLevel=${PBS_LOG_LEVEL:-info}" NotifyBackoffSeconds=1 \
   "AuthJwks='$jwks'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)" \
   "AuthAudience=$(bash infra/dev-issuer.sh audience)" \
   >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \

@@ -357,6 +357,17 @@ impl Stack {
         Ok(body)
     }
 
+    /// A job's delivery report as the API serves it (JSON).
+    pub async fn report(&self, job_id: &str) -> Result<Value> {
+        let (status, body) = self
+            .call("GET", &format!("/api/v1/jobs/{job_id}/report"), None)
+            .await?;
+        if status != 200 {
+            bail!("GET the report of job {job_id} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
     /// Waits (up to `timeout`) until the API shows job `job_id` as `probe` wants, and returns it.
     pub async fn job_when(
         &self,

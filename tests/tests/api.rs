@@ -575,11 +575,7 @@ async fn a_delivery_report_lists_each_of_100_files_with_the_hash_of_what_landed(
         format!("reports/{}/{id}/attempt-1.json", sc.pool)
     );
 
-    let (status, report) = stack
-        .call("GET", &format!("/api/v1/jobs/{id}/report"), None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{report}");
+    let report = stack.report(&id).await.unwrap();
     let files = report["files"].as_array().unwrap();
     assert_eq!(files.len(), 100);
     // The hashes of what actually landed, by md5sum.

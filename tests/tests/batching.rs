@@ -104,11 +104,7 @@ async fn a_backlog_is_copied_in_few_rclone_runs_and_each_job_keeps_its_own_outco
             assert_eq!(job["error_class"], "not_found", "{job}");
         }
         // Its delivery report (its batch's, which the API narrows to this job) tells its file.
-        let (status, report) = stack
-            .call("GET", &format!("/api/v1/jobs/{job_id}/report"), None)
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{report}");
+        let report = stack.report(job_id).await.unwrap();
         let rows = report["files"].as_array().unwrap();
         assert_eq!(rows.len(), 1, "{report}");
         assert_eq!(rows[0]["job_id"], job_id.as_str());
@@ -202,11 +198,7 @@ async fn a_storm_batch_becomes_one_job_with_a_file_list_and_duplicate_events_sta
     );
 
     // The delivery report accounts for each file.
-    let (status, report) = stack
-        .call("GET", &format!("/api/v1/jobs/{id}/report"), None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{report}");
+    let report = stack.report(&id).await.unwrap();
     let rows = report["files"].as_array().unwrap();
     assert_eq!(rows.len(), 31, "{report:#}");
     for row in rows {
