@@ -62,12 +62,20 @@ impl Trigger {
     /// Handles one batch; only records that failed transiently (or one of whose jobs could not
     /// be recorded or sent) are returned for retry.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let outcomes = crate::sqs_batch::map_records(event, |record| async move {
+        // Records are handled concurrently; their jobs are coalesced in the batch's order.
+        let position: std::collections::HashMap<String, usize> = event
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.message_id.clone().unwrap_or_default(), i))
+            .collect();
+        let mut outcomes = crate::sqs_batch::map_records(event, |record| async move {
             self.handle_body(&record.body.unwrap_or_default())
                 .await
                 .map_err(|e| e.0)
         })
         .await;
+        outcomes.sort_by_key(|(id, _)| position.get(id).copied().unwrap_or(usize::MAX));
         let mut failed = BTreeSet::new();
         let mut planned = Vec::new();
         for (id, outcome) in outcomes {
