@@ -20,6 +20,8 @@ async fn awkward_keys_land_byte_identical_and_the_api_reports_success() {
     )
     .await
     .unwrap();
+    // One job per object, each checked through the API below.
+    sc.per_object_jobs(&stack).await.unwrap();
     let (pool, tpl, executor) = (&sc.pool, &sc.template, &sc.executor);
 
     let files: Vec<(String, Vec<u8>)> = vec![
