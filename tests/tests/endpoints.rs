@@ -147,7 +147,7 @@ root = "{outbox}"
                 "id": id,
                 "trigger": {"type": "s3", "bucket": self.stack.source_bucket(), "key_glob": format!("{prefix}/**")},
                 "destination": {"pool": self.pool, "endpoint": endpoint, "path": path},
-                "options": {"delivery": {"verify": "hash"}, "retry": {"max_attempts": 1}}
+                "options": {"delivery": {"verify": "hash"}, "retry": {"max_attempts": 1}, "per_object_jobs": true}
             }))
             .await
             .unwrap();
