@@ -757,6 +757,13 @@ root = "{landing}"
             .collect()
     }
 
+    /// The executor's Prometheus page (`/metrics`).
+    pub async fn metrics(&self) -> Result<String> {
+        let res = reqwest::get(format!("{}/metrics", self.http)).await?;
+        anyhow::ensure!(res.status().is_success(), "GET /metrics: {}", res.status());
+        Ok(res.text().await?)
+    }
+
     /// Waits for a file to appear under the landing folder.
     pub async fn landed(&self, rel: &str) -> Result<Vec<u8>> {
         let path = self.landing.join(rel);

@@ -72,15 +72,7 @@ async fn a_backlog_is_copied_in_few_rclone_runs_and_each_job_keeps_its_own_outco
     );
 
     // Far fewer rclone runs than jobs: the backlog went in batches.
-    let page = stack
-        .http
-        .get(format!("{}/metrics", executor.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = executor.metrics().await.unwrap();
     let runs = counter(&page, "pbs_rclone_exits_total");
     let batched = counter(&page, "pbs_batched_jobs_total");
     assert!(batched >= 20.0, "{batched} jobs batched:\n{page}");
@@ -273,15 +265,7 @@ async fn a_storm_batch_becomes_one_job_with_a_file_list_and_duplicate_events_sta
     for row in sc.executor.ledger().unwrap() {
         assert_eq!(row["attempts"], 1, "{row}");
     }
-    let page = stack
-        .http
-        .get(format!("{}/metrics", sc.executor.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = sc.executor.metrics().await.unwrap();
     let runs = counter(&page, "pbs_rclone_exits_total");
     assert!(
         runs <= 10.0,
