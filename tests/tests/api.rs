@@ -504,6 +504,13 @@ async fn a_running_copy_cancelled_through_the_api_stops_leaves_no_partial_and_en
         "{}",
         sc.executor.log()
     );
+    // The executor counts the attempt as cancelled.
+    let page = sc.executor.metrics().await.unwrap();
+    assert!(
+        page.lines()
+            .any(|l| l == "pbs_jobs_total{outcome=\"cancelled\"} 1"),
+        "{page}"
+    );
 
     // The attempt's log was uploaded and the API serves it.
     let log_key = ended["log_key"].as_str().expect("log key").to_owned();

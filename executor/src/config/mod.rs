@@ -3,16 +3,21 @@
 //! Secrets never appear here in clear text in a way that could leak: AWS credentials come from
 //! the standard provider chain (environment, profile, instance role), not from this file.
 
+mod check;
+
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use check::{check_schedule_rule, check_watch_rule};
 pub use pbs_shared::rule_spec::{AfterAction, ExistingFiles, MissedRuns};
 use pbs_shared::rule_spec::{
     ScheduleTrigger, WatchTrigger, default_reconcile, default_stable, default_tz, yes,
 };
 use pbs_shared::{
-    Delivery, EndpointName, ExecutorId, PathTemplate, PoolName, RetryPolicy, Template, TemplateId,
+    Bandwidth, Delivery, EndpointName, ExecutorId, PathTemplate, PoolName, RetryPolicy, Template,
+    TemplateId,
 };
 use serde::Deserialize;
 
@@ -53,15 +58,16 @@ pub struct Config {
     /// MiB/s, `512k`) or a weekly timetable (`"Mon-08:00,10M Mon-18:00,off"`, or daily
     /// `"08:00,10M 18:00,off"`), switched live by rclone. With a template's own limit, the lower
     /// applies at every minute. Default: unlimited.
-    #[serde(default)]
-    pub bandwidth_limit: Option<String>,
+    #[serde(default, deserialize_with = "bandwidth_limit")]
+    pub bandwidth_limit: Option<Bandwidth>,
     /// Seconds a running job may take to finish after SIGTERM/SIGINT before rclone is stopped and
     /// its message released to another executor.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
-    /// Where `/metrics` and `/healthz` are served; loopback by default, `off` for none.
-    #[serde(default = "default_http_listen")]
-    pub http_listen: String,
+    /// Where `/metrics` and `/healthz` are served (`"127.0.0.1:9464"`); loopback by default,
+    /// `"off"` for none.
+    #[serde(default = "default_http_listen", deserialize_with = "http_listen")]
+    pub http_listen: Option<SocketAddr>,
     /// The cloud connection. Without it the executor runs standalone.
     #[serde(default)]
     pub cloud: Option<CloudConfig>,
@@ -412,8 +418,29 @@ fn default_sftp_port() -> u16 {
     22
 }
 
-fn default_http_listen() -> String {
-    "127.0.0.1:9464".into()
+fn default_http_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+
+/// `http_listen`: an address, or `"off"`.
+fn http_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "http_listen {text:?} is not an address such as \"127.0.0.1:9464\" (or \"off\")"
+        ))
+    })
+}
+
+/// `bandwidth_limit`: a rate or a weekly timetable, parsed once.
+fn bandwidth_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Bandwidth>, D::Error> {
+    let text = String::deserialize(d)?;
+    Bandwidth::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("bandwidth_limit {text:?}: {e}")))
 }
 fn default_batch_max_files() -> usize {
     500
@@ -581,16 +608,6 @@ impl Config {
                 self.concurrency
             ));
         }
-        if self.http_listen != "off" && self.http_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "http_listen {:?} is not an address such as \"127.0.0.1:9464\" (or \"off\")",
-                self.http_listen
-            ));
-        }
-        if let Some(limit) = &self.bandwidth_limit {
-            pbs_shared::Bandwidth::parse(limit)
-                .map_err(|e| format!("bandwidth_limit {limit:?}: {e}"))?;
-        }
         if !(1..=10_000).contains(&self.batch_max_files) {
             return Err(format!(
                 "batch_max_files must be 1 to 10000, got {}",
@@ -639,7 +656,7 @@ impl Config {
                 .validate()
                 .map_err(|(field, message)| format!("endpoints.{name}.{field}: {message}"))?;
         }
-        crate::rules::check(self)?;
+        check::check(self)?;
         Ok(())
     }
 
@@ -691,7 +708,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../infra/executor.example.toml");
+    const EXAMPLE: &str = include_str!("../../../infra/executor.example.toml");
 
     #[test]
     fn the_shipped_example_parses() {

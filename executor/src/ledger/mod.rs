@@ -636,7 +636,7 @@ mod tests {
     use super::*;
 
     fn job() -> JobMessage {
-        JobMessage::parse(include_str!("../../tests/fixtures/job-message.v1.json")).unwrap()
+        JobMessage::parse(include_str!("../../../tests/fixtures/job-message.v1.json")).unwrap()
     }
 
     #[test]

@@ -9,8 +9,8 @@ use pbs_shared::StatusMessage;
 use pbs_shared::message::{Probe, V1};
 
 use crate::config::Config;
-use crate::endpoints::Endpoints;
-use crate::{probe, rclone};
+use crate::transfer::endpoints::Endpoints;
+use crate::transfer::{probe, rclone};
 
 /// The fix when AWS refuses the executor's credentials an action on a queue.
 const POLICY_HINT: &str = "attach the pool's executor policy (stack output DefaultPoolExecutorPolicyArn) to these credentials";
@@ -71,7 +71,20 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 }
 
 /// Runs every check of `config` (already loaded).
-pub async fn run(config: &Config) -> Vec<Check> {
+/// Runs every check and prints one line each; fails when any check failed.
+pub async fn print(config: &Config) -> anyhow::Result<()> {
+    let checks = run(config).await;
+    for c in &checks {
+        println!("{}", c.line());
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+async fn run(config: &Config) -> Vec<Check> {
     let mut checks = vec![Check::ok(
         "config",
         format!(

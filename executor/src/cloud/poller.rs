@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::batch;
-use crate::job_runner::{self, Disposition, JobContext, Received};
+use crate::jobs::batch;
+use crate::jobs::runner::{self, Disposition, JobContext, Received};
 use crate::metrics::METRICS;
 
 /// Longest a poll keeps gathering messages for one batch before the batch starts.
@@ -243,7 +243,7 @@ impl Poller {
                 .is_none_or(|j| j.files.len() < 2 || batch::key(j).is_none())
         };
         let dispositions = match unit.as_slice() {
-            [one] if alone(one) => vec![job_runner::handle(&self.ctx, &one.received, &abort).await],
+            [one] if alone(one) => vec![runner::handle(&self.ctx, &one.received, &abort).await],
             many => {
                 let batch: Vec<(Received, JobMessage)> = many
                     .iter()
@@ -252,7 +252,7 @@ impl Poller {
                         (m.received.clone(), job)
                     })
                     .collect();
-                job_runner::handle_batch(&self.ctx, &batch, &abort).await
+                runner::handle_batch(&self.ctx, &batch, &abort).await
             }
         };
         for m in &unit {

@@ -1,4 +1,4 @@
-//! Watch and schedule rules: their checks, file filters, cron clocks and the jobs they make.
+//! Watch and schedule rules: file filters, cron clocks and the jobs they make.
 //!
 //! Everything here is pure (no I/O, time passed in), so the decisions (which files, which job id,
 //! when a schedule fires, what happens after downtime or while a run is still going) are tested
@@ -7,104 +7,13 @@
 use chrono::{DateTime, Utc};
 use pbs_shared::path_template::RenderContext;
 pub use pbs_shared::rule_spec::{Cron, Filter};
-use pbs_shared::rule_spec::{check_schedule, check_watch};
 use pbs_shared::{
     Delivery, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
     PathTemplate, PoolName, RetryPolicy, TemplateId,
 };
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, EndpointConfig, MissedRuns, ScheduleRule, WatchRule};
-
-/// Checks every rule against the endpoints; errors name the rule and field.
-pub fn check(config: &Config) -> Result<(), String> {
-    let mut names = std::collections::BTreeSet::new();
-    for (i, w) in config.watch.iter().enumerate() {
-        let at = format!("watch[{i}] ({})", w.name);
-        if !names.insert(w.name.as_str()) {
-            return Err(format!("{at}.name: another rule has this name"));
-        }
-        check_watch_rule(config, w).map_err(|(f, m)| format!("{at}.{f}: {m}"))?;
-    }
-    for (i, s) in config.schedule.iter().enumerate() {
-        let at = format!("schedule[{i}] ({})", s.name);
-        if !names.insert(s.name.as_str()) {
-            return Err(format!("{at}.name: another rule has this name"));
-        }
-        check_schedule_rule(config, s).map_err(|(f, m)| format!("{at}.{f}: {m}"))?;
-    }
-    Ok(())
-}
-
-type FieldProblem = (&'static str, String);
-
-fn endpoint<'a>(
-    config: &'a Config,
-    field: &'static str,
-    name: &EndpointName,
-) -> Result<&'a EndpointConfig, FieldProblem> {
-    config.endpoints.get(name).ok_or_else(|| {
-        (
-            field,
-            format!("endpoint \"{name}\" is not defined in [endpoints]"),
-        )
-    })
-}
-
-/// A rule's destination: an endpoint, or the stack's relay staging area when configured.
-fn destination(config: &Config, name: &EndpointName) -> Result<(), FieldProblem> {
-    if name.as_str() == pbs_shared::message::STAGING_ENDPOINT {
-        return match config
-            .cloud
-            .as_ref()
-            .and_then(|c| c.staging_bucket.as_ref())
-        {
-            Some(_) => Ok(()),
-            None => Err((
-                "destination",
-                "the relay staging area is not configured on this executor (cloud.staging_bucket)"
-                    .into(),
-            )),
-        };
-    }
-    endpoint(config, "destination", name).map(drop)
-}
-
-/// A watch rule against `config`'s endpoints: returns the failing field and why.
-pub fn check_watch_rule(config: &Config, w: &WatchRule) -> Result<(), FieldProblem> {
-    match endpoint(config, "source", &w.source)? {
-        EndpointConfig::Local(_) => {}
-        other => {
-            return Err((
-                "source",
-                format!(
-                    "watched folders must be on a local endpoint, {:?} is not",
-                    other_kind(other)
-                ),
-            ));
-        }
-    }
-    destination(config, &w.destination)?;
-    check_watch(&w.trigger(), w.delivery.verify)?;
-    w.retry.check().map_err(|(_, m)| ("retry", m))
-}
-
-/// A schedule rule against `config`'s endpoints.
-pub fn check_schedule_rule(config: &Config, s: &ScheduleRule) -> Result<(), FieldProblem> {
-    endpoint(config, "source", &s.source)?;
-    destination(config, &s.destination)?;
-    check_schedule(&s.trigger())?;
-    s.retry.check().map_err(|(_, m)| ("retry", m))
-}
-
-fn other_kind(e: &EndpointConfig) -> &'static str {
-    match e {
-        EndpointConfig::Local(_) => "local",
-        EndpointConfig::Smb(_) => "smb",
-        EndpointConfig::Sftp(_) => "sftp",
-        EndpointConfig::S3(_) => "s3",
-    }
-}
+use crate::config::{MissedRuns, ScheduleRule, WatchRule};
 
 /// What a schedule does at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +187,7 @@ impl<'a> RuleJob<'a> {
                     })
                     .map_err(|e| format!("{rel:?}: {e}"))?;
                 Ok(JobFile {
-                    key: crate::endpoints::join(self.folder, rel),
+                    key: crate::transfer::endpoints::join(self.folder, rel),
                     size: *size,
                     etag: None,
                     version_id: None,
@@ -313,6 +222,8 @@ impl<'a> RuleJob<'a> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    use crate::config::Config;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()

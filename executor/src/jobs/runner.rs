@@ -15,18 +15,18 @@ use pbs_shared::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::batch;
-use crate::cancels::Cancels;
+use crate::cloud::artifacts::LogUploader;
+use crate::cloud::progress::ProgressSink;
+use crate::cloud::status_sender::StatusOutbox;
 use crate::config::{Config, EndpointConfig};
-use crate::dest_locks::DestLocks;
-use crate::endpoints::{self, Endpoints, Side};
-use crate::job_logs::LogUploader;
+use crate::jobs::batch;
+use crate::jobs::cancels::Cancels;
+use crate::jobs::dest_locks::DestLocks;
 use crate::ledger::{Claim, Ledger, Outcome};
-use crate::metrics::METRICS;
-use crate::progress::ProgressSink;
-use crate::rclone;
-use crate::status_outbox::StatusOutbox;
+use crate::metrics::{self, METRICS};
 use crate::transfer;
+use crate::transfer::endpoints::{self, Endpoints, Side};
+use crate::transfer::rclone;
 
 /// What to do with the SQS message once the job is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +210,7 @@ async fn copy_together(
     }
     let log = rclone::log_path(&ctx.config.state_dir, first.job_id.as_str(), first_attempt);
     let bandwidth = bandwidth_limit(
-        ctx.config.bandwidth_limit.as_deref(),
+        ctx.config.bandwidth_limit.as_ref(),
         first.bandwidth.as_ref(),
     );
     let runner = runner(ctx, (&src, &dst), &log, bandwidth.as_deref(), abort);
@@ -608,7 +608,7 @@ fn decide(
             )
         }
         Copy::Interrupted => {
-            METRICS.job("interrupted", 0, 0, started.elapsed());
+            METRICS.job(metrics::Outcome::interrupted, 0, 0, started.elapsed());
             warn!("interrupted by shutdown; releasing the job to another executor");
             let requeued =
                 Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
@@ -618,7 +618,7 @@ fn decide(
         Copy::Failed { class, error, .. }
             if class.is_retryable() && job.retry.may_retry_after(attempt) =>
         {
-            METRICS.job("retried", 0, 0, started.elapsed());
+            METRICS.job(metrics::Outcome::retried, 0, 0, started.elapsed());
             let delay = job.retry.delay_after(attempt, jitter());
             warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
             let _ = ctx.ledger.finish(
@@ -682,7 +682,7 @@ fn record(
     }
     ctx.status.wake();
     METRICS.job(
-        outcome.state.as_str(),
+        metrics::Outcome::of(outcome.state),
         outcome.files,
         outcome.bytes,
         started.elapsed(),
@@ -832,12 +832,10 @@ fn runner<'a>(
 
 /// A job's rclone `--bwlimit`: the executor's limit and the job's template's, the lower at every
 /// minute of the week; `None` when neither limits anything.
-pub fn bandwidth_limit(own: Option<&str>, job: Option<&Bandwidth>) -> Option<String> {
-    // The executor's limit was checked when the configuration was read.
-    let own = own.and_then(|o| Bandwidth::parse(o).ok());
+pub fn bandwidth_limit(own: Option<&Bandwidth>, job: Option<&Bandwidth>) -> Option<String> {
     let limit = match (own, job) {
         (None, None) => return None,
-        (Some(a), None) => a,
+        (Some(a), None) => a.clone(),
         (None, Some(b)) => b.clone(),
         (Some(a), Some(b)) => a.lowest(b),
     };
@@ -850,10 +848,7 @@ async fn copy(ctx: &JobContext, job: &JobMessage, attempt: u32, abort: &Cancella
         Err(c) => return c,
     };
     let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
-    let bandwidth = bandwidth_limit(
-        ctx.config.bandwidth_limit.as_deref(),
-        job.bandwidth.as_ref(),
-    );
+    let bandwidth = bandwidth_limit(ctx.config.bandwidth_limit.as_ref(), job.bandwidth.as_ref());
     let runner = runner(ctx, (&src, &dst), &log, bandwidth.as_deref(), abort);
     // Paths read from an endpoint obey the same rules as paths written: no escaping its root.
     if matches!(job.source, JobSource::Endpoint { .. }) {
@@ -995,22 +990,25 @@ mod tests {
     fn the_lower_of_the_executor_and_template_limits_applies() {
         let bw = |s: &str| Bandwidth::parse(s).unwrap();
         assert_eq!(bandwidth_limit(None, None), None);
-        assert_eq!(bandwidth_limit(Some("off"), None), None);
-        assert_eq!(bandwidth_limit(Some("8M"), None).as_deref(), Some("8M"));
+        assert_eq!(bandwidth_limit(Some(&bw("off")), None), None);
+        assert_eq!(
+            bandwidth_limit(Some(&bw("8M")), None).as_deref(),
+            Some("8M")
+        );
         assert_eq!(
             bandwidth_limit(None, Some(&bw("2M"))).as_deref(),
             Some("2M")
         );
         assert_eq!(
-            bandwidth_limit(Some("8M"), Some(&bw("2M"))).as_deref(),
+            bandwidth_limit(Some(&bw("8M")), Some(&bw("2M"))).as_deref(),
             Some("2M")
         );
         assert_eq!(
-            bandwidth_limit(Some("off"), Some(&bw("Mon-08:00,1M Mon-18:00,off"))).as_deref(),
+            bandwidth_limit(Some(&bw("off")), Some(&bw("Mon-08:00,1M Mon-18:00,off"))).as_deref(),
             Some("Mon-08:00,1M Mon-18:00,off")
         );
         assert_eq!(
-            bandwidth_limit(Some("4M"), Some(&bw("Mon-08:00,1M Mon-18:00,off"))).as_deref(),
+            bandwidth_limit(Some(&bw("4M")), Some(&bw("Mon-08:00,1M Mon-18:00,off"))).as_deref(),
             Some("Mon-08:00,1M Mon-18:00,4M")
         );
     }

@@ -13,7 +13,7 @@ use aws_credential_types::Credentials;
 use pbs_shared::EndpointName;
 
 use crate::config::{CloudConfig, Config, EndpointConfig, S3Endpoint, SftpHash};
-use crate::rclone::{self, Remote, Secret};
+use crate::transfer::rclone::{self, Remote, Secret};
 
 /// Why an endpoint could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -445,7 +445,7 @@ mod tests {
     fn config(endpoints: &str) -> Config {
         Config::parse(&format!(
             "pool = \"p\"\nstate_dir = \"/tmp\"\nrclone = \"{}\"\n{endpoints}",
-            crate::rclone::test_binary().display()
+            crate::transfer::rclone::test_binary().display()
         ))
         .unwrap()
     }

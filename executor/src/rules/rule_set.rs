@@ -16,11 +16,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::config::{AfterAction, Config, EndpointConfig, ScheduleRule, WatchRule};
-use crate::endpoints::Endpoints;
-use crate::local_jobs::LocalJobs;
-use crate::rules::{check_schedule_rule, check_watch_rule};
-use crate::schedule::Scheduler;
-use crate::watch::Watcher;
+use crate::config::{check_schedule_rule, check_watch_rule};
+use crate::jobs::local::LocalJobs;
+use crate::rules::schedule::Scheduler;
+use crate::rules::watch::Watcher;
+use crate::transfer::endpoints::Endpoints;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Rule {

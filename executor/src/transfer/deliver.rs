@@ -14,9 +14,9 @@ use std::time::Duration;
 use pbs_shared::{Delivery, ErrorClass, FileOutcome, Overwrite, Verify};
 use tokio_util::sync::CancellationToken;
 
-use crate::endpoints::join;
-use crate::endpoints::{Hashes, Side};
-use crate::rclone::{self, Invocation, RunError};
+use crate::transfer::endpoints::join;
+use crate::transfer::endpoints::{Hashes, Side};
+use crate::transfer::rclone::{self, Invocation, RunError};
 
 /// Why a delivery did not happen.
 #[derive(Debug)]

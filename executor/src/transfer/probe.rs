@@ -12,8 +12,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EndpointConfig;
-use crate::endpoints::{Endpoint, Side};
-use crate::rclone::{self, Invocation, Problem, RunError};
+use crate::transfer::endpoints::{Endpoint, Side};
+use crate::transfer::rclone::{self, Invocation, Problem, RunError};
 
 /// The outcome of probing one endpoint.
 #[derive(Debug, Clone, Serialize)]
@@ -285,7 +285,7 @@ fn probe_suffix() -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::endpoints::Endpoints;
+    use crate::transfer::endpoints::Endpoints;
     use pbs_shared::EndpointName;
 
     async fn probe_local(root: &Path, state: &Path) -> ProbeReport {

@@ -9,7 +9,7 @@ use pbs_shared::report::{ReportRow, to_csv};
 use pbs_shared::{JobId, PoolName};
 use tracing::warn;
 
-use crate::rclone;
+use crate::transfer::rclone;
 
 /// Longest an upload may take.
 const PUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::job_runner::{self, Disposition, JobContext};
+use crate::jobs::runner::{self, Disposition, JobContext};
 
 pub struct LocalJobs {
     pub ctx: Arc<JobContext>,
@@ -53,7 +53,7 @@ impl LocalJobs {
                 p = self.slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
             };
             let (disposition, ended) =
-                job_runner::handle_local(&self.ctx, job.clone(), attempt, &self.abort).await;
+                runner::handle_local(&self.ctx, job.clone(), attempt, &self.abort).await;
             drop(permit);
             let wait = match disposition {
                 Disposition::Delete => return ended,

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AfterAction, ExistingFiles, WatchRule};
-use crate::endpoints::join;
-use crate::local_jobs::LocalJobs;
-use crate::rules::{Filter, RuleJob, watch_job_id};
+use crate::jobs::local::LocalJobs;
+use crate::rules::clock::{Filter, RuleJob, watch_job_id};
+use crate::transfer::endpoints::join;
 
 /// A file's state as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::ScheduleRule;
-use crate::endpoints::Endpoints;
-use crate::local_jobs::LocalJobs;
-use crate::rules::{Cron, Filter, Fire, RuleClock, RuleJob};
+use crate::jobs::local::LocalJobs;
+use crate::rules::clock::{Cron, Filter, Fire, RuleClock, RuleJob};
 use crate::transfer;
+use crate::transfer::endpoints::Endpoints;
 
 pub struct Scheduler {
     pub rule: ScheduleRule,

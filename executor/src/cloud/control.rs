@@ -9,7 +9,7 @@ use pbs_shared::message::{ControlMessage, control_queue_name};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cancels::Cancels;
+use crate::jobs::cancels::Cancels;
 
 /// The control queue URL of `executor` whose pool's work queue is at `work_queue_url`: the same
 /// account and endpoint, named `<work queue name>-ctl-<executor id>`.

@@ -1,0 +1,317 @@
+//! `pbs-executor run`: builds the workers from the configuration and runs them until SIGINT or
+//! SIGTERM, then shuts down in order: intake stops (no new job is taken), running jobs drain
+//! (up to the grace period, then their copies are stopped and released), and the status sender
+//! flushes what it can before the process exits.
+//!
+//! This is the only place that knows every part; the parts know nothing of each other beyond
+//! what they are handed here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pbs_shared::ExecutorId;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::cloud::artifacts::LogUploader;
+use crate::cloud::poller::Poller;
+use crate::cloud::progress::ProgressSink;
+use crate::cloud::rules_feed::CloudRules;
+use crate::cloud::status_sender::StatusOutbox;
+use crate::cloud::{self, control};
+use crate::config::{CloudConfig, Config};
+use crate::http;
+use crate::jobs::cancels::Cancels;
+use crate::jobs::local::LocalJobs;
+use crate::jobs::recovery;
+use crate::jobs::runner::JobContext;
+use crate::ledger::Ledger;
+use crate::metrics;
+use crate::rules::rule_set::RuleSet;
+use crate::transfer::endpoints::Endpoints;
+use crate::transfer::rclone;
+
+/// What every worker is built from, made once at start-up.
+struct Parts {
+    config: Arc<Config>,
+    executor_id: ExecutorId,
+    ledger: Arc<Ledger>,
+    endpoints: Arc<Endpoints>,
+    sdk: aws_config::SdkConfig,
+    /// An SQS client whose requests are counted in `/metrics`.
+    sqs: aws_sdk_sqs::Client,
+}
+
+/// The signals of an ordered shutdown.
+#[derive(Clone)]
+struct Stops {
+    /// Stops intake: no new job is taken, loops end.
+    shutdown: CancellationToken,
+    /// Stops running copies (after the grace period); their jobs are released.
+    abort: CancellationToken,
+    /// Running jobs, waited for at shutdown.
+    tracker: TaskTracker,
+}
+
+/// Runs the daemon until a signal, then shuts down in order.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
+    let parts = prepare(config).await?;
+    let stops = Stops {
+        shutdown: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    spawn_signal_handler(stops.shutdown.clone());
+    let cloud = parts.config.cloud.clone();
+    let status = Arc::new(StatusOutbox::new(
+        cloud
+            .as_ref()
+            .map(|c| (parts.sqs.clone(), c.status_queue_url.clone())),
+        parts.executor_id.clone(),
+        parts.config.pool.clone(),
+        parts.ledger.clone(),
+    ));
+    // The sender outlives the poller: it stops only after running jobs are settled.
+    let sender_stop = CancellationToken::new();
+    let sender = tokio::spawn({
+        let (status, stop) = (status.clone(), sender_stop.clone());
+        async move { status.run(stop).await }
+    });
+    let ctx = Arc::new(job_context(&parts, status.clone(), &stops)?);
+    info!(executor = %parts.executor_id, pool = %parts.config.pool, version = env!("CARGO_PKG_VERSION"),
+          mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
+    serve_http(&parts, &stops).await?;
+    let slots = Arc::new(Semaphore::new(parts.config.concurrency));
+    start_rules(&parts, ctx.clone(), slots.clone(), &stops, config_path);
+    intake(&parts, ctx, slots, &stops).await;
+    drain(&stops, parts.config.shutdown_grace()).await;
+    sender_stop.cancel();
+    let _ = sender.await;
+    status.flush(Duration::from_secs(5)).await;
+    let unsent = parts.ledger.outbox_depth().unwrap_or(0);
+    if unsent > 0 {
+        warn!(
+            unsent,
+            "status reports kept in the outbox for the next start"
+        );
+    }
+    info!("executor stopped");
+    Ok(())
+}
+
+/// The state folder, the ledger, rclone, the endpoints' secrets and the recovery of jobs a
+/// previous run left unfinished.
+async fn prepare(config: Config) -> Result<Parts> {
+    std::fs::create_dir_all(config.state_dir.join("logs"))
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    // rclone reads remotes from the environment only; its config file stays empty.
+    std::fs::write(config.state_dir.join("rclone.conf"), "").context("writing rclone.conf")?;
+    let ledger = Arc::new(Ledger::open(&config.state_dir.join("ledger.sqlite"))?);
+    let rclone_version = rclone::check_version(&config.rclone).await?;
+    info!(rclone = %rclone_version, "rclone found");
+    let endpoints = Arc::new(Endpoints::resolve(&config).await?);
+    recovery::recover(&config, &ledger).context("recovering interrupted jobs")?;
+    let sdk = config.aws_sdk_config().await;
+    let sqs = metrics::counted_sqs_client(&sdk);
+    Ok(Parts {
+        executor_id: config.executor_id(),
+        config: Arc::new(config),
+        ledger,
+        endpoints,
+        sdk,
+        sqs,
+    })
+}
+
+/// What every job needs; starts the heartbeats and the control queue's follower with it.
+fn job_context(parts: &Parts, status: Arc<StatusOutbox>, stops: &Stops) -> Result<JobContext> {
+    let credentials = parts
+        .sdk
+        .credentials_provider()
+        .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;
+    let cloud = parts.config.cloud.as_ref();
+    let cancels = Arc::new(Cancels::default());
+    if let Some(c) = cloud {
+        let (status, stop) = (status.clone(), stops.shutdown.clone());
+        let every = Duration::from_secs(u64::from(c.heartbeat_seconds));
+        tokio::spawn(async move { status.heartbeats(every, stop).await });
+        follow_control_queue(parts, c, &cancels, stops);
+    }
+    Ok(JobContext {
+        config: parts.config.clone(),
+        endpoints: parts.endpoints.clone(),
+        ledger: parts.ledger.clone(),
+        status,
+        credentials,
+        dest_locks: Default::default(),
+        cancels,
+        progress: cloud.map(|c| ProgressSink {
+            sqs: parts.sqs.clone(),
+            status_queue_url: c.status_queue_url.clone(),
+            executor_id: parts.executor_id.clone(),
+            pool: parts.config.pool.clone(),
+            every: Duration::from_secs(c.progress_seconds),
+        }),
+        logs: cloud.and_then(|c| {
+            c.logs_bucket.clone().map(|bucket| LogUploader {
+                s3: cloud::s3_client(c, &parts.sdk),
+                bucket,
+                pool: parts.config.pool.clone(),
+            })
+        }),
+    })
+}
+
+/// Follows this executor's control queue (cancel requests) while jobs run.
+fn follow_control_queue(parts: &Parts, cloud: &CloudConfig, cancels: &Arc<Cancels>, stops: &Stops) {
+    let url = cloud
+        .control_queue_url
+        .clone()
+        .or_else(|| control::derived_url(&cloud.work_queue_url, &parts.executor_id));
+    match url {
+        Some(url) => {
+            tokio::spawn(control::follow(
+                parts.sqs.clone(),
+                url,
+                cancels.clone(),
+                stops.shutdown.clone(),
+            ));
+        }
+        None => {
+            warn!(work_queue_url = %cloud.work_queue_url, "no control queue can be derived from the work queue URL; set cloud.control_queue_url to cancel jobs from the cloud")
+        }
+    }
+}
+
+/// `/metrics` and `/healthz`, unless `http_listen = "off"`.
+async fn serve_http(parts: &Parts, stops: &Stops) -> Result<()> {
+    let Some(addr) = parts.config.http_listen else {
+        return Ok(());
+    };
+    let listener = http::bind(addr)
+        .await
+        .with_context(|| format!("binding http_listen {addr}"))?;
+    let health = Arc::new(http::Health {
+        ledger: parts.ledger.clone(),
+        state_dir: parts.config.state_dir.clone(),
+        rclone: parts.config.rclone.clone(),
+        poll_wait: parts
+            .config
+            .cloud
+            .as_ref()
+            .map(|c| Duration::from_secs(c.wait_seconds as u64)),
+    });
+    tokio::spawn(http::serve(listener, health, stops.shutdown.clone()));
+    Ok(())
+}
+
+/// The watch and schedule rules of the TOML file and of the cloud, followed as they change.
+fn start_rules(
+    parts: &Parts,
+    ctx: Arc<JobContext>,
+    slots: Arc<Semaphore>,
+    stops: &Stops,
+    config_path: PathBuf,
+) {
+    let local = Arc::new(LocalJobs {
+        ctx,
+        slots,
+        shutdown: stops.shutdown.clone(),
+        abort: stops.abort.clone(),
+        tracker: stops.tracker.clone(),
+    });
+    let mut rules = RuleSet::new(
+        parts.config.pool.clone(),
+        parts.endpoints.clone(),
+        local,
+        stops.tracker.clone(),
+        stops.shutdown.clone(),
+    );
+    let (cloud_tx, cloud_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(fetcher) = rules_feed(parts) {
+        // The last rules received keep running while the cloud is unreachable.
+        let (etag, cached) = fetcher.cached();
+        rules.apply_cloud(cached);
+        stops
+            .tracker
+            .spawn(fetcher.run(etag, cloud_tx, stops.shutdown.clone()));
+    }
+    rules.apply(&parts.config);
+    info!(rules = rules.len(), "watch and schedule rules in force");
+    stops
+        .tracker
+        .spawn(rules.follow(config_path, cloud_rx, stops.shutdown.clone()));
+}
+
+/// The fetcher of the pool's rules from the cloud, when `cloud.rules_bucket` is set.
+fn rules_feed(parts: &Parts) -> Option<CloudRules> {
+    let cloud = parts.config.cloud.as_ref()?;
+    let bucket = cloud.rules_bucket.clone()?;
+    Some(CloudRules {
+        s3: cloud::s3_client(cloud, &parts.sdk),
+        bucket,
+        pool: parts.config.pool.clone(),
+        ledger: parts.ledger.clone(),
+        every: Duration::from_secs(cloud.rules_poll_seconds),
+    })
+}
+
+/// Takes jobs from the pool's work queue until shutdown (standalone: only waits for it).
+async fn intake(parts: &Parts, ctx: Arc<JobContext>, slots: Arc<Semaphore>, stops: &Stops) {
+    let Some(cloud) = &parts.config.cloud else {
+        info!("no [cloud] section: running standalone (watch and schedule rules only)");
+        stops.shutdown.cancelled().await;
+        return;
+    };
+    let poller = Poller {
+        sqs: parts.sqs.clone(),
+        queue_url: cloud.work_queue_url.clone(),
+        wait_seconds: cloud.wait_seconds,
+        visibility_timeout: cloud.visibility_timeout_seconds,
+        slots,
+        batch_max_files: parts.config.batch_max_files,
+        ctx,
+    };
+    poller
+        .run(
+            stops.shutdown.clone(),
+            stops.abort.clone(),
+            stops.tracker.clone(),
+        )
+        .await;
+}
+
+/// Waits for running jobs up to `grace`, then stops their copies and waits for their release.
+async fn drain(stops: &Stops, grace: Duration) {
+    stops.tracker.close();
+    info!(
+        running = stops.tracker.len(),
+        grace_s = grace.as_secs(),
+        "waiting for running jobs"
+    );
+    if tokio::time::timeout(grace, stops.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over: stopping rclone and releasing running jobs");
+        stops.abort.cancel();
+        stops.tracker.wait().await;
+    }
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutdown requested");
+        shutdown.cancel();
+    });
+}

@@ -1,0 +1,14 @@
+//! Moving bytes: endpoints resolved into rclone remotes (`endpoints`), the rclone process
+//! (`rclone`), delivery with verification (`deliver`), and the endpoint probe (`probe`).
+//!
+//! May depend on `config` and `metrics` only: it knows nothing of jobs, queues or the ledger.
+
+pub mod deliver;
+pub mod endpoints;
+pub mod probe;
+pub mod rclone;
+
+pub use deliver::{
+    Checked, Fail, Item, Runner, common_folders, list_files, mismatched, not_delivered,
+    source_not_found,
+};
