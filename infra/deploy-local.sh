@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Lambdas for this host (x86_64) with `sam build` (cargo-lambda) and deploys
-# template.yaml to the local emulator as stack $1; writes the stack outputs as JSON to
-# .state/stacks/<stack>.json and prints that path.
+# Builds the Lambdas for this host and deploys template.yaml to the local emulator as stack $1;
+# writes the stack outputs as JSON to .state/stacks/<stack>.json and prints that path.
 #   infra/deploy-local.sh STACK
 # PBS_LAMBDA_PROFILE=release builds the functions as they are deployed to AWS (slower to build;
 # the benchmark uses it); PBS_LOG_LEVEL sets the stack's LogLevel (default info).
@@ -10,16 +9,36 @@ source "$(dirname "$0")/env.sh"
 stack=${1:?usage: deploy-local.sh STACK}
 cd "$PBS_ROOT"
 
-# Debug profile by default: the Lambdas share the workspace's dependency build, so a rebuild
-# takes seconds.
+# The functions run as processes of this host in the emulator, so they are built for the host
+# with the workspace's own cargo build (debug by default: it shares the unit tests' dependency
+# build, so a rebuild takes seconds) and laid out as `sam build` lays them out: one folder per
+# function holding its `bootstrap`, and a copy of the template pointing at them. `sam build`
+# itself (cargo-lambda, cross-compiled with zig) is for AWS: `./dev build-aws`.
 profile=${PBS_LAMBDA_PROFILE:-debug}
 case "$profile" in debug | release) ;; *) echo "PBS_LAMBDA_PROFILE must be debug or release, got $profile" >&2; exit 2 ;; esac
-build_dir="$PBS_STATE/sam-build-$profile"
-# sam build's mode is `debug`, or release when unset.
-if [ "$profile" = debug ]; then export SAM_BUILD_MODE=debug; else unset SAM_BUILD_MODE; fi
-sam build --beta-features --parameter-overrides Arch=x86_64 \
-  --build-dir "$build_dir" >"$PBS_STATE/sam-build.log" 2>&1 \
-  || { tail -40 "$PBS_STATE/sam-build.log" >&2; exit 1; }
+build_dir="$PBS_STATE/functions-$profile"
+cargo_profile=()
+if [ "$profile" = release ]; then cargo_profile=(--release); fi
+cargo build --quiet "${cargo_profile[@]}" -p pbs-lambdas --bins
+"$PBS_TOOLS/cli/bin/python" - template.yaml "target/$profile" "$build_dir" <<'PY'
+import os, shutil, sys
+from samcli.yamlhelper import yaml_dump, yaml_parse
+template, binaries, out = sys.argv[1], sys.argv[2], sys.argv[3]
+doc = yaml_parse(open(template).read())
+shutil.rmtree(out, ignore_errors=True)
+os.makedirs(out)
+for name, res in doc["Resources"].items():
+    meta = res.get("Metadata") or {}
+    if meta.get("BuildMethod") != "rust-cargolambda":
+        continue
+    folder = os.path.join(out, name)
+    os.makedirs(folder)
+    binary = os.path.join(binaries, meta["BuildProperties"]["Binary"])
+    os.link(binary, os.path.join(folder, "bootstrap"))
+    res["Properties"]["CodeUri"] = name
+    del res["Metadata"]
+open(os.path.join(out, "template.yaml"), "w").write(yaml_dump(doc))
+PY
 
 export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
 # The local stack trusts the dev issuer's key (infra/dev-issuer.sh) instead of a Cognito pool.

@@ -26,10 +26,11 @@ use crate::cloud::{self, control};
 use crate::config::{CloudConfig, Config};
 use crate::http;
 use crate::jobs::cancels::Cancels;
+use crate::jobs::context::JobContext;
 use crate::jobs::local::LocalJobs;
+use crate::jobs::ports::{ArtifactStore, ProgressWatch};
 use crate::jobs::recovery;
-use crate::jobs::runner::JobContext;
-use crate::ledger::Ledger;
+use crate::ledger::{Journal, Ledger, Reporter};
 use crate::metrics;
 use crate::rules::rule_set::RuleSet;
 use crate::transfer::endpoints::Endpoints;
@@ -67,6 +68,13 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     };
     spawn_signal_handler(stops.shutdown.clone());
     let cloud = parts.config.cloud.clone();
+    let journal = Arc::new(Journal::new(
+        parts.ledger.clone(),
+        cloud.as_ref().map(|_| Reporter {
+            executor_id: parts.executor_id.clone(),
+            pool: parts.config.pool.clone(),
+        }),
+    ));
     let status = Arc::new(StatusOutbox::new(
         cloud
             .as_ref()
@@ -74,6 +82,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         parts.executor_id.clone(),
         parts.config.pool.clone(),
         parts.ledger.clone(),
+        journal.wake_handle(),
     ));
     // The sender outlives the poller: it stops only after running jobs are settled.
     let sender_stop = CancellationToken::new();
@@ -81,7 +90,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         let (status, stop) = (status.clone(), sender_stop.clone());
         async move { status.run(stop).await }
     });
-    let ctx = Arc::new(job_context(&parts, status.clone(), &stops)?);
+    let ctx = Arc::new(job_context(&parts, journal, &status, &stops)?);
     info!(executor = %parts.executor_id, pool = %parts.config.pool, version = env!("CARGO_PKG_VERSION"),
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
     serve_http(&parts, &stops).await?;
@@ -128,7 +137,12 @@ async fn prepare(config: Config) -> Result<Parts> {
 }
 
 /// What every job needs; starts the heartbeats and the control queue's follower with it.
-fn job_context(parts: &Parts, status: Arc<StatusOutbox>, stops: &Stops) -> Result<JobContext> {
+fn job_context(
+    parts: &Parts,
+    journal: Arc<Journal>,
+    status: &Arc<StatusOutbox>,
+    stops: &Stops,
+) -> Result<JobContext> {
     let credentials = parts
         .sdk
         .credentials_provider()
@@ -144,24 +158,29 @@ fn job_context(parts: &Parts, status: Arc<StatusOutbox>, stops: &Stops) -> Resul
     Ok(JobContext {
         config: parts.config.clone(),
         endpoints: parts.endpoints.clone(),
-        ledger: parts.ledger.clone(),
-        status,
+        journal,
         credentials,
         dest_locks: Default::default(),
         cancels,
-        progress: cloud.map(|c| ProgressSink {
-            sqs: parts.sqs.clone(),
-            status_queue_url: c.status_queue_url.clone(),
-            executor_id: parts.executor_id.clone(),
-            pool: parts.config.pool.clone(),
-            every: Duration::from_secs(c.progress_seconds),
-        }),
-        logs: cloud.and_then(|c| {
-            c.logs_bucket.clone().map(|bucket| LogUploader {
-                s3: cloud::s3_client(c, &parts.sdk),
-                bucket,
+        progress: cloud.map(|c| -> Arc<dyn ProgressWatch> {
+            Arc::new(ProgressSink {
+                sqs: parts.sqs.clone(),
+                status_queue_url: c.status_queue_url.clone(),
+                executor_id: parts.executor_id.clone(),
                 pool: parts.config.pool.clone(),
+                every: Duration::from_secs(c.progress_seconds),
             })
+        }),
+        artifacts: cloud.and_then(|c| {
+            c.logs_bucket
+                .clone()
+                .map(|bucket| -> Arc<dyn ArtifactStore> {
+                    Arc::new(LogUploader {
+                        s3: cloud::s3_client(c, &parts.sdk),
+                        bucket,
+                        pool: parts.config.pool.clone(),
+                    })
+                })
         }),
     })
 }

@@ -65,8 +65,12 @@ pub fn classify(status: u16) -> Attempt {
 
 /// Seconds to wait after attempt `attempts` (1-based) failed: `base`, doubling, capped.
 pub fn backoff_seconds(base: u64, attempts: u32) -> u64 {
-    base.saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
-        .min(MAX_BACKOFF_SECONDS)
+    pbs_shared::retry::doubling(
+        Duration::from_secs(base),
+        attempts.max(1),
+        Duration::from_secs(MAX_BACKOFF_SECONDS),
+    )
+    .as_secs()
 }
 
 pub struct Notifier {

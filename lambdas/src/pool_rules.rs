@@ -8,7 +8,7 @@
 //! working while the cloud is unreachable.
 
 use chrono::Utc;
-use pbs_shared::rule_spec::{PoolRules, pool_rules_key};
+use pbs_shared::pool_rules::{PoolRules, pool_rules_key};
 use pbs_shared::template::Trigger;
 use pbs_shared::{PoolName, Template};
 

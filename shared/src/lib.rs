@@ -8,12 +8,14 @@
 pub mod bandwidth;
 pub mod delivery;
 pub mod dest_path;
+pub mod glob;
 pub mod job;
 pub mod matching;
 pub mod message;
 pub mod names;
 pub mod notify;
 pub mod path_template;
+pub mod pool_rules;
 pub mod report;
 pub mod retry;
 pub mod rule_spec;

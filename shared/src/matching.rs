@@ -3,19 +3,11 @@
 //! Templates are compiled once per load (globs built with `globset`) and then tested against each
 //! object: bucket equality, key glob, optional size bounds.
 
-use globset::{Glob, GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
+
+use crate::glob::compile_glob;
 
 use crate::template::{Template, Trigger};
-
-/// Compiles a key glob. `*` and `?` never cross a `/`; `**` does.
-pub fn compile_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
-    let glob: Glob = GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .empty_alternates(true)
-        .build()?;
-    Ok(glob.compile_matcher())
-}
 
 /// The object an event is about, key already decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

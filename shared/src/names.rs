@@ -90,7 +90,7 @@ slug_newtype!(
     EndpointName, "endpoint name", 63
 );
 slug_newtype!(
-    /// A job's id: deterministic for event-driven jobs (see [`crate::job::event_job_id`]).
+    /// A job's id: deterministic for event-driven jobs (see `job::event_job_id`).
     JobId, "job id", 64
 );
 slug_newtype!(

@@ -1,5 +1,6 @@
 //! Retry policy of a template's jobs: how many attempts, and how long to wait between them
-//! (exponential backoff with jitter, capped).
+//! (exponential backoff with jitter, capped); and the one doubling backoff every retrying loop
+//! shares ([`Backoff`]: the executor's poller and status sender, the webhook notifier).
 
 use std::time::Duration;
 
@@ -11,6 +12,43 @@ use serde::{Deserialize, Serialize};
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 /// SQS's longest visibility timeout (12 hours), the longest wait between attempts.
 pub const MAX_BACKOFF_LIMIT: u32 = 43_200;
+
+/// The wait after the `n`th failure in a row (1-based): `first`, doubling, at most `max`.
+pub fn doubling(first: Duration, n: u32, max: Duration) -> Duration {
+    first
+        .saturating_mul(1u32 << n.saturating_sub(1).min(20))
+        .min(max)
+}
+
+/// The waits of a loop that retries what failed: [`doubling`] from `first` up to `max`, and
+/// back to `first` after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// One more failure: how long to wait before trying again.
+    pub fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        doubling(self.first, self.failures, self.max)
+    }
+
+    /// A success: the next failure waits `first` again.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,9 +128,12 @@ impl RetryPolicy {
     /// `jitter` in `[0, 1]` into the upper half ("equal jitter"), so executors that failed
     /// together do not retry together.
     pub fn delay_after(&self, attempt: u32, jitter: f64) -> Duration {
-        let exp = attempt.saturating_sub(1).min(20);
-        let base = u64::from(self.backoff_seconds).saturating_mul(1u64 << exp);
-        let capped = base.min(u64::from(self.max_backoff_seconds)) as f64;
+        let capped = doubling(
+            Duration::from_secs(self.backoff_seconds.into()),
+            attempt,
+            Duration::from_secs(self.max_backoff_seconds.into()),
+        )
+        .as_secs_f64();
         let jitter = jitter.clamp(0.0, 1.0);
         Duration::from_secs_f64(capped / 2.0 + capped / 2.0 * jitter)
     }
@@ -101,6 +142,19 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let waits: Vec<u64> = (0..7).map(|_| b.failed().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        b.succeeded();
+        assert_eq!(b.failed(), Duration::from_secs(1));
+        assert_eq!(
+            doubling(Duration::from_secs(10), 60, Duration::from_secs(900)),
+            Duration::from_secs(900)
+        );
+    }
 
     #[test]
     fn delays_double_up_to_the_cap_within_the_jitter_band() {

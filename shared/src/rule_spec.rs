@@ -98,22 +98,6 @@ pub struct ScheduleTrigger {
     pub missed: MissedRuns,
 }
 
-/// The rules of one pool, as published for its executors: every enabled template of the pool
-/// with a `watch` or `schedule` trigger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolRules {
-    pub v: crate::message::V1,
-    pub pool: crate::names::PoolName,
-    pub generated_at: DateTime<Utc>,
-    pub templates: Vec<crate::template::Template>,
-}
-
-/// The object key of a pool's rules in the configuration bucket.
-pub fn pool_rules_key(pool: &crate::names::PoolName) -> String {
-    format!("pools/{pool}/rules.json")
-}
-
 /// Checks a rule's folder, filters and timings; returns the failing field and why.
 pub fn check_watch(w: &WatchTrigger, verify: crate::Verify) -> Result<(), (&'static str, String)> {
     relative_folder(&w.folder).map_err(|m| ("folder", m))?;

@@ -148,7 +148,7 @@ impl Template {
                 max_size,
             } => {
                 check_bucket_name(bucket).map_err(|m| FieldError::new("trigger.bucket", m))?;
-                crate::matching::compile_glob(key_glob)
+                crate::glob::compile_glob(key_glob)
                     .map_err(|e| FieldError::new("trigger.key_glob", e))?;
                 if let (Some(min), Some(max)) = (min_size, max_size)
                     && min > max

@@ -9,6 +9,7 @@ use pbs_shared::report::{ReportRow, to_csv};
 use pbs_shared::{JobId, PoolName};
 use tracing::warn;
 
+use crate::jobs::ports::{ArtifactStore, Boxed};
 use crate::transfer::rclone;
 
 /// Longest an upload may take.
@@ -114,6 +115,27 @@ impl LogUploader {
         self.put(&key, "text/plain; charset=utf-8", body.into_bytes())
             .await
             .then_some(key)
+    }
+}
+
+impl ArtifactStore for LogUploader {
+    fn upload_log<'a>(
+        &'a self,
+        job: &'a JobId,
+        attempt: u32,
+        log: &'a Path,
+        secrets: &'a [String],
+    ) -> Boxed<'a, Option<String>> {
+        Box::pin(self.upload(job, attempt, log, secrets))
+    }
+
+    fn upload_report<'a>(
+        &'a self,
+        job: &'a JobId,
+        attempt: u32,
+        rows: &'a [ReportRow],
+    ) -> Boxed<'a, Option<String>> {
+        Box::pin(LogUploader::upload_report(self, job, attempt, rows))
     }
 }
 

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use pbs_shared::JobMessage;
-use tokio::sync::Semaphore;
+use pbs_shared::retry::Backoff;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::jobs::batch;
-use crate::jobs::runner::{self, Disposition, JobContext, Received};
+use crate::jobs::context::JobContext;
+use crate::jobs::runner::{self, Disposition, Received};
 use crate::metrics::METRICS;
 
 /// Longest a poll keeps gathering messages for one batch before the batch starts.
@@ -50,130 +52,173 @@ impl Poller {
         tracker: TaskTracker,
     ) {
         let this = Arc::new(self);
-        let slots = this.slots.clone();
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         info!(queue = %this.queue_url, batch_max_files = this.batch_max_files, "polling the pool's work queue");
-        'poll: loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        loop {
+            let Some(permits) = this.free_slots(&shutdown).await else {
+                break;
             };
-            let mut permits = vec![first];
-            while permits.len() < 10 {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
             let wanted = permits.len();
-            let receive = this.receive(wanted, this.wait_seconds);
-            tokio::pin!(receive);
-            let messages = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    // The long poll is still open at SQS, and a message it takes now would stay
-                    // hidden for the visibility timeout: wait for it (about wait_seconds) and
-                    // hand back whatever it brings at once. Bounded, for a cloud that does not
-                    // answer at all.
-                    let bound = Duration::from_secs(this.wait_seconds.max(0) as u64 + 5);
-                    if let Ok(Ok(late)) = tokio::time::timeout(bound, receive).await {
-                        for m in late {
-                            m.beat.cancel();
-                            this.settle(&m.receipt, Disposition::Release(Duration::ZERO)).await;
-                        }
-                    }
-                    break;
-                }
-                out = &mut receive => out,
-            };
-            let mut incoming = match messages {
-                Ok(m) => {
-                    backoff = Duration::from_secs(1);
+            let incoming = match this.receive_or_stop(wanted, &shutdown).await {
+                Some(Ok(m)) => {
+                    backoff.succeeded();
                     m
                 }
-                Err(e) => {
-                    warn!(error = %e, retry_in_s = backoff.as_secs(), "receiving from the work queue failed");
+                Some(Err(e)) => {
+                    let wait = backoff.failed();
+                    warn!(error = %e, retry_in_s = wait.as_secs(), "receiving from the work queue failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => continue,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
                 }
+                None => break,
             };
-            // A full receive of jobs that can be copied together: take what else is waiting, up
-            // to a batch, so that a backlog drains with few rclone runs.
-            let first_full = incoming.len() >= wanted.min(10);
-            let gathering = std::time::Instant::now();
-            let mut files: usize = incoming.iter().map(Incoming::files).sum();
-            while this.batch_max_files > 1
-                && first_full
-                && files < this.batch_max_files
-                && incoming.iter().all(|m| m.key.is_some())
-                && !shutdown.is_cancelled()
-            {
-                // Four receives at once: a deep queue answers each one slowly.
-                let (a, b, c, d) = tokio::join!(
-                    this.receive(10, 0),
-                    this.receive(10, 0),
-                    this.receive(10, 0),
-                    this.receive(10, 0)
-                );
-                // A short poll may answer with fewer messages than are waiting (SQS samples its
-                // servers): gather until a round brings nothing or the gathering has taken long
-                // enough that the jobs already received should start.
-                let mut got = 0;
-                for more in [a, b, c, d] {
-                    match more {
-                        Ok(more) => {
-                            got += more.len();
-                            files += more.iter().map(Incoming::files).sum::<usize>();
-                            incoming.extend(more);
-                        }
-                        Err(e) => warn!(error = %e, "receiving more of a batch failed"),
-                    }
-                }
-                if got == 0 || gathering.elapsed() >= GATHER_BUDGET {
-                    break;
-                }
-            }
-            debug!(count = incoming.len(), "received");
-            let entries = incoming
-                .into_iter()
-                .map(|mut m| {
-                    let key = m.key.take();
-                    let paths = m
-                        .job
-                        .iter()
-                        .flat_map(|j| j.files.iter().map(|f| f.dest_path.to_string()))
-                        .collect();
-                    (m, key, paths)
-                })
-                .collect();
-            let mut units = batch::plan(entries, this.batch_max_files).into_iter();
-            while let Some(unit) = units.next() {
-                let permit = match permits.pop() {
-                    Some(p) => p,
-                    None => tokio::select! {
-                        p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                        _ = shutdown.cancelled() => {
-                            // Not started: back to the queue for another executor at once.
-                            for m in std::iter::once(unit).chain(units).flatten() {
-                                m.beat.cancel();
-                                this.settle(&m.receipt, Disposition::Release(Duration::ZERO)).await;
-                            }
-                            break 'poll;
-                        }
-                    },
-                };
-                let this = this.clone();
-                let abort = abort.clone();
-                tracker.spawn(async move {
-                    this.process(unit, abort).await;
-                    drop(permit);
-                });
+            let incoming = this.gather(incoming, wanted, &shutdown).await;
+            let started = this
+                .dispatch(incoming, permits, (&shutdown, &abort, &tracker))
+                .await;
+            if !started {
+                break;
             }
         }
         info!("stopped polling");
+    }
+
+    /// Waits for a free job slot and takes the others free now (up to one receive's 10).
+    async fn free_slots(&self, shutdown: &CancellationToken) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = self.slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while permits.len() < 10 {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
+    /// One long poll for `wanted` messages; `None` when shutdown came first.
+    async fn receive_or_stop(
+        &self,
+        wanted: usize,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Vec<Incoming>, String>> {
+        let receive = self.receive(wanted, self.wait_seconds);
+        tokio::pin!(receive);
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // The long poll is still open at SQS, and a message it takes now would stay
+                // hidden for the visibility timeout: wait for it (about wait_seconds) and hand
+                // back whatever it brings at once. Bounded, for a cloud that does not answer.
+                let bound = Duration::from_secs(self.wait_seconds.max(0) as u64 + 5);
+                if let Ok(Ok(late)) = tokio::time::timeout(bound, receive).await {
+                    self.release_all(late).await;
+                }
+                None
+            }
+            out = &mut receive => Some(out),
+        }
+    }
+
+    /// Makes messages not started visible again at once, for another executor.
+    async fn release_all(&self, messages: impl IntoIterator<Item = Incoming>) {
+        for m in messages {
+            m.beat.cancel();
+            self.settle(&m.receipt, Disposition::Release(Duration::ZERO))
+                .await;
+        }
+    }
+
+    /// After a full receive of jobs that can be copied together, takes what else is waiting, up
+    /// to a batch, so that a backlog drains with few rclone runs.
+    async fn gather(
+        &self,
+        mut incoming: Vec<Incoming>,
+        wanted: usize,
+        shutdown: &CancellationToken,
+    ) -> Vec<Incoming> {
+        let first_full = incoming.len() >= wanted.min(10);
+        let gathering = std::time::Instant::now();
+        let mut files: usize = incoming.iter().map(Incoming::files).sum();
+        while self.batch_max_files > 1
+            && first_full
+            && files < self.batch_max_files
+            && incoming.iter().all(|m| m.key.is_some())
+            && !shutdown.is_cancelled()
+        {
+            // Four receives at once: a deep queue answers each one slowly.
+            let (a, b, c, d) = tokio::join!(
+                self.receive(10, 0),
+                self.receive(10, 0),
+                self.receive(10, 0),
+                self.receive(10, 0)
+            );
+            // A short poll may answer with fewer messages than are waiting (SQS samples its
+            // servers): gather until a round brings nothing or the gathering has taken long
+            // enough that the jobs already received should start.
+            let mut got = 0;
+            for more in [a, b, c, d] {
+                match more {
+                    Ok(more) => {
+                        got += more.len();
+                        files += more.iter().map(Incoming::files).sum::<usize>();
+                        incoming.extend(more);
+                    }
+                    Err(e) => warn!(error = %e, "receiving more of a batch failed"),
+                }
+            }
+            if got == 0 || gathering.elapsed() >= GATHER_BUDGET {
+                break;
+            }
+        }
+        debug!(count = incoming.len(), "received");
+        incoming
+    }
+
+    /// Plans the received messages into units (batches, or jobs alone) and starts each in a job
+    /// slot; false when shutdown came while waiting for a slot (the rest were released).
+    async fn dispatch(
+        self: &Arc<Self>,
+        incoming: Vec<Incoming>,
+        mut permits: Vec<OwnedSemaphorePermit>,
+        (shutdown, abort, tracker): (&CancellationToken, &CancellationToken, &TaskTracker),
+    ) -> bool {
+        let entries = incoming
+            .into_iter()
+            .map(|mut m| {
+                let key = m.key.take();
+                let paths = m
+                    .job
+                    .iter()
+                    .flat_map(|j| j.files.iter().map(|f| f.dest_path.to_string()))
+                    .collect();
+                (m, key, paths)
+            })
+            .collect();
+        let mut units = batch::plan(entries, self.batch_max_files).into_iter();
+        while let Some(unit) = units.next() {
+            let permit = match permits.pop() {
+                Some(p) => p,
+                None => tokio::select! {
+                    p = self.slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                    _ = shutdown.cancelled() => {
+                        // Not started: back to the queue for another executor at once.
+                        self.release_all(std::iter::once(unit).chain(units).flatten()).await;
+                        return false;
+                    }
+                },
+            };
+            let (this, abort) = (self.clone(), abort.clone());
+            tracker.spawn(async move {
+                this.process(unit, abort).await;
+                drop(permit);
+            });
+        }
+        true
     }
 
     /// Receives up to `max` messages, starting a visibility heartbeat for each.

@@ -12,6 +12,8 @@ use pbs_shared::{ExecutorId, JobMessage, PoolName, StatusMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::jobs::ports::{Boxed, ProgressWatch};
+
 /// Where progress goes.
 #[derive(Clone)]
 pub struct ProgressSink {
@@ -134,6 +136,19 @@ impl ProgressSink {
                 debug!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "progress not sent");
             }
         }
+    }
+}
+
+impl ProgressWatch for ProgressSink {
+    fn watch(
+        &self,
+        job: JobMessage,
+        attempt: u32,
+        log: PathBuf,
+        stop: CancellationToken,
+    ) -> Boxed<'static, ()> {
+        let sink = self.clone();
+        Box::pin(async move { ProgressSink::watch(&sink, &job, attempt, &log, stop).await })
     }
 }
 

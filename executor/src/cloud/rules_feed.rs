@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pbs_shared::rule_spec::{PoolRules, pool_rules_key};
+use pbs_shared::pool_rules::{PoolRules, pool_rules_key};
 use pbs_shared::{PoolName, Template};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

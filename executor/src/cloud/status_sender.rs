@@ -1,19 +1,21 @@
-//! The status outbox: reports are committed to the ledger first and sent to the StatusQueue by
-//! one background sender, oldest first, retrying with backoff while the cloud is unreachable.
-//! Nothing is dropped across outages or restarts, and no job waits for the cloud to finish.
+//! The status sender: reports committed to the ledger's outbox (by [`crate::ledger::Journal`],
+//! with each job transition) are sent to the StatusQueue by this one background sender, oldest
+//! first, retrying with backoff while the cloud is unreachable; heartbeats go straight to the
+//! queue. Nothing is dropped across outages or restarts, and no job waits for the cloud.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::Utc;
-use pbs_shared::message::{Heartbeat, JobStatus, V1};
-use pbs_shared::{ExecutorId, JobId, JobMessage, JobResult, JobState, PoolName, StatusMessage};
+use pbs_shared::message::{Heartbeat, V1};
+use pbs_shared::retry::Backoff;
+use pbs_shared::{ExecutorId, PoolName, StatusMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::Ledger;
 
 /// Reports sent per SQS request (the SendMessageBatch maximum).
 const BATCH: u32 = 10;
@@ -27,7 +29,8 @@ pub struct StatusOutbox {
     executor_id: ExecutorId,
     pool: PoolName,
     ledger: Arc<Ledger>,
-    wake: Notify,
+    /// Notified when a report joins the outbox ([`crate::ledger::Journal`]).
+    wake: Arc<Notify>,
 }
 
 impl StatusOutbox {
@@ -36,85 +39,23 @@ impl StatusOutbox {
         executor_id: ExecutorId,
         pool: PoolName,
         ledger: Arc<Ledger>,
+        wake: Arc<Notify>,
     ) -> Self {
         Self {
             sink,
             executor_id,
             pool,
             ledger,
-            wake: Notify::new(),
+            wake,
         }
-    }
-
-    /// A job status report from this executor.
-    pub fn message(
-        &self,
-        job_id: &JobId,
-        attempt: u32,
-        state: JobState,
-        result: Option<JobResult>,
-    ) -> JobStatus {
-        JobStatus {
-            v: V1,
-            job_id: job_id.clone(),
-            executor_id: self.executor_id.clone(),
-            pool: self.pool.clone(),
-            executor_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-            attempt,
-            state,
-            at: Utc::now(),
-            result,
-            job: None,
-        }
-    }
-
-    /// A report on `job`; jobs made on this executor carry their summary, so that the cloud can
-    /// list a job it never planned.
-    pub fn for_job(
-        &self,
-        job: &JobMessage,
-        attempt: u32,
-        state: JobState,
-        result: Option<JobResult>,
-    ) -> JobStatus {
-        let mut status = self.message(&job.job_id, attempt, state, result);
-        status.job = job.summary();
-        status
-    }
-
-    /// Whether reports go anywhere (false when standalone).
-    pub fn enabled(&self) -> bool {
-        self.sink.is_some()
-    }
-
-    /// The StatusQueue body of a job report.
-    pub fn body(status: &JobStatus) -> String {
-        serde_json::to_string(&StatusMessage::Job(status.clone()))
-            .expect("status messages serialise")
-    }
-
-    /// Commits a report to the outbox and wakes the sender.
-    pub fn report(&self, status: &JobStatus) -> Result<(), LedgerError> {
-        if !self.enabled() {
-            return Ok(());
-        }
-        self.ledger
-            .enqueue_report(&status.job_id, &Self::body(status))?;
-        self.wake();
-        Ok(())
-    }
-
-    /// Tells the sender there is something new (after a report committed elsewhere).
-    pub fn wake(&self) {
-        self.wake.notify_one();
     }
 
     /// Sends reports until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
-        if !self.enabled() {
+        if self.sink.is_none() {
             return;
         }
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
         loop {
             match self.send_batch().await {
                 Ok(0) => {
@@ -124,15 +65,15 @@ impl StatusOutbox {
                         _ = tokio::time::sleep(IDLE_CHECK) => {}
                     }
                 }
-                Ok(_) => backoff = Duration::from_secs(1),
+                Ok(_) => backoff.succeeded(),
                 Err(e) => {
                     let depth = self.ledger.outbox_depth().unwrap_or(0);
-                    warn!(error = %e, outbox_depth = depth, retry_in_s = backoff.as_secs(), "status reports not sent; will retry");
+                    let wait = backoff.failed();
+                    warn!(error = %e, outbox_depth = depth, retry_in_s = wait.as_secs(), "status reports not sent; will retry");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -238,82 +179,5 @@ impl StatusOutbox {
             ));
         }
         Ok(sent.len())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pbs_shared::message::field_paths;
-
-    fn outbox(dir: &std::path::Path) -> StatusOutbox {
-        let conf = aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .build();
-        StatusOutbox::new(
-            Some((aws_sdk_sqs::Client::from_conf(conf), "unused".into())),
-            ExecutorId::parse("edit-bay-1").unwrap(),
-            PoolName::parse("default").unwrap(),
-            Arc::new(Ledger::open(&dir.join("ledger.sqlite")).unwrap()),
-        )
-    }
-
-    fn shape(status: &JobStatus) -> serde_json::Value {
-        serde_json::from_str(&StatusOutbox::body(status)).unwrap()
-    }
-
-    fn fixture(name: &str) -> serde_json::Value {
-        let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn reports_have_the_documented_shapes() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = outbox(dir.path());
-        let id = JobId::parse("ev-1").unwrap();
-        let running = shape(&s.message(&id, 1, JobState::Running, None));
-        assert_eq!(
-            field_paths(&running),
-            field_paths(&fixture("status-running.v1.json"))
-        );
-        let ok = JobResult {
-            files: 1,
-            bytes: 5,
-            duration_ms: 3,
-            error_class: None,
-            error: None,
-            note: None,
-            delivered: vec![pbs_shared::DeliveredFile {
-                key: "k".into(),
-                dest_path: "k".into(),
-                size: 5,
-                md5: Some("0".repeat(32)),
-                outcome: pbs_shared::FileOutcome::Copied,
-            }],
-            log_key: Some("logs/default/ev-1/attempt-1.log".into()),
-            report_key: Some("reports/default/ev-1/attempt-1.json".into()),
-        };
-        let done = shape(&s.message(&id, 1, JobState::Succeeded, Some(ok)));
-        assert_eq!(
-            field_paths(&done),
-            field_paths(&fixture("status-succeeded.v1.json"))
-        );
-        let failed = JobResult {
-            files: 0,
-            bytes: 0,
-            duration_ms: 3,
-            error_class: Some(pbs_shared::ErrorClass::NotFound),
-            error: Some("gone".into()),
-            note: None,
-            delivered: Vec::new(),
-            log_key: Some("logs/default/ev-1/attempt-1.log".into()),
-            report_key: Some("reports/default/ev-1/attempt-1.json".into()),
-        };
-        let failed = shape(&s.message(&id, 1, JobState::Failed, Some(failed)));
-        assert_eq!(
-            field_paths(&failed),
-            field_paths(&fixture("status-failed.v1.json"))
-        );
     }
 }

@@ -37,14 +37,6 @@ impl From<Delivery> for DeliveryKey {
     }
 }
 
-/// The folders a batch copies between and the path of each file under them.
-pub struct Mapping {
-    pub src_dir: String,
-    pub dst_dir: String,
-    /// Per job, per file: the path relative to both folders.
-    pub rels: Vec<String>,
-}
-
 /// A job's files as transfer items.
 pub fn items(job: &JobMessage) -> Vec<Item<'_>> {
     job.files
@@ -135,17 +127,6 @@ pub fn plan<T>(jobs: Vec<(T, Option<BatchKey>, Vec<String>)>, max_files: usize) 
     units.into_iter().flatten().collect()
 }
 
-/// The folders and relative paths of a batch's jobs (all of one [`BatchKey`]).
-pub fn mapping(jobs: &[&JobMessage]) -> Option<Mapping> {
-    let all: Vec<Item<'_>> = jobs.iter().flat_map(|j| items(j)).collect();
-    let (src_dir, dst_dir, rels) = transfer::common_folders(&all)?;
-    Some(Mapping {
-        src_dir,
-        dst_dir,
-        rels,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,9 +174,10 @@ mod tests {
             ]
         );
         let batch: Vec<&JobMessage> = vec![&jobs[0], &jobs[1], &jobs[4]];
-        let m = mapping(&batch).unwrap();
-        assert_eq!((m.src_dir.as_str(), m.dst_dir.as_str()), ("", "out"));
-        assert_eq!(m.rels, ["in/a.bin", "in/b.bin", "in/e.bin"]);
+        let all: Vec<Item> = batch.iter().flat_map(|j| items(j)).collect();
+        let (src_dir, dst_dir, rels) = transfer::common_folders(&all).unwrap();
+        assert_eq!((src_dir.as_str(), dst_dir.as_str()), ("", "out"));
+        assert_eq!(rels, ["in/a.bin", "in/b.bin", "in/e.bin"]);
     }
 
     #[test]

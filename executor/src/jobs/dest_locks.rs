@@ -10,6 +10,9 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 /// Above this many remembered paths, unused locks are dropped.
 const PRUNE_ABOVE: usize = 1024;
 
+/// The hold on one destination path, released when dropped.
+pub type PathLock = OwnedMutexGuard<()>;
+
 #[derive(Default)]
 pub struct DestLocks {
     locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
@@ -17,7 +20,7 @@ pub struct DestLocks {
 
 impl DestLocks {
     /// Waits for and holds the lock of `path` on `endpoint` until the guard is dropped.
-    pub async fn lock(&self, endpoint: &str, path: &str) -> OwnedMutexGuard<()> {
+    pub async fn lock(&self, endpoint: &str, path: &str) -> PathLock {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             if locks.len() > PRUNE_ABOVE {

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::jobs::runner::{self, Disposition, JobContext};
+use crate::jobs::context::JobContext;
+use crate::jobs::runner::{self, Disposition};
 
 pub struct LocalJobs {
     pub ctx: Arc<JobContext>,
@@ -37,7 +38,7 @@ impl LocalJobs {
     /// Runs `job` through its attempts; returns the state it ended in, or `None` when shutdown
     /// interrupted it (the rule makes it again after the restart: same files, same job id).
     pub async fn run(&self, job: JobMessage) -> Option<JobState> {
-        let mut attempt = match self.ctx.ledger.attempt_count(&job.job_id) {
+        let mut attempt = match self.ctx.ledger().attempt_count(&job.job_id) {
             Ok(n) => n + 1,
             Err(e) => {
                 warn!(job_id = %job.job_id, error = %e, "ledger unavailable; job not started");

@@ -17,6 +17,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 #[error("ledger: {0}")]
 pub struct LedgerError(#[from] rusqlite::Error);
 
+mod journal;
+pub use journal::{Journal, Reporter};
+
 /// What a delivery of a job may do, decided atomically when it is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -283,8 +286,14 @@ impl Ledger {
         Ok(claim)
     }
 
-    /// Records the start of an attempt.
-    pub fn start_attempt(&self, job_id: &JobId, attempt: u32) -> Result<(), LedgerError> {
+    /// Records the start of an attempt; with `report` (its `running` report), the status message
+    /// joins the outbox in the same transaction.
+    pub fn start_attempt(
+        &self,
+        job_id: &JobId,
+        attempt: u32,
+        report: Option<&str>,
+    ) -> Result<(), LedgerError> {
         let now = Utc::now().to_rfc3339();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -296,6 +305,9 @@ impl Ledger {
             "INSERT OR REPLACE INTO attempts (job_id, attempt, started_at, state) VALUES (?1, ?2, ?3, 'running')",
             params![job_id.as_str(), attempt, now],
         )?;
+        if let Some(body) = report {
+            insert_outbox(&tx, job_id, body)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -360,18 +372,6 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()?)
-    }
-
-    /// Records that the write with `sequencer` was delivered to `dest_path`, unless a newer one
-    /// already was.
-    pub fn record_delivered(
-        &self,
-        endpoint: &str,
-        dest_path: &str,
-        sequencer: &str,
-        job_id: &JobId,
-    ) -> Result<(), LedgerError> {
-        self.record_delivered_all(endpoint, &[(dest_path, sequencer, job_id)])
     }
 
     /// [`Ledger::record_delivered`] for the files of one copy `(dest_path, sequencer, job)`, in
@@ -650,7 +650,7 @@ mod tests {
             assert_eq!(first, Claim::Run { deliveries: 1 });
             // A concurrent duplicate is not allowed to run too.
             assert_eq!(ledger.claim(&job, "{}").unwrap(), Claim::InFlight);
-            ledger.start_attempt(&job.job_id, 1).unwrap();
+            ledger.start_attempt(&job.job_id, 1, None).unwrap();
             let outcome = Outcome::succeeded(1, 1048576, 5, None);
             ledger
                 .finish(&job.job_id, 1, &outcome, Some("{\"report\":1}"))
@@ -679,7 +679,7 @@ mod tests {
             ledger.claim(&job, "{}").unwrap(),
             Claim::Run { deliveries: 1 }
         );
-        ledger.start_attempt(&job.job_id, 1).unwrap();
+        ledger.start_attempt(&job.job_id, 1, None).unwrap();
         // A crash: recovery finds the running job and marks it interrupted.
         let unfinished = ledger.unfinished().unwrap();
         assert_eq!(unfinished.len(), 1);
@@ -690,7 +690,7 @@ mod tests {
             ledger.claim(&job, "{}").unwrap(),
             Claim::Run { deliveries: 2 }
         );
-        ledger.start_attempt(&job.job_id, 2).unwrap();
+        ledger.start_attempt(&job.job_id, 2, None).unwrap();
         ledger
             .finish(&job.job_id, 2, &Outcome::succeeded(1, 10, 1, None), None)
             .unwrap();
@@ -702,7 +702,7 @@ mod tests {
             ledger.claim(&failed_job, "{}").unwrap(),
             Claim::Run { deliveries: 1 }
         );
-        ledger.start_attempt(&other, 1).unwrap();
+        ledger.start_attempt(&other, 1, None).unwrap();
         let failure = Outcome::failed(ErrorClass::NotFound, "gone".into(), 1);
         ledger.finish(&other, 1, &failure, None).unwrap();
         let Claim::Done(prev) = ledger.claim(&failed_job, "{}").unwrap() else {
@@ -726,10 +726,10 @@ mod tests {
         let id = JobId::parse("ev-1").unwrap();
         assert_eq!(ledger.delivered_sequencer("disk", "a.mov").unwrap(), None);
         ledger
-            .record_delivered("disk", "a.mov", "00A2", &id)
+            .record_delivered_all("disk", &[("a.mov", "00A2", &id)])
             .unwrap();
         ledger
-            .record_delivered("disk", "a.mov", "00A1", &id)
+            .record_delivered_all("disk", &[("a.mov", "00A1", &id)])
             .unwrap();
         assert_eq!(
             ledger
@@ -739,7 +739,7 @@ mod tests {
             Some("00A2")
         );
         ledger
-            .record_delivered("disk", "a.mov", "00B0", &id)
+            .record_delivered_all("disk", &[("a.mov", "00B0", &id)])
             .unwrap();
         assert_eq!(
             ledger
@@ -757,7 +757,7 @@ mod tests {
         let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
         let id = job().job_id;
         ledger
-            .record_delivered("disk", "b.mov", "00C0", &id)
+            .record_delivered_all("disk", &[("b.mov", "00C0", &id)])
             .unwrap();
         ledger
             .record_delivered_all(
@@ -815,7 +815,7 @@ mod tests {
         let job = job();
         let other = JobId::parse("ev-other").unwrap();
         ledger.claim(&job, "{}").unwrap();
-        ledger.start_attempt(&job.job_id, 1).unwrap();
+        ledger.start_attempt(&job.job_id, 1, None).unwrap();
         ledger.enqueue_report(&job.job_id, "running").unwrap();
         ledger.enqueue_report(&other, "other running").unwrap();
         ledger

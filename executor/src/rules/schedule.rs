@@ -30,7 +30,7 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let cron = Cron::parse(&self.rule.cron, &self.rule.timezone)
             .expect("rules are checked when the configuration loads");
-        let ledger = &self.jobs.ctx.ledger;
+        let ledger = &self.jobs.ctx.ledger();
         let last = ledger.schedule_last(self.rule.name.as_str()).unwrap_or_else(|e| {
             warn!(rule = %self.rule.name, error = %e, "cannot read the last run; counting from now");
             None
@@ -80,7 +80,7 @@ impl Scheduler {
             && let Err(e) = self
                 .jobs
                 .ctx
-                .ledger
+                .ledger()
                 .set_schedule_last(self.rule.name.as_str(), last)
         {
             warn!(rule = %self.rule.name, error = %e, "cannot record the run time");

@@ -271,7 +271,7 @@ impl Watcher {
     /// Starts the job of a settled file; false when there is nothing to do (already handled).
     fn start(self: &Arc<Self>, rel: String, s: Seen, done: &mpsc::UnboundedSender<Done>) -> bool {
         let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns);
-        match self.jobs.ctx.ledger.job_state(&job_id) {
+        match self.jobs.ctx.ledger().job_state(&job_id) {
             Ok(Some(JobState::Succeeded)) => {
                 // Delivered before (e.g. the executor stopped before the after-action ran).
                 self.after(&rel, s);

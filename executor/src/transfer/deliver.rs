@@ -431,55 +431,10 @@ impl Runner<'_> {
     }
 
     /// Delivers several files that keep their relative paths (`src_dir/rel` → `dst_dir/rel`)
-    /// with one `rclone copy --files-from-raw`, then verifies each as [`Runner::deliver`] does.
-    /// For the `overwrite` policy only (the others check each file before its copy). Fails as a
-    /// whole when any file fails.
-    pub async fn deliver_batch(
-        &self,
-        src: &Side,
-        dst: &Side,
-        (src_dir, dst_dir, rels): (&str, &str, &[String]),
-        expected: &[u64],
-        rules: Delivery,
-    ) -> Result<Vec<Delivered>, Fail> {
-        let checked = self
-            .deliver_each(src, dst, (src_dir, dst_dir, rels), expected, rules)
-            .await?;
-        let (from, to) = (src.display(src_dir), dst.display(dst_dir));
-        let missing: Vec<&str> = rels
-            .iter()
-            .zip(&checked)
-            .filter(|(_, c)| matches!(c, Checked::Missing))
-            .map(|(r, _)| r.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Fail::new(
-                ErrorClass::NotFound,
-                not_delivered(&missing, rels.len(), &from, &to),
-            ));
-        }
-        let bad: Vec<&str> = checked
-            .iter()
-            .filter_map(|c| match c {
-                Checked::Mismatch(why) => Some(why.as_str()),
-                _ => None,
-            })
-            .collect();
-        if !bad.is_empty() {
-            return Err(Fail::new(ErrorClass::Integrity, mismatched(&bad)));
-        }
-        Ok(checked
-            .into_iter()
-            .filter_map(|c| match c {
-                Checked::Delivered(d) => Some(d),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// [`Runner::deliver_batch`] with a result per file: a file missing at the source or failing
-    /// verification fails alone (a file failing the hash check is removed). Fails as a whole
-    /// only when the copy or a listing does.
+    /// with one `rclone copy --files-from-raw`, then verifies each as [`Runner::deliver`] does,
+    /// with a result per file: a file missing at the source or failing verification fails alone
+    /// (a file failing the hash check is removed). For the `overwrite` policy only (the others
+    /// check each file before copying it). Fails as a whole only when the copy or a listing does.
     pub async fn deliver_each(
         &self,
         src: &Side,
@@ -590,7 +545,7 @@ impl Runner<'_> {
     }
 }
 
-/// One file's result in a batch copy.
+/// One file's result in a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checked {
     Delivered(Delivered),
@@ -598,6 +553,11 @@ pub enum Checked {
     Missing,
     /// Delivered but not what the source holds (why).
     Mismatch(String),
+    /// Not delivered: its copy or a check before it failed.
+    Failed {
+        class: ErrorClass,
+        error: String,
+    },
 }
 
 /// The error of a file whose source is gone.
