@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::items::{
     Item, Update, describe_error, get_bool, get_n, get_s, is_condition_failure, n, s,
 };
-use crate::trigger::plan::RejectedJob;
+use pbs_shared::plan::RejectedJob;
 
 const LIST_PK: &str = "job";
 pub const BY_CREATED_INDEX: &str = "ByCreated";

@@ -15,6 +15,7 @@ pub mod message;
 pub mod names;
 pub mod notify;
 pub mod path_template;
+pub mod plan;
 pub mod pool_rules;
 pub mod report;
 pub mod retry;

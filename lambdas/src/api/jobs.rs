@@ -19,7 +19,7 @@ use super::auth::{Principal, Role};
 use super::{ApiError, ApiState, AuditTarget, json_body, limit_param};
 use crate::dispatch::Dispatched;
 use crate::job_table::{Inserted, JobFilter, JobView};
-use crate::trigger::plan::{ObjectEvent, Planned, plan};
+use pbs_shared::plan::{ObjectEvent, Planned, plan};
 
 const DEFAULT_LIMIT: i32 = 50;
 const MAX_LIMIT: i32 = 500;

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 use error::{json_body, limit_param};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Caller};
 use crate::dispatch::Dispatcher;
 use crate::job_table::JobTable;
 use crate::template_table::TemplateTable;
@@ -125,7 +125,11 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
         if let Err(e) = state
             .audit
             .record(
-                &principal,
+                Caller {
+                    name: &principal.name,
+                    subject: &principal.subject,
+                    role: principal.role.as_str(),
+                },
                 chrono::Utc::now(),
                 method.as_str(),
                 &path,

@@ -203,7 +203,7 @@ pub async fn dry_run(
         .collect();
     let (set, _) = pbs_shared::TemplateSet::compile(templates);
     let now = chrono::Utc::now();
-    let event = crate::trigger::plan::ObjectEvent {
+    let event = pbs_shared::plan::ObjectEvent {
         object: pbs_shared::ObjectRef {
             bucket: req.bucket,
             key: req.key,
@@ -214,16 +214,16 @@ pub async fn dry_run(
         },
         event_time: now,
     };
-    let matches: Vec<Value> = crate::trigger::plan::plan(&set, &event, now)
+    let matches: Vec<Value> = pbs_shared::plan::plan(&set, &event, now)
         .into_iter()
         .map(|planned| match planned {
-            crate::trigger::plan::Planned::Dispatch(d) => json!({
+            pbs_shared::plan::Planned::Dispatch(d) => json!({
                 "template_id": d.job.template_id,
                 "pool": d.job.pool,
                 "endpoint": d.job.destination,
                 "dest_path": d.job.files[0].dest_path,
             }),
-            crate::trigger::plan::Planned::Reject(r) => json!({
+            pbs_shared::plan::Planned::Reject(r) => json!({
                 "template_id": r.template.id,
                 "pool": r.template.destination.pool,
                 "endpoint": r.template.destination.endpoint,

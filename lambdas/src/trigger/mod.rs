@@ -3,7 +3,7 @@
 //! Per SQS record: parse the S3 notification, match it against the templates and plan one job
 //! per matching template (a job that can never run is recorded `failed` at once). The batch's
 //! planned jobs of small objects for the same template and destination are then coalesced
-//! into jobs with a file list ([`plan::coalesce`]), each recorded in the jobs table under its
+//! into jobs with a file list ([`plan::coalesce`](pbs_shared::plan::coalesce)), each recorded in the jobs table under its
 //! deterministic id together with a claim per event, so a duplicate event, however it is
 //! batched, finds the job that holds it. New jobs go to their pools' work queues, ten to a
 //! request, each marked dispatched once sent; a job recorded before but never sent (its
@@ -11,7 +11,7 @@
 //! that can never be processed goes to the dead-letter queue with its reason; a transient
 //! failure is reported as a batch item failure so SQS retries those records alone.
 
-pub mod plan;
+pub mod body;
 mod template_cache;
 
 use std::collections::BTreeSet;
@@ -27,7 +27,8 @@ use crate::dispatch::Dispatcher;
 use crate::env::TriggerEnv;
 use crate::job_table::{EventInsert, Found, JobTable};
 use crate::template_table::TemplateTable;
-use plan::{Body, Dispatch, Planned, parse_body, plan};
+use body::{Body, parse_body};
+use pbs_shared::plan::{self, Dispatch, Planned, plan};
 use template_cache::TemplateCache;
 
 /// A failure worth retrying (DynamoDB or SQS unavailable, throttling).
