@@ -12,52 +12,74 @@
 //! failure is reported as a batch item failure so SQS retries those records alone.
 
 pub mod body;
+mod stack;
 mod template_cache;
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use pbs_shared::{JobId, JobMessage};
+use pbs_shared::plan::{self, Dispatch, Planned, RejectedJob, plan};
+use pbs_shared::{JobId, JobMessage, TemplateSet};
 use tracing::{info, warn};
 
-use crate::dead_letter::dead_letter;
-use crate::dispatch::Dispatcher;
-use crate::env::TriggerEnv;
-use crate::job_table::{EventInsert, Found, JobTable};
-use crate::template_table::TemplateTable;
+use crate::job_table::{EventInsert, Found};
 use body::{Body, parse_body};
-use pbs_shared::plan::{self, Dispatch, Planned, plan};
-use template_cache::TemplateCache;
+pub use stack::StackStore;
 
 /// A failure worth retrying (DynamoDB or SQS unavailable, throttling).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Transient(String);
 
-pub struct Trigger {
-    env: TriggerEnv,
-    sqs: aws_sdk_sqs::Client,
-    jobs: JobTable,
-    templates: TemplateCache,
-    dispatcher: Dispatcher,
+/// What the trigger needs from the stack, as small capabilities: [`StackStore`] serves them from
+/// DynamoDB and SQS; the unit tests below from memory. `Err` is always transient.
+pub trait TriggerStore: Send + Sync {
+    /// The enabled templates in force now.
+    fn templates(&self) -> impl Future<Output = Result<Arc<TemplateSet>, String>> + Send;
+    /// Records a job that can never run, `failed` with its reason.
+    fn reject(
+        &self,
+        job: &RejectedJob,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Records an event job and a claim for each of its `events`, all or nothing.
+    fn record(
+        &self,
+        job: &JobMessage,
+        events: &[&JobId],
+    ) -> impl Future<Output = Result<EventInsert, String>> + Send;
+    /// Sends recorded jobs to their pools' queues and marks them dispatched; one answer each.
+    fn send(&self, jobs: &[&JobMessage]) -> impl Future<Output = Vec<Result<(), String>>> + Send;
+    /// Puts a body that can never be processed on the dead-letter queue, with the reason.
+    fn dead_letter(
+        &self,
+        body: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-impl Trigger {
+pub struct Trigger<S> {
+    store: S,
+}
+
+impl Trigger<StackStore> {
+    /// The trigger of the deployed stack.
     pub fn new(
-        env: TriggerEnv,
+        env: crate::env::TriggerEnv,
         dynamo: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
     ) -> Self {
-        let jobs = JobTable::new(dynamo.clone(), &env.jobs_table, env.job_ttl_days);
-        Self {
-            dispatcher: Dispatcher::new(sqs.clone(), jobs.clone(), &env.pool_queue_prefix),
-            jobs,
-            templates: TemplateCache::new(TemplateTable::new(dynamo, &env.templates_table)),
-            env,
-            sqs,
-        }
+        Self::with_store(StackStore::new(env, dynamo, sqs))
+    }
+}
+
+impl<S: TriggerStore> Trigger<S> {
+    pub fn with_store(store: S) -> Self {
+        Self { store }
     }
 
     /// Handles one batch; only records that failed transiently (or one of whose jobs could not
@@ -116,7 +138,7 @@ impl Trigger {
             }
         }
         let messages: Vec<&JobMessage> = to_send.iter().map(|(_, m)| m).collect();
-        let answers = self.dispatcher.send_all(&messages).await;
+        let answers = self.store.send(&messages).await;
         for ((ids, m), answer) in to_send.iter().zip(answers) {
             if let Err(e) = answer {
                 warn!(job_id = %m.job_id, records = ids.len(), error = %e, "job not sent; its records will be retried");
@@ -137,7 +159,9 @@ impl Trigger {
             Err(bad) => {
                 let reason = bad.to_string();
                 warn!(reason = %reason, "unprocessable event body sent to the dead-letter queue");
-                return dead_letter(&self.sqs, &self.env.dead_letter_queue_url, body, &reason)
+                return self
+                    .store
+                    .dead_letter(body, &reason)
                     .await
                     .map(|()| Vec::new())
                     .map_err(Transient);
@@ -146,11 +170,7 @@ impl Trigger {
         if objects.is_empty() {
             return Ok(Vec::new());
         }
-        let templates = self
-            .templates
-            .current()
-            .await
-            .map_err(|e| Transient(e.to_string()))?;
+        let templates = self.store.templates().await.map_err(Transient)?;
         let now = Utc::now();
         let mut to_record = Vec::new();
         for object in &objects {
@@ -163,10 +183,10 @@ impl Trigger {
                     Planned::Dispatch(d) => to_record.push(*d),
                     Planned::Reject(rejected) => {
                         warn!(job_id = %rejected.job_id, template = %rejected.template.id, reason = %rejected.reason, "job rejected");
-                        self.jobs
-                            .insert_rejected(&rejected, Utc::now())
+                        self.store
+                            .reject(&rejected, Utc::now())
                             .await
-                            .map_err(|e| Transient(e.to_string()))?;
+                            .map_err(Transient)?;
                     }
                 }
             }
@@ -186,11 +206,7 @@ impl Trigger {
         while !members.is_empty() {
             let job = plan::merge(&members.iter().collect::<Vec<_>>());
             let ids: Vec<&JobId> = members.iter().map(|m| &m.job_id).collect();
-            let answer = self
-                .jobs
-                .insert_event_job(&job, &ids)
-                .await
-                .map_err(|e| Transient(e.to_string()))?;
+            let answer = self.store.record(&job, &ids).await.map_err(Transient)?;
             let claimed = match answer {
                 EventInsert::New => {
                     if members.len() > 1 {
@@ -229,5 +245,281 @@ fn unsent(found: Found, planned: &JobMessage) -> Option<JobMessage> {
         Found::Sent => None,
         Found::Unsent(Some(recorded)) => Some(*recorded),
         Found::Unsent(None) => Some(planned.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handler through [`TriggerStore`], with the emulator's S3 event fixtures: what reaches
+    //! the pools' queues, what is recorded, what goes to the dead-letter queue, what is retried.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use pbs_shared::Template;
+
+    use super::*;
+
+    const PUT: &str = include_str!("../../../tests/fixtures/s3-event-put.json");
+    const TEST_EVENT: &str = include_str!("../../../tests/fixtures/s3-test-event.json");
+
+    /// The jobs table, the pools' queues and the dead-letter queue, in memory, with the
+    /// recording semantics of the jobs table (a job, and a claim per event, all or nothing).
+    #[derive(Default)]
+    struct Memory {
+        templates: Arc<TemplateSet>,
+        /// Recorded jobs, and whether each was sent.
+        jobs: Mutex<HashMap<JobId, (JobMessage, bool)>>,
+        /// Event id → the job holding it.
+        claims: Mutex<HashMap<JobId, JobId>>,
+        queued: Mutex<Vec<JobMessage>>,
+        rejected: Mutex<Vec<RejectedJob>>,
+        dead: Mutex<Vec<(String, String)>>,
+        /// Sends (then records) that fail before the next one succeeds.
+        failing_sends: AtomicU32,
+        failing_records: AtomicU32,
+    }
+
+    impl Memory {
+        fn with(template: serde_json::Value) -> Self {
+            let t: Template = serde_json::from_value(template).unwrap();
+            Self {
+                templates: Arc::new(TemplateSet::compile(vec![t]).0),
+                ..Default::default()
+            }
+        }
+
+        fn found(&self, job_id: &JobId, other: bool) -> Found {
+            let jobs = self.jobs.lock().unwrap();
+            match jobs.get(job_id) {
+                Some((_, true)) | None => Found::Sent,
+                Some((job, false)) if other => Found::Unsent(Some(Box::new(job.clone()))),
+                Some((_, false)) => Found::Unsent(None),
+            }
+        }
+    }
+
+    fn fails(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    impl TriggerStore for Memory {
+        async fn templates(&self) -> Result<Arc<TemplateSet>, String> {
+            Ok(self.templates.clone())
+        }
+
+        async fn reject(&self, job: &RejectedJob, _at: DateTime<Utc>) -> Result<(), String> {
+            self.rejected.lock().unwrap().push(job.clone());
+            Ok(())
+        }
+
+        async fn record(&self, job: &JobMessage, events: &[&JobId]) -> Result<EventInsert, String> {
+            if fails(&self.failing_records) {
+                return Err("DynamoDB is throttling".into());
+            }
+            if self.jobs.lock().unwrap().contains_key(&job.job_id) {
+                return Ok(EventInsert::Found(self.found(&job.job_id, false)));
+            }
+            let holders: Vec<(usize, JobId)> = {
+                let claims = self.claims.lock().unwrap();
+                events
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| Some((i, claims.get(*e)?.clone())))
+                    .collect()
+            };
+            if !holders.is_empty() {
+                let claimed = holders
+                    .into_iter()
+                    .map(|(i, holder)| (i, self.found(&holder, true)))
+                    .collect();
+                return Ok(EventInsert::Claimed(claimed));
+            }
+            let mut claims = self.claims.lock().unwrap();
+            for e in events {
+                claims.insert((*e).clone(), job.job_id.clone());
+            }
+            let mut jobs = self.jobs.lock().unwrap();
+            jobs.insert(job.job_id.clone(), (job.clone(), false));
+            Ok(EventInsert::New)
+        }
+
+        async fn send(&self, jobs: &[&JobMessage]) -> Vec<Result<(), String>> {
+            jobs.iter()
+                .map(|job| {
+                    if fails(&self.failing_sends) {
+                        return Err("SQS is unavailable".into());
+                    }
+                    self.queued.lock().unwrap().push((*job).clone());
+                    if let Some(entry) = self.jobs.lock().unwrap().get_mut(&job.job_id) {
+                        entry.1 = true;
+                    }
+                    Ok(())
+                })
+                .collect()
+        }
+
+        async fn dead_letter(&self, body: &str, reason: &str) -> Result<(), String> {
+            let entry = (body.to_owned(), reason.to_owned());
+            self.dead.lock().unwrap().push(entry);
+            Ok(())
+        }
+    }
+
+    fn template(path: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": "media-in",
+            "trigger": {"type": "s3", "bucket": "pbs-source", "key_glob": "incoming/**"},
+            "destination": {"pool": "default", "endpoint": "local-disk", "path": path}
+        })
+    }
+
+    /// An SQS batch of `bodies`, message ids `m0`, `m1`, ...
+    fn batch(bodies: &[&str]) -> SqsEvent {
+        let records: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                serde_json::json!({
+                    "messageId": format!("m{i}"),
+                    "body": body,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:pbs-events",
+                    "attributes": {}, "messageAttributes": {}
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    fn retried(answer: &SqsBatchResponse) -> Vec<String> {
+        answer
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect()
+    }
+
+    /// The fixture's event for another key, size and sequencer.
+    fn put(key: &str, size: u64, sequencer: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(PUT).unwrap();
+        v["Records"][0]["s3"]["object"]["key"] = key.into();
+        v["Records"][0]["s3"]["object"]["size"] = size.into();
+        v["Records"][0]["s3"]["object"]["sequencer"] = sequencer.into();
+        v.to_string()
+    }
+
+    #[tokio::test]
+    async fn an_object_event_becomes_one_job_on_its_pool_queue() {
+        let trigger = Trigger::with_store(Memory::with(template("out/{key}")));
+        let answer = trigger.handle(batch(&[PUT])).await;
+        assert_eq!(retried(&answer), Vec::<String>::new());
+        let queued = trigger.store.queued.lock().unwrap().clone();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        let job = &queued[0];
+        assert_eq!(job.pool.as_str(), "default");
+        assert_eq!(job.destination.as_str(), "local-disk");
+        assert_eq!(job.files.len(), 1);
+        assert_eq!(job.files[0].key, "incoming/a b+c%.txt/été.txt");
+        assert_eq!(
+            job.files[0].dest_path.as_str(),
+            "out/incoming/a b+c%.txt/été.txt"
+        );
+        assert!(job.job_id.as_str().starts_with("ev-"), "{}", job.job_id);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_event_sends_nothing_more_however_it_is_batched() {
+        let trigger = Trigger::with_store(Memory::with(template("{key}")));
+        let first = trigger.handle(batch(&[PUT, PUT])).await;
+        let again = trigger.handle(batch(&[PUT])).await;
+        assert!(retried(&first).is_empty() && retried(&again).is_empty());
+        assert_eq!(trigger.store.queued.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn small_objects_of_one_batch_share_a_job_and_a_redelivery_finds_it() {
+        let trigger = Trigger::with_store(Memory::with(template("{key}")));
+        let (a, b) = (
+            put("incoming/a.txt", 3, "01"),
+            put("incoming/b.txt", 4, "02"),
+        );
+        let answer = trigger.handle(batch(&[&a, &b])).await;
+        assert!(retried(&answer).is_empty());
+        let queued = trigger.store.queued.lock().unwrap().clone();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(
+            queued[0].job_id.as_str().starts_with("co-"),
+            "{}",
+            queued[0].job_id
+        );
+        let keys: Vec<&str> = queued[0].files.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["incoming/a.txt", "incoming/b.txt"]);
+        // One of its events again, alone: its claim leads to the job, which was sent.
+        trigger.handle(batch(&[&b])).await;
+        assert_eq!(trigger.store.queued.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_recorded_but_never_sent_is_sent_by_the_next_delivery() {
+        let store = Memory::with(template("{key}"));
+        store.failing_sends.store(1, Ordering::SeqCst);
+        let trigger = Trigger::with_store(store);
+        let first = trigger.handle(batch(&[PUT])).await;
+        assert_eq!(retried(&first), ["m0"]);
+        assert!(trigger.store.queued.lock().unwrap().is_empty());
+        let again = trigger.handle(batch(&[PUT])).await;
+        assert!(retried(&again).is_empty());
+        assert_eq!(trigger.store.queued.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_retries_only_its_records() {
+        let store = Memory::with(template("{key}"));
+        store.failing_records.store(1, Ordering::SeqCst);
+        let trigger = Trigger::with_store(store);
+        let big = put("incoming/big.mov", 1 << 30, "03");
+        let answer = trigger.handle(batch(&[PUT, &big])).await;
+        // Each object is its own job (one is big): one recording fails, the other is sent.
+        assert_eq!(retried(&answer).len(), 1, "{answer:?}");
+        assert_eq!(trigger.store.queued.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unprocessable_bodies_go_to_the_dead_letter_queue_with_their_reason() {
+        let trigger = Trigger::with_store(Memory::with(template("{key}")));
+        let answer = trigger
+            .handle(batch(&["not json", r#"{"Message": "hello"}"#, TEST_EVENT]))
+            .await;
+        assert!(retried(&answer).is_empty());
+        let dead = trigger.store.dead.lock().unwrap().clone();
+        let reasons: Vec<&str> = dead.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert!(
+            reasons.iter().any(|r| r.starts_with("body is not JSON")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("not an S3 event notification")),
+            "{reasons:?}"
+        );
+        assert!(trigger.store.queued.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_path_would_escape_is_recorded_failed_and_never_sent() {
+        let trigger = Trigger::with_store(Memory::with(template("{key}")));
+        let escaping = put("incoming/../../etc/passwd", 5, "04");
+        let answer = trigger.handle(batch(&[&escaping])).await;
+        assert!(retried(&answer).is_empty());
+        assert!(trigger.store.queued.lock().unwrap().is_empty());
+        let rejected = trigger.store.rejected.lock().unwrap().clone();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert!(rejected[0].reason.contains(".."), "{}", rejected[0].reason);
     }
 }
