@@ -87,31 +87,8 @@ impl Watcher {
         let stable = Duration::from_secs(self.rule.stable_seconds);
         let (event_tx, mut events) = mpsc::unbounded_channel::<Option<PathBuf>>();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-
-        let mut candidates: HashMap<String, Candidate> = HashMap::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
-        // Files known delivered (and kept) or ignored in their current state.
-        let mut settled: HashMap<String, Seen> = HashMap::new();
-
         info!(rule = %self.rule.name, folder = %folder.display(), "watching");
-        let first = self.scan(&folder, &filter);
-        match self.rule.existing {
-            ExistingFiles::Process => {
-                for (rel, s) in first {
-                    candidates.insert(
-                        rel,
-                        Candidate {
-                            seen: s,
-                            since: Instant::now(),
-                        },
-                    );
-                }
-            }
-            ExistingFiles::Ignore => {
-                info!(rule = %self.rule.name, files = first.len(), "files already present are ignored");
-                settled.extend(first);
-            }
-        }
+        let mut files = self.first_scan(&folder, &filter);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut reconcile = tokio::time::interval(Duration::from_secs(self.rule.reconcile_seconds));
         reconcile.tick().await;
@@ -120,28 +97,11 @@ impl Watcher {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(ev) = events.recv() => {
-                    let paths = match ev {
-                        Some(path) if path.is_dir() => self.scan_under(&path, &folder, &filter),
-                        Some(path) => rel_of(&folder, &path)
-                            .filter(|rel| self.takes(rel, &filter))
-                            .and_then(|rel| seen(&path).map(|s| (rel, s)))
-                            .into_iter()
-                            .collect(),
-                        // Events were lost (queue overflow): look at everything.
-                        None => self.scan(&folder, &filter),
-                    };
-                    for (rel, s) in paths {
-                        if settled.get(&rel) != Some(&s) {
-                            candidates.entry(rel).or_insert(Candidate { seen: s, since: Instant::now() });
-                        }
+                    for (rel, s) in self.changed(ev, &folder, &filter) {
+                        files.offer(rel, s);
                     }
                 }
-                Some(done) = done_rx.recv() => {
-                    in_flight.remove(&done.rel);
-                    if done.state == Some(JobState::Succeeded) && self.rule.after == AfterAction::Keep {
-                        settled.insert(done.rel, done.seen);
-                    }
-                }
+                Some(done) = done_rx.recv() => files.finished(done, self.rule.after == AfterAction::Keep),
                 _ = reconcile.tick() => {
                     // A folder that was missing (or a watch that failed) is tried again here.
                     if debouncer.is_none() {
@@ -149,41 +109,14 @@ impl Watcher {
                     }
                     let found = self.scan(&folder, &filter);
                     debug!(rule = %self.rule.name, files = found.len(), "reconcile scan");
-                    for (rel, s) in found {
-                        if settled.get(&rel) != Some(&s) && !candidates.contains_key(&rel) {
-                            candidates.insert(rel, Candidate { seen: s, since: Instant::now() });
-                        }
-                    }
-                    settled.retain(|rel, _| folder.join(rel).exists());
+                    files.reconcile(found, &folder);
                 }
                 _ = tick.tick() => {
-                    let mut ready = Vec::new();
-                    candidates.retain(|rel, c| {
-                        if in_flight.contains(rel) {
-                            return true;
-                        }
-                        match seen(&folder.join(rel)) {
-                            None => false,
-                            Some(now) if now != c.seen => {
-                                c.seen = now;
-                                c.since = Instant::now();
-                                true
-                            }
-                            Some(now) if c.since.elapsed() >= stable => {
-                                ready.push((rel.clone(), now));
-                                false
-                            }
-                            Some(_) => true,
-                        }
-                    });
-                    for (rel, s) in ready {
-                        if settled.get(&rel) == Some(&s) {
-                            continue;
-                        }
+                    for (rel, s) in files.ready(&folder, stable) {
                         if self.start(rel.clone(), s, &done_tx) {
-                            in_flight.insert(rel);
+                            files.in_flight.insert(rel);
                         } else {
-                            settled.insert(rel, s);
+                            files.settled.insert(rel, s);
                         }
                     }
                 }
@@ -191,6 +124,37 @@ impl Watcher {
         }
         drop(debouncer);
         info!(rule = %self.rule.name, "stopped watching");
+    }
+
+    /// The files present at start: candidates, or settled when the rule ignores them.
+    fn first_scan(&self, folder: &Path, filter: &Filter) -> Files {
+        let mut files = Files::default();
+        let first = self.scan(folder, filter);
+        match self.rule.existing {
+            ExistingFiles::Process => {
+                for (rel, s) in first {
+                    files.offer(rel, s);
+                }
+            }
+            ExistingFiles::Ignore => {
+                info!(rule = %self.rule.name, files = first.len(), "files already present are ignored");
+                files.settled.extend(first);
+            }
+        }
+        files
+    }
+
+    /// The files a notify event is about (`None`: events were lost, look at everything).
+    fn changed(&self, ev: Option<PathBuf>, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
+        match ev {
+            Some(path) if path.is_dir() => self.scan_under(&path, folder, filter),
+            Some(path) => rel_of(folder, &path)
+                .filter(|rel| self.takes(rel, filter))
+                .and_then(|rel| seen(&path).map(|s| (rel, s)))
+                .into_iter()
+                .collect(),
+            None => self.scan(folder, filter),
+        }
     }
 
     /// Subscribes to the folder's events; `None` (retried on the next loop) if it cannot.
@@ -355,4 +319,69 @@ fn rel_of(folder: &Path, path: &Path) -> Option<String> {
         .map(|c| c.as_os_str().to_str().map(str::to_owned))
         .collect::<Option<_>>()?;
     (!parts.is_empty()).then(|| parts.join("/"))
+}
+/// What a watcher knows of its folder's files, by path relative to the folder.
+#[derive(Default)]
+struct Files {
+    /// Files seen changing, waiting to hold still for `stable_seconds`.
+    candidates: HashMap<String, Candidate>,
+    /// Files whose job is running.
+    in_flight: HashSet<String>,
+    /// Files known delivered (and kept) or ignored in their current state.
+    settled: HashMap<String, Seen>,
+}
+
+impl Files {
+    /// A file seen now (an event, or the first scan): a candidate unless settled as it is.
+    fn offer(&mut self, rel: String, s: Seen) {
+        if self.settled.get(&rel) != Some(&s) {
+            self.candidates.entry(rel).or_insert(Candidate {
+                seen: s,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A reconcile scan's files; settled files that are gone are forgotten.
+    fn reconcile(&mut self, found: Vec<(String, Seen)>, folder: &Path) {
+        for (rel, s) in found {
+            self.offer(rel, s);
+        }
+        self.settled.retain(|rel, _| folder.join(rel).exists());
+    }
+
+    /// A file's job ended; a delivered file that stays in the folder is settled.
+    fn finished(&mut self, done: Done, keep: bool) {
+        self.in_flight.remove(&done.rel);
+        if done.state == Some(JobState::Succeeded) && keep {
+            self.settled.insert(done.rel, done.seen);
+        }
+    }
+
+    /// Candidates that have held still for `stable` (and are not settled as they are now); they
+    /// leave the candidates, as do files that are gone.
+    fn ready(&mut self, folder: &Path, stable: Duration) -> Vec<(String, Seen)> {
+        let mut ready = Vec::new();
+        let in_flight = &self.in_flight;
+        self.candidates.retain(|rel, c| {
+            if in_flight.contains(rel) {
+                return true;
+            }
+            match seen(&folder.join(rel)) {
+                None => false,
+                Some(now) if now != c.seen => {
+                    c.seen = now;
+                    c.since = Instant::now();
+                    true
+                }
+                Some(now) if c.since.elapsed() >= stable => {
+                    ready.push((rel.clone(), now));
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+        ready.retain(|(rel, s)| self.settled.get(rel) != Some(s));
+        ready
+    }
 }

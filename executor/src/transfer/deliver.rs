@@ -189,38 +189,10 @@ impl Runner<'_> {
     ) -> Result<Delivered, Fail> {
         let (from, to) = (src.display(item.source), dst.display(item.dest));
         if rules.overwrite != Overwrite::Overwrite
-            && let Some(size) = self.stat(dst, item.dest).await?
+            && let Some(delivered) = self.already_there(src, dst, item, rules.overwrite).await?
         {
-            match rules.overwrite {
-                Overwrite::SkipExisting => {
-                    return Ok(Delivered {
-                        size,
-                        md5: None,
-                        outcome: FileOutcome::SkippedExisting,
-                    });
-                }
-                Overwrite::FailIfDifferent => {
-                    let theirs = self.md5(dst, item.dest, None).await?;
-                    let ours = self.md5(src, item.source, item.etag).await?;
-                    if theirs == ours {
-                        return Ok(Delivered {
-                            size,
-                            md5: Some(ours),
-                            outcome: FileOutcome::Unchanged,
-                        });
-                    }
-                    return Err(Fail::new(
-                        ErrorClass::Conflict,
-                        format!(
-                            "{to} already exists and differs from {from} (MD5 {theirs}, source {ours}); \
-                             the template's overwrite policy is fail-if-different"
-                        ),
-                    ));
-                }
-                Overwrite::Overwrite => unreachable!("checked above"),
-            }
+            return Ok(delivered);
         }
-
         let mut copy = rclone::copy_file(
             &src.remote,
             &src.path(item.source),
@@ -234,7 +206,57 @@ impl Runner<'_> {
             copy = copy.arg("--ignore-existing");
         }
         self.exec(&copy, &format!("{from} -> {to}"), &[]).await?;
+        self.verify(src, dst, item, rules.verify).await
+    }
 
+    /// Under `skip-existing` or `fail-if-different`, what a file already at the destination
+    /// means: `Some` when nothing is to be copied, a conflict when it differs.
+    async fn already_there(
+        &self,
+        src: &Side,
+        dst: &Side,
+        item: Item<'_>,
+        policy: Overwrite,
+    ) -> Result<Option<Delivered>, Fail> {
+        let Some(size) = self.stat(dst, item.dest).await? else {
+            return Ok(None);
+        };
+        if policy == Overwrite::SkipExisting {
+            return Ok(Some(Delivered {
+                size,
+                md5: None,
+                outcome: FileOutcome::SkippedExisting,
+            }));
+        }
+        let theirs = self.md5(dst, item.dest, None).await?;
+        let ours = self.md5(src, item.source, item.etag).await?;
+        if theirs == ours {
+            return Ok(Some(Delivered {
+                size,
+                md5: Some(ours),
+                outcome: FileOutcome::Unchanged,
+            }));
+        }
+        let (from, to) = (src.display(item.source), dst.display(item.dest));
+        Err(Fail::new(
+            ErrorClass::Conflict,
+            format!(
+                "{to} already exists and differs from {from} (MD5 {theirs}, source {ours}); \
+                 the template's overwrite policy is fail-if-different"
+            ),
+        ))
+    }
+
+    /// Checks a file just copied: present, of the source's size, and with `verify = "hash"` of
+    /// its MD5 (a file that differs is removed).
+    async fn verify(
+        &self,
+        src: &Side,
+        dst: &Side,
+        item: Item<'_>,
+        verify: Verify,
+    ) -> Result<Delivered, Fail> {
+        let (from, to) = (src.display(item.source), dst.display(item.dest));
         // rclone exits 0 when an S3 source is missing: it copied nothing.
         let Some(size) = self.stat(dst, item.dest).await? else {
             return Err(Fail::new(
@@ -242,7 +264,7 @@ impl Runner<'_> {
                 source_not_found(&from, &to),
             ));
         };
-        if rules.verify != Verify::None && size != item.size {
+        if verify != Verify::None && size != item.size {
             // The source may have been replaced since the job was made: what counts is that the
             // delivered file matches the source as it is now.
             let now = self.stat(src, item.source).await?;
@@ -256,7 +278,7 @@ impl Runner<'_> {
                 ));
             }
         }
-        let md5 = match rules.verify {
+        let md5 = match verify {
             Verify::Hash => {
                 let etag = (size == item.size).then_some(item.etag).flatten();
                 let ours = self.md5(src, item.source, etag).await?;
@@ -445,86 +467,31 @@ impl Runner<'_> {
     ) -> Result<Vec<Checked>, Fail> {
         let list = self.log.with_extension("files");
         write_list(&list, rels.iter().map(String::as_str))?;
-        let (from, to) = (src.display(src_dir), dst.display(dst_dir));
-        let mut copy = Invocation::new("copy", self.log)
-            .arg(src.spec(src_dir))
-            .arg(dst.spec(dst_dir))
-            .arg("--files-from-raw")
-            .arg(list.to_string_lossy())
-            .arg("--no-traverse")
-            .remote(&src.remote)
-            .remote(&dst.remote);
-        // Many small files: each costs a few round trips and little bandwidth, so more of them
-        // in flight (rclone's defaults are 4 transfers and 8 checkers).
-        if rels.len() >= 64 {
-            copy = copy.args(["--transfers", "16", "--checkers", "16"]);
-        }
-        if let Some(limit) = self.bandwidth_limit {
-            copy = copy.args(["--bwlimit", limit]);
-        }
-        self.exec(&copy, &format!("{from} -> {to}"), &[]).await?;
-
+        self.copy_listed(src, dst, (src_dir, dst_dir), &list, rels.len())
+            .await?;
         // `--files-from` skips names missing at the source without a word: check every file.
         let sizes = self.sizes(dst, dst_dir, &list, rels).await?;
         let mut checked: Vec<Option<Checked>> = rels
             .iter()
             .map(|r| (!sizes.contains_key(r)).then_some(Checked::Missing))
             .collect();
-        if rules.verify != Verify::None
-            && rels
-                .iter()
-                .zip(expected)
-                .any(|(r, size)| sizes.get(r).is_some_and(|s| s != size))
-        {
-            // The sources may have changed since the jobs were made: compare with them now.
-            let now = self.sizes(src, src_dir, &list, rels).await?;
-            for (i, (r, size)) in rels.iter().zip(expected).enumerate() {
-                let Some(got) = sizes.get(r) else { continue };
-                if got != size && now.get(r) != Some(got) {
-                    checked[i] = Some(Checked::Mismatch(format!(
-                        "{}: {got} bytes delivered, but {} has {}",
-                        dst.display(&join(dst_dir, r)),
-                        src.display(&join(src_dir, r)),
-                        now.get(r)
-                            .map_or("no file".into(), |n| format!("{n} bytes"))
-                    )));
-                }
-            }
+        let folders = (src_dir, dst_dir);
+        if rules.verify != Verify::None {
+            self.check_sizes(
+                (src, dst),
+                folders,
+                (rels, expected),
+                &sizes,
+                &list,
+                &mut checked,
+            )
+            .await?;
         }
         let hashes = if rules.verify == Verify::Hash {
-            let present: Vec<&String> = rels
-                .iter()
-                .zip(&checked)
-                .filter(|(_, c)| c.is_none())
-                .map(|(r, _)| r)
-                .collect();
-            let present_list = list.with_extension("present");
-            write_list(&present_list, present.iter().map(|r| r.as_str()))?;
-            let present_rels: Vec<String> = present.iter().map(|r| (*r).clone()).collect();
-            let ours = self
-                .md5s(src, src_dir, &present_list, &present_rels)
-                .await?;
-            let theirs = self
-                .md5s(dst, dst_dir, &present_list, &present_rels)
-                .await?;
-            let _ = std::fs::remove_file(&present_list);
-            for (i, r) in rels.iter().enumerate() {
-                if checked[i].is_some() {
-                    continue;
-                }
-                // A file without a hash on either side counts as a mismatch, never as a match.
-                if !matches!((ours.get(r), theirs.get(r)), (Some(a), Some(b)) if a == b) {
-                    if let Err(Fail::Interrupted) = self.delete(dst, &join(dst_dir, r)).await {
-                        return Err(Fail::Interrupted);
-                    }
-                    checked[i] = Some(Checked::Mismatch(format!(
-                        "{} differs from {} by MD5 and was removed",
-                        dst.display(&join(dst_dir, r)),
-                        src.display(&join(src_dir, r))
-                    )));
-                }
-            }
-            Some(theirs)
+            Some(
+                self.check_hashes((src, dst), folders, rels, &list, &mut checked)
+                    .await?,
+            )
         } else {
             None
         };
@@ -542,6 +509,108 @@ impl Runner<'_> {
                 })
             })
             .collect())
+    }
+
+    /// `rclone copy --files-from-raw list` from `src_dir` to `dst_dir`.
+    async fn copy_listed(
+        &self,
+        src: &Side,
+        dst: &Side,
+        (src_dir, dst_dir): (&str, &str),
+        list: &Path,
+        files: usize,
+    ) -> Result<(), Fail> {
+        let (from, to) = (src.display(src_dir), dst.display(dst_dir));
+        let mut copy = Invocation::new("copy", self.log)
+            .arg(src.spec(src_dir))
+            .arg(dst.spec(dst_dir))
+            .arg("--files-from-raw")
+            .arg(list.to_string_lossy())
+            .arg("--no-traverse")
+            .remote(&src.remote)
+            .remote(&dst.remote);
+        // Many small files: each costs a few round trips and little bandwidth, so more of them
+        // in flight (rclone's defaults are 4 transfers and 8 checkers).
+        if files >= 64 {
+            copy = copy.args(["--transfers", "16", "--checkers", "16"]);
+        }
+        if let Some(limit) = self.bandwidth_limit {
+            copy = copy.args(["--bwlimit", limit]);
+        }
+        self.exec(&copy, &format!("{from} -> {to}"), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Marks files whose delivered size is not the expected one and not the source's now.
+    async fn check_sizes(
+        &self,
+        (src, dst): (&Side, &Side),
+        (src_dir, dst_dir): (&str, &str),
+        (rels, expected): (&[String], &[u64]),
+        sizes: &std::collections::HashMap<String, u64>,
+        list: &Path,
+        checked: &mut [Option<Checked>],
+    ) -> Result<(), Fail> {
+        let differs = |(r, size): (&String, &u64)| sizes.get(r).is_some_and(|s| s != size);
+        if !rels.iter().zip(expected).any(differs) {
+            return Ok(());
+        }
+        // The sources may have changed since the jobs were made: compare with them now.
+        let now = self.sizes(src, src_dir, list, rels).await?;
+        for (i, (r, size)) in rels.iter().zip(expected).enumerate() {
+            let Some(got) = sizes.get(r) else { continue };
+            if got != size && now.get(r) != Some(got) {
+                checked[i] = Some(Checked::Mismatch(format!(
+                    "{}: {got} bytes delivered, but {} has {}",
+                    dst.display(&join(dst_dir, r)),
+                    src.display(&join(src_dir, r)),
+                    now.get(r)
+                        .map_or("no file".into(), |n| format!("{n} bytes"))
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the MD5s of the files still unmarked on both sides; a file that differs (or has
+    /// no hash on a side) is removed and marked. Returns the delivered files' MD5s.
+    async fn check_hashes(
+        &self,
+        (src, dst): (&Side, &Side),
+        (src_dir, dst_dir): (&str, &str),
+        rels: &[String],
+        list: &Path,
+        checked: &mut [Option<Checked>],
+    ) -> Result<std::collections::HashMap<String, String>, Fail> {
+        let present: Vec<String> = rels
+            .iter()
+            .zip(checked.iter())
+            .filter(|(_, c)| c.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let present_list = list.with_extension("present");
+        write_list(&present_list, present.iter().map(String::as_str))?;
+        let ours = self.md5s(src, src_dir, &present_list, &present).await?;
+        let theirs = self.md5s(dst, dst_dir, &present_list, &present).await?;
+        let _ = std::fs::remove_file(&present_list);
+        for (i, r) in rels.iter().enumerate() {
+            if checked[i].is_some() {
+                continue;
+            }
+            // A file without a hash on either side counts as a mismatch, never as a match.
+            if !matches!((ours.get(r), theirs.get(r)), (Some(a), Some(b)) if a == b) {
+                if let Err(Fail::Interrupted) = self.delete(dst, &join(dst_dir, r)).await {
+                    return Err(Fail::Interrupted);
+                }
+                checked[i] = Some(Checked::Mismatch(format!(
+                    "{} differs from {} by MD5 and was removed",
+                    dst.display(&join(dst_dir, r)),
+                    src.display(&join(src_dir, r))
+                )));
+            }
+        }
+        Ok(theirs)
     }
 }
 

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use aws_credential_types::Credentials;
 use pbs_shared::EndpointName;
 
-use crate::config::{CloudConfig, Config, EndpointConfig, S3Endpoint, SftpHash};
+use crate::config::{
+    CloudConfig, Config, EndpointConfig, S3Endpoint, SftpEndpoint, SftpHash, SmbEndpoint,
+};
 use crate::transfer::rclone::{self, Remote, Secret};
 
 /// Why an endpoint could not be used.
@@ -254,54 +256,16 @@ impl Endpoint {
                 local_root: Some(l.root.clone()),
                 redact,
             },
-            EndpointConfig::Smb(e) => {
-                let mut remote = Remote::new(remote_name, "smb")
-                    .plain("HOST", &e.host)
-                    .plain("PORT", e.port.to_string())
-                    .plain("USER", &e.user);
-                if let Some(d) = &e.domain {
-                    remote = remote.plain("DOMAIN", d);
-                }
-                if let Some(p) = &self.obscured {
-                    remote = remote.secret("PASS", p.clone());
-                }
-                Side {
-                    remote,
-                    base: join(&e.share, &e.root),
-                    label,
-                    hashes: Hashes::ReadBack,
-                    local_root: None,
-                    redact,
-                }
-            }
+            EndpointConfig::Smb(e) => Side {
+                remote: self.smb_remote(remote_name, e),
+                base: join(&e.share, &e.root),
+                label,
+                hashes: Hashes::ReadBack,
+                local_root: None,
+                redact,
+            },
             EndpointConfig::Sftp(e) => {
-                let mut remote = Remote::new(remote_name, "sftp")
-                    .plain("HOST", &e.host)
-                    .plain("PORT", e.port.to_string())
-                    .plain("USER", &e.user)
-                    .plain(
-                        "KNOWN_HOSTS_FILE",
-                        e.known_hosts_file.to_string_lossy().into_owned(),
-                    );
-                match (&e.key_file, &self.obscured) {
-                    (Some(key), pass) => {
-                        remote = remote.plain("KEY_FILE", key.to_string_lossy().into_owned());
-                        if let Some(p) = pass {
-                            remote = remote.secret("KEY_FILE_PASS", p.clone());
-                        }
-                    }
-                    (None, Some(p)) => remote = remote.secret("PASS", p.clone()),
-                    (None, None) => {}
-                }
-                let hashes = match e.hash {
-                    SftpHash::Shell => Hashes::Native,
-                    SftpHash::None => {
-                        remote = remote
-                            .plain("SHELL_TYPE", "none")
-                            .plain("DISABLE_HASHCHECK", "true");
-                        Hashes::ReadBack
-                    }
-                };
+                let (remote, hashes) = self.sftp_remote(remote_name, e);
                 Side {
                     remote,
                     base: e.root.clone(),
@@ -321,6 +285,53 @@ impl Endpoint {
             }
         };
         Ok(side)
+    }
+
+    fn smb_remote(&self, remote_name: &'static str, e: &SmbEndpoint) -> Remote {
+        let mut remote = Remote::new(remote_name, "smb")
+            .plain("HOST", &e.host)
+            .plain("PORT", e.port.to_string())
+            .plain("USER", &e.user);
+        if let Some(d) = &e.domain {
+            remote = remote.plain("DOMAIN", d);
+        }
+        if let Some(p) = &self.obscured {
+            remote = remote.secret("PASS", p.clone());
+        }
+        remote
+    }
+
+    /// The SFTP remote, and whether the server can hash files itself (a shell) or they are
+    /// read back.
+    fn sftp_remote(&self, remote_name: &'static str, e: &SftpEndpoint) -> (Remote, Hashes) {
+        let mut remote = Remote::new(remote_name, "sftp")
+            .plain("HOST", &e.host)
+            .plain("PORT", e.port.to_string())
+            .plain("USER", &e.user)
+            .plain(
+                "KNOWN_HOSTS_FILE",
+                e.known_hosts_file.to_string_lossy().into_owned(),
+            );
+        match (&e.key_file, &self.obscured) {
+            (Some(key), pass) => {
+                remote = remote.plain("KEY_FILE", key.to_string_lossy().into_owned());
+                if let Some(p) = pass {
+                    remote = remote.secret("KEY_FILE_PASS", p.clone());
+                }
+            }
+            (None, Some(p)) => remote = remote.secret("PASS", p.clone()),
+            (None, None) => {}
+        }
+        let hashes = match e.hash {
+            SftpHash::Shell => Hashes::Native,
+            SftpHash::None => {
+                remote = remote
+                    .plain("SHELL_TYPE", "none")
+                    .plain("DISABLE_HASHCHECK", "true");
+                Hashes::ReadBack
+            }
+        };
+        (remote, hashes)
     }
 }
 

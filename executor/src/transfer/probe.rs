@@ -190,87 +190,93 @@ pub async fn probe(
 }
 
 async fn steps(step: &Step<'_>, endpoint: &Endpoint) -> Result<(), StepError> {
-    let side = step.side;
-    let log = step.log;
     // The root must exist: writing the probe would otherwise create it and hide a wrong path.
     // (S3 has no folders; a missing bucket shows at the write.)
     if !matches!(endpoint.config, EndpointConfig::S3(_)) {
-        let (code, _) = step
-            .run(
-                "list",
-                Invocation::new("lsjson", log)
-                    .args(["--stat", "--dirs-only"])
-                    .arg(side.root_spec()),
-                &[3],
-            )
-            .await?;
-        if code == 3 {
-            return Err(StepError {
-                step: "list",
-                problem: Some(Problem::NotFound),
-                message: format!("root folder {:?} does not exist", side.path("")),
-            });
-        }
+        root_exists(step).await?;
     }
     let name = format!(".pbs-probe-{}", probe_suffix());
     let body = format!("pbs-executor connectivity probe {name}\n").into_bytes();
     step.run(
         "write",
-        Invocation::new("rcat", log)
-            .arg(side.spec(&name))
+        Invocation::new("rcat", step.log)
+            .arg(step.side.spec(&name))
             .stdin(body.clone()),
         &[],
     )
     .await?;
-    let outcome = async {
-        let (_, listed) = step
-            .run(
-                "list",
-                Invocation::new("lsjson", log)
-                    .args(["--stat", "--files-only"])
-                    .arg(side.spec(&name)),
-                &[],
-            )
-            .await?;
-        let size = serde_json::from_slice::<serde_json::Value>(&listed)
-            .ok()
-            .and_then(|v| v["Size"].as_u64());
-        if size != Some(body.len() as u64) {
-            return Err(StepError {
-                step: "verify",
-                problem: None,
-                message: format!(
-                    "the probe file lists with size {size:?}, {} bytes were written",
-                    body.len()
-                ),
-            });
-        }
-        let (_, read) = step
-            .run(
-                "read",
-                Invocation::new("cat", log).arg(side.spec(&name)),
-                &[],
-            )
-            .await?;
-        if read != body {
-            return Err(StepError {
-                step: "verify",
-                problem: None,
-                message: "the probe file reads back different from what was written".into(),
-            });
-        }
-        Ok(())
-    }
-    .await;
+    let outcome = read_back(step, &name, &body).await;
     // The probe is removed whatever happened after it was written.
     let deleted = step
         .run(
             "delete",
-            Invocation::new("deletefile", log).arg(side.spec(&name)),
+            Invocation::new("deletefile", step.log).arg(step.side.spec(&name)),
             &[],
         )
         .await;
     outcome.and(deleted.map(drop))
+}
+
+/// The endpoint's root folder lists.
+async fn root_exists(step: &Step<'_>) -> Result<(), StepError> {
+    let (code, _) = step
+        .run(
+            "list",
+            Invocation::new("lsjson", step.log)
+                .args(["--stat", "--dirs-only"])
+                .arg(step.side.root_spec()),
+            &[3],
+        )
+        .await?;
+    if code == 3 {
+        return Err(StepError {
+            step: "list",
+            problem: Some(Problem::NotFound),
+            message: format!("root folder {:?} does not exist", step.side.path("")),
+        });
+    }
+    Ok(())
+}
+
+/// The probe file `name` lists with its size and reads back as `body`.
+async fn read_back(step: &Step<'_>, name: &str, body: &[u8]) -> Result<(), StepError> {
+    let (_, listed) = step
+        .run(
+            "list",
+            Invocation::new("lsjson", step.log)
+                .args(["--stat", "--files-only"])
+                .arg(step.side.spec(name)),
+            &[],
+        )
+        .await?;
+    let size = serde_json::from_slice::<serde_json::Value>(&listed)
+        .ok()
+        .and_then(|v| v["Size"].as_u64());
+    if size != Some(body.len() as u64) {
+        return Err(StepError {
+            step: "verify",
+            problem: None,
+            message: format!(
+                "the probe file lists with size {size:?}, {} bytes were written",
+                body.len()
+            ),
+        });
+    }
+    let (_, read) = step
+        .run(
+            "read",
+            Invocation::new("cat", step.log).arg(step.side.spec(name)),
+            &[],
+        )
+        .await?;
+    if read != body {
+        return Err(StepError {
+            step: "verify",
+            problem: None,
+            message: "the probe file reads back different from what was written".into(),
+        });
+    }
+    Ok(())
 }
 
 fn probe_suffix() -> String {

@@ -426,90 +426,92 @@ impl Problem {
     }
 }
 
-/// Reads the kind of failure from an rclone error message (S3, SMB, SFTP and local wording).
+/// The words each kind of failure shows in rclone's messages (S3, SMB, SFTP and local wording),
+/// lower-case, tried in this order.
+const DIAGNOSES: [(Problem, &[&str]); 8] = [
+    (
+        Problem::HostKey,
+        &["knownhosts", "host key mismatch", "host key verification"],
+    ),
+    (
+        Problem::Tls,
+        &["x509:", "tls: ", "certificate signed by unknown"],
+    ),
+    (
+        Problem::Auth,
+        &[
+            "logon is invalid",
+            "logon failure",
+            "unable to authenticate",
+            "authentication failed",
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "invalid credentials",
+            "expiredtoken",
+        ],
+    ),
+    (
+        Problem::Permission,
+        &[
+            "accessdenied",
+            "access denied",
+            "access is denied",
+            "permission denied",
+            "forbidden",
+            "status code: 403",
+            "operation not permitted",
+            "read-only file system",
+        ],
+    ),
+    (
+        Problem::NotFound,
+        &[
+            "network name not found",
+            "bad network name",
+            "nosuchbucket",
+            "nosuchkey",
+            "not found",
+            "no such file",
+            "doesn't exist",
+            "does not exist",
+            "status code: 404",
+        ],
+    ),
+    (
+        Problem::Dns,
+        &["no such host", "server misbehaving", "name resolution"],
+    ),
+    (
+        Problem::Throttled,
+        &[
+            "slowdown",
+            "slow down",
+            "too many requests",
+            "status code: 429",
+            "throttl",
+        ],
+    ),
+    (
+        Problem::Connect,
+        &[
+            "connection refused",
+            "i/o timeout",
+            "no route to host",
+            "network is unreachable",
+            "connection reset",
+            "broken pipe",
+            "dial tcp",
+            "unexpected eof",
+        ],
+    ),
+];
+
+/// Reads the kind of failure from an rclone error message.
 pub fn diagnose(message: &str) -> Option<Problem> {
     let m = message.to_ascii_lowercase();
-    let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
-    let rules: [(Problem, &[&str]); 8] = [
-        (
-            Problem::HostKey,
-            &["knownhosts", "host key mismatch", "host key verification"],
-        ),
-        (
-            Problem::Tls,
-            &["x509:", "tls: ", "certificate signed by unknown"],
-        ),
-        (
-            Problem::Auth,
-            &[
-                "logon is invalid",
-                "logon failure",
-                "unable to authenticate",
-                "authentication failed",
-                "invalidaccesskeyid",
-                "signaturedoesnotmatch",
-                "invalid credentials",
-                "expiredtoken",
-            ],
-        ),
-        (
-            Problem::Permission,
-            &[
-                "accessdenied",
-                "access denied",
-                "access is denied",
-                "permission denied",
-                "forbidden",
-                "status code: 403",
-                "operation not permitted",
-                "read-only file system",
-            ],
-        ),
-        (
-            Problem::NotFound,
-            &[
-                "network name not found",
-                "bad network name",
-                "nosuchbucket",
-                "nosuchkey",
-                "not found",
-                "no such file",
-                "doesn't exist",
-                "does not exist",
-                "status code: 404",
-            ],
-        ),
-        (
-            Problem::Dns,
-            &["no such host", "server misbehaving", "name resolution"],
-        ),
-        (
-            Problem::Throttled,
-            &[
-                "slowdown",
-                "slow down",
-                "too many requests",
-                "status code: 429",
-                "throttl",
-            ],
-        ),
-        (
-            Problem::Connect,
-            &[
-                "connection refused",
-                "i/o timeout",
-                "no route to host",
-                "network is unreachable",
-                "connection reset",
-                "broken pipe",
-                "dial tcp",
-                "unexpected eof",
-            ],
-        ),
-    ];
-    rules
+    DIAGNOSES
         .into_iter()
-        .find(|(_, needles)| any(needles))
+        .find(|(_, needles)| needles.iter().any(|n| m.contains(n)))
         .map(|(p, _)| p)
 }
 
