@@ -85,50 +85,75 @@ impl Dispatcher {
                 })
                 .collect();
             for request in requests(&bodies) {
-                let chunk: Vec<usize> = request.iter().map(|(i, _)| *i).collect();
-                let entries = request
-                    .iter()
-                    .map(|(i, body)| {
-                        SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(body.as_str())
-                            .build()
-                            .expect("id and body are set")
-                    })
-                    .collect();
-                match self
-                    .sqs
-                    .send_message_batch()
-                    .queue_url(&queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                {
-                    Ok(out) => {
-                        let index =
-                            |id: &str| id.parse::<usize>().ok().filter(|i| chunk.contains(i));
-                        sent.extend(out.successful().iter().filter_map(|ok| index(ok.id())));
-                        for f in out.failed() {
-                            if let Some(i) = index(f.id()) {
-                                answers[i] = Some(Err(format!(
-                                    "sending job {} to pool {pool}: {} {}",
-                                    messages[i].job_id,
-                                    f.code(),
-                                    f.message().unwrap_or_default()
-                                )));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let e = describe_error(&e);
-                        for &i in &chunk {
-                            answers[i] = Some(Err(e.clone()));
-                        }
-                    }
+                let failed = self.send_batch(&queue_url, request, &mut sent).await;
+                for (i, e) in failed {
+                    answers[i] = Some(Err(format!(
+                        "sending job {} to pool {pool}: {e}",
+                        messages[i].job_id
+                    )));
                 }
             }
         }
-        let marked: Vec<(usize, Result<(), String>)> = futures_util::stream::iter(sent)
+        for (i, r) in self.mark_dispatched(messages, sent).await {
+            answers[i] = Some(r.map(|()| Dispatched::Sent));
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err("the job was not sent".into())))
+            .collect()
+    }
+
+    /// One SendMessageBatch of `(index, body)` entries: the indexes sent go to `sent`; the
+    /// others are returned with why.
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        request: &[(usize, String)],
+        sent: &mut Vec<usize>,
+    ) -> Vec<(usize, String)> {
+        let chunk: Vec<usize> = request.iter().map(|(i, _)| *i).collect();
+        let entries = request
+            .iter()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body.as_str())
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = match self
+            .sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let e = describe_error(&e);
+                return chunk.into_iter().map(|i| (i, e.clone())).collect();
+            }
+        };
+        let index = |id: &str| id.parse::<usize>().ok().filter(|i| chunk.contains(i));
+        sent.extend(out.successful().iter().filter_map(|ok| index(ok.id())));
+        out.failed()
+            .iter()
+            .filter_map(|f| {
+                let why = format!("{} {}", f.code(), f.message().unwrap_or_default());
+                Some((index(f.id())?, why))
+            })
+            .collect()
+    }
+
+    /// Marks the jobs sent (indexes into `messages`) dispatched; each one's answer.
+    async fn mark_dispatched(
+        &self,
+        messages: &[&JobMessage],
+        sent: Vec<usize>,
+    ) -> Vec<(usize, Result<(), String>)> {
+        futures_util::stream::iter(sent)
             .map(|i| async move {
                 let m = messages[i];
                 let r = self.jobs.mark_dispatched(&m.job_id).await;
@@ -139,14 +164,7 @@ impl Dispatcher {
             })
             .buffer_unordered(16)
             .collect()
-            .await;
-        for (i, r) in marked {
-            answers[i] = Some(r.map(|()| Dispatched::Sent));
-        }
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err("the job was not sent".into())))
-            .collect()
+            .await
     }
 
     /// Records a job whose pool has no queue as failed.

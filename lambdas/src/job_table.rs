@@ -163,9 +163,6 @@ impl JobTable {
         members: &[&JobId],
     ) -> Result<EventInsert, JobTableError> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-        use aws_sdk_dynamodb::types::{
-            Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-        };
 
         if let [only] = members
             && *only == &job.job_id
@@ -175,34 +172,7 @@ impl JobTable {
                 Some(existing) => EventInsert::Found(self.found(&existing, false).await?),
             });
         }
-        let mut item = self.queued_item(job);
-        item.insert(
-            "message_json".into(),
-            s(serde_json::to_string(job).expect("job messages serialise")),
-        );
-        let expires = item["expires_at"].clone();
-        let claims = members.iter().map(|m| {
-            Item::from([
-                ("job_id".into(), s(m.as_str())),
-                ("claimed_by".into(), s(job.job_id.as_str())),
-                ("expires_at".into(), expires.clone()),
-            ])
-        });
-        let puts = std::iter::once(item)
-            .chain(claims)
-            .map(|item| {
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(job_id)")
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .build()
-                    .expect("table, item and condition are set");
-                TransactWriteItem::builder().put(put).build()
-            })
-            .collect();
+        let puts = self.event_puts(job, members);
         let err = match self
             .client
             .transact_write_items()
@@ -219,6 +189,57 @@ impl JobTable {
             }
             _ => return Err(dynamo_err(err)),
         };
+        self.insert_refused(job, members, &reasons).await
+    }
+
+    /// The job's item (with its message, for a later delivery to send) and one claim item per
+    /// member event, each put only where nothing is yet.
+    fn event_puts(
+        &self,
+        job: &JobMessage,
+        members: &[&JobId],
+    ) -> Vec<aws_sdk_dynamodb::types::TransactWriteItem> {
+        use aws_sdk_dynamodb::types::{
+            Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+        };
+        let mut item = self.queued_item(job);
+        item.insert(
+            "message_json".into(),
+            s(serde_json::to_string(job).expect("job messages serialise")),
+        );
+        let expires = item["expires_at"].clone();
+        let claims = members.iter().map(|m| {
+            Item::from([
+                ("job_id".into(), s(m.as_str())),
+                ("claimed_by".into(), s(job.job_id.as_str())),
+                ("expires_at".into(), expires.clone()),
+            ])
+        });
+        std::iter::once(item)
+            .chain(claims)
+            .map(|item| {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(job_id)")
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .expect("table, item and condition are set");
+                TransactWriteItem::builder().put(put).build()
+            })
+            .collect()
+    }
+
+    /// What a refused [`JobTable::insert_event_job`] transaction found, from its cancellation
+    /// reasons (one per put: the job first, then each member's claim).
+    async fn insert_refused(
+        &self,
+        job: &JobMessage,
+        members: &[&JobId],
+        reasons: &[aws_sdk_dynamodb::types::CancellationReason],
+    ) -> Result<EventInsert, JobTableError> {
         let failed_check = |code: Option<&str>| code == Some("ConditionalCheckFailed");
         // Anything but a failed condition (a conflicting transaction, throttling) is transient.
         if let Some(other) = reasons
@@ -455,65 +476,8 @@ impl JobTable {
             .set_if_absent("expires_at", n((st.at + self.ttl).timestamp()))
             .name("job_id")
             .value("terminal", n(JobState::Succeeded.rank()));
-        // A job made on the executor (watch, schedule) is first heard of in its reports.
-        if let Some(job) = &st.job {
-            update = update
-                .set_if_absent("template_id", s(job.template_id.as_str()))
-                .set_if_absent("destination", s(job.destination.as_str()))
-                .set_if_absent("origin", s(job.origin.kind.as_str()))
-                .set_if_absent("origin_rule", s(&job.origin.rule))
-                .set_if_absent("file_count", n(job.file_count))
-                .set_if_absent("total_bytes", n(job.total_bytes));
-            update = match &job.source {
-                pbs_shared::JobSource::S3 { bucket } => {
-                    update.set_if_absent("source_bucket", s(bucket))
-                }
-                pbs_shared::JobSource::Endpoint { endpoint } => {
-                    update.set_if_absent("source_endpoint", s(endpoint.as_str()))
-                }
-            };
-        }
-        if st.state == JobState::Running {
-            // When the current attempt started (PUT → start latency, progress views).
-            update = update.set("started_at", s(&at));
-        } else if let Some(r) = &st.result {
-            // Reports may be applied in any order: an outcome that arrives before its `running`
-            // report (which is then stale) still tells when the attempt started.
-            let began = st.at - chrono::Duration::milliseconds(r.duration_ms as i64);
-            update = update.set_if_absent(
-                "started_at",
-                s(began.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            );
-        }
-        if let Some(r) = &st.result {
-            update = update
-                .set("result_files", n(r.files))
-                .set("result_bytes", n(r.bytes))
-                .set("duration_ms", n(r.duration_ms));
-            if let Some(class) = r.error_class {
-                update = update.set("error_class", s(class.as_str()));
-            }
-            if let Some(err) = &r.error {
-                update = update.set("error", s(err));
-            }
-            if let Some(note) = &r.note {
-                update = update.set("note", s(note));
-            }
-            if let Some(key) = &r.log_key {
-                update = update.set("log_key", s(key));
-            }
-            if let Some(key) = &r.report_key {
-                update = update.set("report_key", s(key));
-            }
-            // Per-file outcomes and hashes, unless they would crowd the item's 400 KB limit (the
-            // delivery report in S3 holds every file).
-            if !r.delivered.is_empty() {
-                let json = serde_json::to_string(&r.delivered).expect("results serialise");
-                if json.len() <= MAX_DELIVERED_JSON {
-                    update = update.set("delivered_json", s(json));
-                }
-            }
-        }
+        update = with_summary(update, st);
+        update = with_result(update, st, &at);
         // Same rule as JobState::may_become: nothing replaces a terminal state; within an attempt
         // the rank must rise; a later attempt may restart `running`.
         let condition = "attribute_not_exists(#job_id) OR attribute_not_exists(#state_rank) OR \
@@ -993,6 +957,75 @@ impl JobView {
             followed_up: get_bool(item, "followed_up").unwrap_or(false),
         }
     }
+}
+
+/// A job made on the executor (watch, schedule) is first heard of in its reports: what its
+/// summary tells is recorded unless known.
+fn with_summary(mut update: Update, st: &JobStatus) -> Update {
+    if let Some(job) = &st.job {
+        update = update
+            .set_if_absent("template_id", s(job.template_id.as_str()))
+            .set_if_absent("destination", s(job.destination.as_str()))
+            .set_if_absent("origin", s(job.origin.kind.as_str()))
+            .set_if_absent("origin_rule", s(&job.origin.rule))
+            .set_if_absent("file_count", n(job.file_count))
+            .set_if_absent("total_bytes", n(job.total_bytes));
+        update = match &job.source {
+            pbs_shared::JobSource::S3 { bucket } => {
+                update.set_if_absent("source_bucket", s(bucket))
+            }
+            pbs_shared::JobSource::Endpoint { endpoint } => {
+                update.set_if_absent("source_endpoint", s(endpoint.as_str()))
+            }
+        };
+    }
+    update
+}
+
+/// When the attempt started, and the outcome of a report that carries one.
+fn with_result(mut update: Update, st: &JobStatus, at: &str) -> Update {
+    if st.state == JobState::Running {
+        // When the current attempt started (PUT → start latency, progress views).
+        update = update.set("started_at", s(at));
+    } else if let Some(r) = &st.result {
+        // Reports may be applied in any order: an outcome that arrives before its `running`
+        // report (which is then stale) still tells when the attempt started.
+        let began = st.at - chrono::Duration::milliseconds(r.duration_ms as i64);
+        update = update.set_if_absent(
+            "started_at",
+            s(began.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+    if let Some(r) = &st.result {
+        update = update
+            .set("result_files", n(r.files))
+            .set("result_bytes", n(r.bytes))
+            .set("duration_ms", n(r.duration_ms));
+        if let Some(class) = r.error_class {
+            update = update.set("error_class", s(class.as_str()));
+        }
+        if let Some(err) = &r.error {
+            update = update.set("error", s(err));
+        }
+        if let Some(note) = &r.note {
+            update = update.set("note", s(note));
+        }
+        if let Some(key) = &r.log_key {
+            update = update.set("log_key", s(key));
+        }
+        if let Some(key) = &r.report_key {
+            update = update.set("report_key", s(key));
+        }
+        // Per-file outcomes and hashes, unless they would crowd the item's 400 KB limit (the
+        // delivery report in S3 holds every file).
+        if !r.delivered.is_empty() {
+            let json = serde_json::to_string(&r.delivered).expect("results serialise");
+            if json.len() <= MAX_DELIVERED_JSON {
+                update = update.set("delivered_json", s(json));
+            }
+        }
+    }
+    update
 }
 
 #[cfg(test)]

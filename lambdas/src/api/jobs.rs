@@ -341,6 +341,28 @@ async fn start_manual(
             ),
         ));
     }
+    let template = s3_template(state, template_id).await?;
+    let mut message = plan_manual(state, &template, keys, bucket).await?;
+    message.job_id = JobId::parse(format!("manual-{}", uuid::Uuid::new_v4().simple()))
+        .expect("manual job ids are valid");
+    message.v = V1;
+    if state.jobs.insert_queued(&message).await? != Inserted::New {
+        return Err(ApiError::Internal(format!(
+            "job id {} already used",
+            message.job_id
+        )));
+    }
+    state
+        .jobs
+        .note_origin(&message.job_id, &principal.name, retry_of)
+        .await?;
+    send_or_fail(state, &message).await?;
+    tracing::info!(job_id = %message.job_id, principal = %principal.name, files = message.files.len(), retry_of, "manual job created");
+    find(state, message.job_id.as_str()).await
+}
+
+/// The valid S3 template a manual job is made from.
+async fn s3_template(state: &ApiState, template_id: &TemplateId) -> Result<Template, ApiError> {
     let template: Template = match state.templates.get(template_id).await? {
         Some(Ok(t)) => t,
         Some(Err((_, reason))) => {
@@ -355,13 +377,27 @@ async fn start_manual(
             ));
         }
     };
-    let pbs_shared::template::Trigger::S3 { bucket: own, .. } = &template.trigger else {
+    if !matches!(template.trigger, pbs_shared::template::Trigger::S3 { .. }) {
         return Err(ApiError::field(
             "template_id",
             format!(
                 "template {template_id} is a watch or schedule rule; manual jobs use S3 templates"
             ),
         ));
+    }
+    Ok(template)
+}
+
+/// One job for the objects `keys` (in `bucket`, else the template's), each checked against the
+/// template as its event would be.
+async fn plan_manual(
+    state: &ApiState,
+    template: &Template,
+    keys: &[String],
+    bucket: Option<String>,
+) -> Result<JobMessage, ApiError> {
+    let pbs_shared::template::Trigger::S3 { bucket: own, .. } = &template.trigger else {
+        unreachable!("checked by s3_template");
     };
     let bucket = bucket.unwrap_or_else(|| own.clone());
     let now = Utc::now();
@@ -374,8 +410,7 @@ async fn start_manual(
             object,
             event_time: now,
         };
-        let planned = plan(&set, &event, now);
-        match planned.into_iter().next() {
+        match plan(&set, &event, now).into_iter().next() {
             Some(Planned::Dispatch(d)) => match &mut message {
                 None => message = Some(d.job),
                 Some(m) => m.files.extend(d.job.files),
@@ -385,46 +420,35 @@ async fn start_manual(
                 return Err(ApiError::field(
                     &field,
                     format!(
-                        "s3://{bucket}/{key} does not match template {template_id}'s bucket, key glob or size rules"
+                        "s3://{bucket}/{key} does not match template {}'s bucket, key glob or size rules",
+                        template.id
                     ),
                 ));
             }
         }
     }
-    let mut message = message.expect("at least one key");
-    message.job_id = JobId::parse(format!("manual-{}", uuid::Uuid::new_v4().simple()))
-        .expect("manual job ids are valid");
-    message.v = V1;
-    if state.jobs.insert_queued(&message).await? != Inserted::New {
-        return Err(ApiError::Internal(format!(
-            "job id {} already used",
-            message.job_id
-        )));
-    }
-    state
+    Ok(message.expect("at least one key"))
+}
+
+/// Sends a recorded manual job; one that cannot be sent is failed (not left `queued` with no
+/// message behind it), so a retry can follow.
+async fn send_or_fail(state: &ApiState, message: &JobMessage) -> Result<(), ApiError> {
+    let e = match state.dispatcher.send(message).await {
+        Ok(Dispatched::Sent) | Ok(Dispatched::NoQueue(_)) => return Ok(()),
+        Err(e) => e,
+    };
+    let reason = format!("not sent to pool {}: {e}", message.pool);
+    if let Err(e2) = state
         .jobs
-        .note_origin(&message.job_id, &principal.name, retry_of)
-        .await?;
-    match state.dispatcher.send(&message).await {
-        Ok(Dispatched::Sent) | Ok(Dispatched::NoQueue(_)) => {}
-        Err(e) => {
-            // Not left `queued` with no message behind it: failed, so a retry can follow.
-            let reason = format!("not sent to pool {}: {e}", message.pool);
-            if let Err(e2) = state
-                .jobs
-                .fail_undispatchable(&message.job_id, pbs_shared::ErrorClass::Retryable, &reason)
-                .await
-            {
-                tracing::error!(job_id = %message.job_id, error = %e2, "job left queued with no message");
-            }
-            return Err(ApiError::Internal(format!(
-                "job {} {reason}",
-                message.job_id
-            )));
-        }
+        .fail_undispatchable(&message.job_id, pbs_shared::ErrorClass::Retryable, &reason)
+        .await
+    {
+        tracing::error!(job_id = %message.job_id, error = %e2, "job left queued with no message");
     }
-    tracing::info!(job_id = %message.job_id, principal = %principal.name, files = message.files.len(), retry_of, "manual job created");
-    find(state, message.job_id.as_str()).await
+    Err(ApiError::Internal(format!(
+        "job {} {reason}",
+        message.job_id
+    )))
 }
 
 /// The object at `bucket`/`key` as a manual job needs it; a missing object is the caller's error.
