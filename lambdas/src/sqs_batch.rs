@@ -4,7 +4,7 @@ use std::future::Future;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::StreamExt;
-use tracing::warn;
+use tracing::{Instrument, info_span, warn};
 
 /// Records handled at once: each is a few DynamoDB and SQS requests, mostly waiting.
 pub const CONCURRENCY: usize = 16;
@@ -21,7 +21,8 @@ where
     futures_util::stream::iter(event.records)
         .map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
-            (id, handle(record).await)
+            let span = info_span!("record", message_id = %id);
+            (id, handle(record).instrument(span).await)
         })
         .buffer_unordered(CONCURRENCY)
         .collect()

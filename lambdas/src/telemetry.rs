@@ -1,5 +1,5 @@
 //! Tracing set-up shared by the functions: JSON lines to stdout (CloudWatch), level from
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`), each with its span's fields.
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,7 +9,10 @@ pub fn init() {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_current_span(false)
+        // Each line carries the fields of the span it was written in (the SQS record, the job:
+        // `job_id`, `template`, `pool`; the API request).
+        .with_current_span(true)
+        .with_span_list(false)
         .with_target(false)
         .without_time()
         .init();

@@ -4,6 +4,9 @@
 //! outbox in the same SQLite transaction: an outcome is never recorded without its report, nor
 //! reported without being recorded. The status sender (`cloud::status_sender`) only sends what
 //! the outbox holds; a call here wakes it.
+//!
+//! Each call runs [`blocking`]: SQLite commits wait for the disk (`synchronous = FULL`), and a
+//! slow disk must not stall the runtime's other tasks (polling, heartbeats, progress).
 
 use std::sync::Arc;
 
@@ -50,7 +53,7 @@ impl Journal {
     /// Records that `job` was delivered and decides whether this delivery runs it (see
     /// [`Ledger::claim`]); `body` is the message as received.
     pub fn claim(&self, job: &JobMessage, body: &str) -> Result<Claim, LedgerError> {
-        self.ledger.claim(job, body)
+        blocking(|| self.ledger.claim(job, body))
     }
 
     /// A delivery of a job that already ended here: its end is reported again, as the attempt
@@ -69,7 +72,7 @@ impl Journal {
         };
         let attempt = prev.attempt.max(1);
         match self.body(&job.job_id, Some(job), attempt, prev.state, Some(result)) {
-            Some(body) => self.enqueue(&job.job_id, &body),
+            Some(body) => blocking(|| self.enqueue(&job.job_id, &body)),
             None => Ok(()),
         }
     }
@@ -77,8 +80,10 @@ impl Journal {
     /// Starts `attempt`: the ledger's attempt row and the `running` report, together.
     pub fn start(&self, job: &JobMessage, attempt: u32) -> Result<(), LedgerError> {
         let body = self.body(&job.job_id, Some(job), attempt, JobState::Running, None);
-        self.ledger
-            .start_attempt(&job.job_id, attempt, body.as_deref())?;
+        blocking(|| {
+            self.ledger
+                .start_attempt(&job.job_id, attempt, body.as_deref())
+        })?;
         self.wake.notify_one();
         Ok(())
     }
@@ -91,7 +96,7 @@ impl Journal {
         attempt: u32,
         outcome: &Outcome,
     ) -> Result<(), LedgerError> {
-        self.ledger.finish(job_id, attempt, outcome, None)
+        blocking(|| self.ledger.finish(job_id, attempt, outcome, None))
     }
 
     /// The final outcome of `attempt` and its report, with `result`.
@@ -103,8 +108,10 @@ impl Journal {
         result: JobResult,
     ) -> Result<(), LedgerError> {
         let body = self.body(&job.job_id, Some(job), attempt, outcome.state, Some(result));
-        self.ledger
-            .finish(&job.job_id, attempt, outcome, body.as_deref())?;
+        blocking(|| {
+            self.ledger
+                .finish(&job.job_id, attempt, outcome, body.as_deref())
+        })?;
         self.wake.notify_one();
         Ok(())
     }
@@ -117,7 +124,7 @@ impl Journal {
         result: JobResult,
     ) -> Result<(), LedgerError> {
         match self.body(job_id, None, attempt, JobState::Failed, Some(result)) {
-            Some(body) => self.enqueue(job_id, &body),
+            Some(body) => blocking(|| self.enqueue(job_id, &body)),
             None => Ok(()),
         }
     }
@@ -152,6 +159,16 @@ impl Journal {
             job: job.and_then(JobMessage::summary),
         };
         Some(serde_json::to_string(&StatusMessage::Job(status)).expect("status messages serialise"))
+    }
+}
+
+/// Runs a blocking ledger call `f` so that it holds up no other task: on a multi-threaded
+/// runtime the worker thread first hands its other tasks to the runtime's other threads.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -115,7 +115,9 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
         .get::<axum::extract::OriginalUri>()
         .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
     req.extensions_mut().insert(principal.clone());
-    let response = next.run(req).await;
+    let span =
+        tracing::info_span!("request", method = %method, path = %path, principal = %principal.name);
+    let response = tracing::Instrument::instrument(next.run(req), span).await;
     if method != Method::GET && method != Method::HEAD {
         let target = response
             .extensions()

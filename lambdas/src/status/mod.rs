@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use pbs_shared::message::{CancelRequest, ControlMessage, Heartbeat, JobProgress, JobStatus, V1};
 use pbs_shared::{ExecutorId, JobId, JobState, PoolName, StatusMessage};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::job_table::{Applied, JobView};
 pub use stack::StackStore;
@@ -154,6 +154,12 @@ impl<S: StatusStore> Status<S> {
                 return self.store.dead_letter(body, &reason).await;
             }
         };
+        let span = info_span!("job", job_id = %status.job_id, pool = %status.pool, executor = %status.executor_id);
+        self.apply(status).instrument(span).await
+    }
+
+    /// Applies a job report and what follows it.
+    async fn apply(&self, status: JobStatus) -> Result<(), String> {
         let (applied, moved) = self.store.apply_status(&status).await?;
         match applied {
             Applied::Moved => {

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use pbs_shared::plan::{self, Dispatch, Planned, RejectedJob, plan};
 use pbs_shared::{JobId, JobMessage, TemplateSet};
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::job_table::{EventInsert, Found};
 use body::{Body, parse_body};
@@ -114,7 +114,9 @@ impl<S: TriggerStore> Trigger<S> {
         let recorded: Vec<_> = futures_util::stream::iter(groups)
             .map(|group| async move {
                 let (ids, members): (BTreeSet<String>, Vec<JobMessage>) = group.into_iter().unzip();
-                (ids, self.record_group(members).await)
+                let first = &members[0];
+                let span = info_span!("job", template = %first.template_id, pool = %first.pool, events = members.len());
+                (ids, self.record_group(members).instrument(span).await)
             })
             .buffer_unordered(crate::sqs_batch::CONCURRENCY)
             .collect()
