@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cloud;
 use crate::cloud::artifacts::LogUploader;
+use crate::cloud::control::{self, ControlFollower};
 use crate::cloud::poller::Poller;
 use crate::cloud::progress::ProgressSink;
-use crate::cloud::rules_feed::CloudRules;
-use crate::cloud::status_sender::StatusOutbox;
-use crate::cloud::{self, control};
+use crate::cloud::rules_feed::{CloudRules, RulesFeed};
+use crate::cloud::status_sender::{HeartbeatSender, ReportSender, StatusOutbox};
 use crate::config::{CloudConfig, Config};
 use crate::http;
 use crate::jobs::cancels::Cancels;
@@ -35,6 +36,7 @@ use crate::metrics;
 use crate::rules::rule_set::RuleSet;
 use crate::transfer::endpoints::Endpoints;
 use crate::transfer::rclone;
+use crate::worker;
 
 /// What every worker is built from, made once at start-up.
 struct Parts {
@@ -86,10 +88,10 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     ));
     // The sender outlives the poller: it stops only after running jobs are settled.
     let sender_stop = CancellationToken::new();
-    let sender = tokio::spawn({
-        let (status, stop) = (status.clone(), sender_stop.clone());
-        async move { status.run(stop).await }
-    });
+    let sender = tokio::spawn(worker::run(
+        ReportSender(status.clone()),
+        sender_stop.clone(),
+    ));
     let ctx = Arc::new(job_context(&parts, journal, &status, &stops)?);
     info!(executor = %parts.executor_id, pool = %parts.config.pool, version = env!("CARGO_PKG_VERSION"),
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
@@ -150,9 +152,11 @@ fn job_context(
     let cloud = parts.config.cloud.as_ref();
     let cancels = Arc::new(Cancels::default());
     if let Some(c) = cloud {
-        let (status, stop) = (status.clone(), stops.shutdown.clone());
-        let every = Duration::from_secs(u64::from(c.heartbeat_seconds));
-        tokio::spawn(async move { status.heartbeats(every, stop).await });
+        let heartbeats = HeartbeatSender {
+            outbox: status.clone(),
+            interval: Duration::from_secs(u64::from(c.heartbeat_seconds)),
+        };
+        tokio::spawn(worker::run(heartbeats, stops.shutdown.clone()));
         follow_control_queue(parts, c, &cancels, stops);
     }
     Ok(JobContext {
@@ -193,12 +197,8 @@ fn follow_control_queue(parts: &Parts, cloud: &CloudConfig, cancels: &Arc<Cancel
         .or_else(|| control::derived_url(&cloud.work_queue_url, &parts.executor_id));
     match url {
         Some(url) => {
-            tokio::spawn(control::follow(
-                parts.sqs.clone(),
-                url,
-                cancels.clone(),
-                stops.shutdown.clone(),
-            ));
+            let follower = ControlFollower::new(parts.sqs.clone(), url, cancels.clone());
+            tokio::spawn(worker::run(follower, stops.shutdown.clone()));
         }
         None => {
             warn!(work_queue_url = %cloud.work_queue_url, "no control queue can be derived from the work queue URL; set cloud.control_queue_url to cancel jobs from the cloud")
@@ -255,9 +255,14 @@ fn start_rules(
         // The last rules received keep running while the cloud is unreachable.
         let (etag, cached) = fetcher.cached();
         rules.apply_cloud(cached);
+        let feed = RulesFeed {
+            rules: fetcher,
+            etag,
+            tx: cloud_tx,
+        };
         stops
             .tracker
-            .spawn(fetcher.run(etag, cloud_tx, stops.shutdown.clone()));
+            .spawn(worker::run(feed, stops.shutdown.clone()));
     }
     rules.apply(&parts.config);
     info!(rules = rules.len(), "watch and schedule rules in force");

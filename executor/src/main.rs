@@ -8,7 +8,8 @@
 //! - `cloud`: the work-queue poller, control queue, status sender, progress, uploads, rules feed;
 //! - `jobs`: the job pipeline (claim → copy → finish), batches, cancels, local jobs, recovery;
 //! - `transfer`: endpoints as rclone remotes, the rclone process, delivery and verification;
-//! - `ledger`, `config`, `metrics`, `http`: the state, settings and windows every part shares.
+//! - `ledger`, `config`, `metrics`, `http`, `worker`: the state, settings, windows and loop shape
+//!   every part shares.
 //!
 //! A module uses only modules below it in this list (docs/architecture.md draws the map).
 
@@ -22,6 +23,7 @@ mod ledger;
 mod metrics;
 mod rules;
 mod transfer;
+mod worker;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -2,7 +2,6 @@
 //! poll) only while jobs run, so an idle executor spends nothing on it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pbs_shared::ExecutorId;
 use pbs_shared::message::{ControlMessage, control_queue_name};
@@ -10,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::jobs::cancels::Cancels;
+use crate::worker::{Next, Worker};
 
 /// The control queue URL of `executor` whose pool's work queue is at `work_queue_url`: the same
 /// account and endpoint, named `<work queue name>-ctl-<executor id>`.
@@ -18,58 +18,85 @@ pub fn derived_url(work_queue_url: &str, executor: &ExecutorId) -> Option<String
     (!name.is_empty()).then(|| format!("{base}/{}", control_queue_name(name, executor)))
 }
 
-/// Polls `url` while jobs run and applies what arrives, until `shutdown`.
-pub async fn follow(
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-    cancels: Arc<Cancels>,
-    shutdown: CancellationToken,
-) {
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = cancels.wait_for_running() => {}
+/// Polls the executor's control queue while jobs run and applies what arrives (a [`Worker`]).
+pub struct ControlFollower {
+    pub sqs: aws_sdk_sqs::Client,
+    pub url: String,
+    pub cancels: Arc<Cancels>,
+    /// A failure to read the queue was logged (it is logged once until a read succeeds).
+    warned: bool,
+}
+
+impl ControlFollower {
+    pub fn new(sqs: aws_sdk_sqs::Client, url: String, cancels: Arc<Cancels>) -> Self {
+        Self {
+            sqs,
+            url,
+            cancels,
+            warned: false,
         }
+    }
+
+    /// Applies one control message and deletes it.
+    async fn apply(&self, m: &aws_sdk_sqs::types::Message) {
+        match ControlMessage::parse(m.body().unwrap_or_default()) {
+            Ok(ControlMessage::Cancel(c)) => {
+                let stopped = self.cancels.cancel(&c.job_id, &c.requested_by);
+                info!(job_id = %c.job_id, by = %c.requested_by, running_here = stopped, "cancel requested");
+            }
+            Err(e) => warn!(error = %e, "unreadable control message dropped"),
+        }
+        if let Some(receipt) = m.receipt_handle()
+            && let Err(e) = self
+                .sqs
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+        {
+            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "control message not deleted; it may be applied twice");
+        }
+    }
+}
+
+impl Worker for ControlFollower {
+    fn name(&self) -> &'static str {
+        "control queue"
+    }
+
+    async fn step(&mut self, stop: &CancellationToken) -> Next {
+        // Polled only while jobs run: an idle executor costs no requests here.
+        tokio::select! {
+            _ = stop.cancelled() => return Next::Done,
+            _ = self.cancels.wait_for_running() => {}
+        }
+        let receive = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(20)
+            .send();
         let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = sqs.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(20).send() => r,
+            _ = stop.cancelled() => return Next::Done,
+            r = receive => r,
         };
-        let messages = match received {
+        match received {
             Ok(out) => {
-                warned = false;
-                out.messages.unwrap_or_default()
+                self.warned = false;
+                for m in out.messages() {
+                    self.apply(m).await;
+                }
+                Next::Busy
             }
             Err(e) => {
                 // Typically: the queue is not made yet (the cloud makes it on the first heartbeat).
-                if !warned {
-                    warn!(queue = %url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot read the control queue; cancel requests wait");
-                    warned = true;
+                if !self.warned {
+                    warn!(queue = %self.url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot read the control queue; cancel requests wait");
+                    self.warned = true;
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                continue;
-            }
-        };
-        for m in messages {
-            match ControlMessage::parse(m.body().unwrap_or_default()) {
-                Ok(ControlMessage::Cancel(c)) => {
-                    let stopped = cancels.cancel(&c.job_id, &c.requested_by);
-                    info!(job_id = %c.job_id, by = %c.requested_by, running_here = stopped, "cancel requested");
-                }
-                Err(e) => warn!(error = %e, "unreadable control message dropped"),
-            }
-            if let Some(receipt) = m.receipt_handle()
-                && let Err(e) = sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-            {
-                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "control message not deleted; it may be applied twice");
+                Next::Failed
             }
         }
     }

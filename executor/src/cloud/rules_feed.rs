@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::ledger::Ledger;
+use crate::worker::{Next, Worker};
 
 pub struct CloudRules {
     pub s3: aws_sdk_s3::Client,
@@ -50,67 +51,83 @@ impl CloudRules {
         }
     }
 
-    /// Polls until `stop`, sending each new set of rules.
-    pub async fn run(
-        self,
-        mut etag: Option<String>,
-        tx: mpsc::UnboundedSender<Vec<Template>>,
-        stop: CancellationToken,
-    ) {
+    /// Fetches the pool's rules once (a conditional GET); sends them on `tx` when they changed.
+    async fn fetch(&self, etag: &mut Option<String>, tx: &mpsc::UnboundedSender<Vec<Template>>) {
         let key = pool_rules_key(&self.pool);
-        loop {
-            let mut get = self.s3.get_object().bucket(&self.bucket).key(&key);
-            if let Some(e) = etag.as_ref().filter(|e| !e.is_empty()) {
-                get = get.if_none_match(e);
-            }
-            match get.send().await {
-                Ok(out) => {
-                    let new_etag = out.e_tag().unwrap_or_default().to_owned();
-                    match out.body.collect().await {
-                        Ok(bytes) => {
-                            let body = String::from_utf8_lossy(&bytes.into_bytes()).into_owned();
-                            match parse(&self.pool, &body) {
-                                Ok(templates) => {
-                                    if let Err(e) = self.ledger.set_cloud_rules(
-                                        self.pool.as_str(),
-                                        &new_etag,
-                                        &body,
-                                    ) {
-                                        warn!(error = %e, "cannot cache the cloud rules");
-                                    }
-                                    info!(rules = templates.len(), "cloud rules received");
-                                    etag = Some(new_etag);
-                                    let _ = tx.send(templates);
-                                }
-                                Err(e) => {
-                                    warn!(error = %e, bucket = %self.bucket, key = %key, "cloud rules refused; the rules in force stay")
-                                }
-                            }
-                        }
-                        Err(e) => warn!(error = %e, "reading the cloud rules failed"),
-                    }
+        let mut get = self.s3.get_object().bucket(&self.bucket).key(&key);
+        if let Some(e) = etag.as_ref().filter(|e| !e.is_empty()) {
+            get = get.if_none_match(e);
+        }
+        let out = match get.send().await {
+            Ok(out) => out,
+            Err(e) => return self.not_fetched(e, etag, tx),
+        };
+        let new_etag = out.e_tag().unwrap_or_default().to_owned();
+        let bytes = match out.body.collect().await {
+            Ok(bytes) => bytes,
+            Err(e) => return warn!(error = %e, "reading the cloud rules failed"),
+        };
+        let body = String::from_utf8_lossy(&bytes.into_bytes()).into_owned();
+        match parse(&self.pool, &body) {
+            Ok(templates) => {
+                if let Err(e) = self
+                    .ledger
+                    .set_cloud_rules(self.pool.as_str(), &new_etag, &body)
+                {
+                    warn!(error = %e, "cannot cache the cloud rules");
                 }
-                Err(e) => {
-                    let status = e.raw_response().map(|r| r.status().as_u16());
-                    let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key());
-                    if status == Some(304) {
-                        debug!("cloud rules unchanged");
-                    } else if missing {
-                        if etag.as_deref() != Some("") {
-                            debug!("no cloud rules for this pool");
-                            let _ = self.ledger.set_cloud_rules(self.pool.as_str(), "", &serde_json::json!({"v": 1, "pool": self.pool, "generated_at": chrono::Utc::now(), "templates": []}).to_string());
-                            etag = Some(String::new());
-                            let _ = tx.send(Vec::new());
-                        }
-                    } else {
-                        warn!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "cannot fetch the cloud rules; the rules in force stay");
-                    }
-                }
+                info!(rules = templates.len(), "cloud rules received");
+                *etag = Some(new_etag);
+                let _ = tx.send(templates);
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.every) => {}
+            Err(e) => {
+                warn!(error = %e, bucket = %self.bucket, key = %key, "cloud rules refused; the rules in force stay")
             }
         }
+    }
+
+    /// A GET that brought no rules: unchanged, none published for the pool, or a failure.
+    fn not_fetched(
+        &self,
+        e: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>,
+        etag: &mut Option<String>,
+        tx: &mpsc::UnboundedSender<Vec<Template>>,
+    ) {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key());
+        if status == Some(304) {
+            debug!("cloud rules unchanged");
+        } else if missing {
+            if etag.as_deref() != Some("") {
+                debug!("no cloud rules for this pool");
+                let none = serde_json::json!({"v": 1, "pool": self.pool, "generated_at": chrono::Utc::now(), "templates": []});
+                let _ = self
+                    .ledger
+                    .set_cloud_rules(self.pool.as_str(), "", &none.to_string());
+                *etag = Some(String::new());
+                let _ = tx.send(Vec::new());
+            }
+        } else {
+            warn!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "cannot fetch the cloud rules; the rules in force stay");
+        }
+    }
+}
+
+/// Polls the pool's rules every `every` and sends each new set (a [`Worker`]).
+pub struct RulesFeed {
+    pub rules: CloudRules,
+    /// The ETag of the rules in force (`Some("")`: none published).
+    pub etag: Option<String>,
+    pub tx: mpsc::UnboundedSender<Vec<Template>>,
+}
+
+impl Worker for RulesFeed {
+    fn name(&self) -> &'static str {
+        "rules feed"
+    }
+
+    async fn step(&mut self, _stop: &CancellationToken) -> Next {
+        self.rules.fetch(&mut self.etag, &self.tx).await;
+        Next::Idle(self.rules.every)
     }
 }

@@ -9,17 +9,16 @@ use std::time::Duration;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::Utc;
 use pbs_shared::message::{Heartbeat, V1};
-use pbs_shared::retry::Backoff;
 use pbs_shared::{ExecutorId, PoolName, StatusMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::ledger::Ledger;
+use crate::worker::{Next, Worker};
 
 /// Reports sent per SQS request (the SendMessageBatch maximum).
 const BATCH: u32 = 10;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Even without a wake-up, the outbox is looked at this often.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
@@ -50,72 +49,34 @@ impl StatusOutbox {
         }
     }
 
-    /// Sends reports until `shutdown`.
-    pub async fn run(&self, shutdown: CancellationToken) {
-        if self.sink.is_none() {
-            return;
-        }
-        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
-        loop {
-            match self.send_batch().await {
-                Ok(0) => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(IDLE_CHECK) => {}
-                    }
-                }
-                Ok(_) => backoff.succeeded(),
-                Err(e) => {
-                    let depth = self.ledger.outbox_depth().unwrap_or(0);
-                    let wait = backoff.failed();
-                    warn!(error = %e, outbox_depth = depth, retry_in_s = wait.as_secs(), "status reports not sent; will retry");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends a heartbeat every `interval` until `shutdown`. Heartbeats skip the outbox: one that
-    /// cannot be sent is replaced by the next, and a backlog of them would say nothing.
-    pub async fn heartbeats(&self, interval: Duration, shutdown: CancellationToken) {
-        let Some((sqs, queue_url)) = &self.sink else {
-            return;
-        };
-        loop {
-            let running_jobs = self
-                .ledger
-                .unfinished()
-                .map(|j| j.len() as u32)
-                .unwrap_or(0);
-            let beat = StatusMessage::Heartbeat(Heartbeat {
-                v: V1,
-                executor_id: self.executor_id.clone(),
-                pool: self.pool.clone(),
-                executor_version: env!("CARGO_PKG_VERSION").to_owned(),
-                at: Utc::now(),
-                interval_seconds: interval.as_secs() as u32,
-                running_jobs,
-            });
-            let body = serde_json::to_string(&beat).expect("status messages serialise");
-            match sqs
-                .send_message()
-                .queue_url(queue_url)
-                .message_body(body)
-                .send()
-                .await
-            {
-                Ok(_) => debug!(running_jobs, "heartbeat sent"),
-                Err(e) => {
-                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "heartbeat not sent")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+    /// Sends one heartbeat. Heartbeats skip the outbox: one that cannot be sent is replaced by
+    /// the next, and a backlog of them would say nothing.
+    async fn heartbeat(&self, sqs: &aws_sdk_sqs::Client, queue_url: &str, interval: Duration) {
+        let running_jobs = self
+            .ledger
+            .unfinished()
+            .map(|j| j.len() as u32)
+            .unwrap_or(0);
+        let beat = StatusMessage::Heartbeat(Heartbeat {
+            v: V1,
+            executor_id: self.executor_id.clone(),
+            pool: self.pool.clone(),
+            executor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            at: Utc::now(),
+            interval_seconds: interval.as_secs() as u32,
+            running_jobs,
+        });
+        let body = serde_json::to_string(&beat).expect("status messages serialise");
+        match sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+        {
+            Ok(_) => debug!(running_jobs, "heartbeat sent"),
+            Err(e) => {
+                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "heartbeat not sent")
             }
         }
     }
@@ -179,5 +140,56 @@ impl StatusOutbox {
             ));
         }
         Ok(sent.len())
+    }
+}
+
+/// Sends the outbox's reports, oldest first, as they are committed (a [`Worker`]).
+pub struct ReportSender(pub Arc<StatusOutbox>);
+
+impl Worker for ReportSender {
+    fn name(&self) -> &'static str {
+        "status sender"
+    }
+
+    async fn step(&mut self, _stop: &CancellationToken) -> Next {
+        if self.0.sink.is_none() {
+            return Next::Done;
+        }
+        match self.0.send_batch().await {
+            Ok(0) => Next::Idle(IDLE_CHECK),
+            Ok(_) => Next::Busy,
+            Err(e) => {
+                let depth = self.0.ledger.outbox_depth().unwrap_or(0);
+                warn!(error = %e, outbox_depth = depth, "status reports not sent; will retry");
+                Next::Failed
+            }
+        }
+    }
+
+    async fn wait_for_work(&mut self, idle: Duration) {
+        tokio::select! {
+            _ = self.0.wake.notified() => {}
+            _ = tokio::time::sleep(idle) => {}
+        }
+    }
+}
+
+/// Sends a heartbeat every `interval` (a [`Worker`]).
+pub struct HeartbeatSender {
+    pub outbox: Arc<StatusOutbox>,
+    pub interval: Duration,
+}
+
+impl Worker for HeartbeatSender {
+    fn name(&self) -> &'static str {
+        "heartbeats"
+    }
+
+    async fn step(&mut self, _stop: &CancellationToken) -> Next {
+        let Some((sqs, queue_url)) = &self.outbox.sink else {
+            return Next::Done;
+        };
+        self.outbox.heartbeat(sqs, queue_url, self.interval).await;
+        Next::Idle(self.interval)
     }
 }
