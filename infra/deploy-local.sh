@@ -17,9 +17,13 @@ cd "$PBS_ROOT"
 profile=${PBS_LAMBDA_PROFILE:-debug}
 case "$profile" in debug | release) ;; *) echo "PBS_LAMBDA_PROFILE must be debug or release, got $profile" >&2; exit 2 ;; esac
 build_dir="$PBS_STATE/functions-$profile"
-cargo_profile=()
-if [ "$profile" = release ]; then cargo_profile=(--release); fi
-cargo build --quiet "${cargo_profile[@]}" -p pbs-lambdas --bins
+# The whole workspace, as `./dev` builds it, so the features (and the compiled dependencies) are
+# the same; in release only the functions.
+if [ "$profile" = release ]; then
+  cargo build --quiet --release -p pbs-lambdas --bins
+else
+  cargo build --quiet --workspace --all-targets
+fi
 "$PBS_TOOLS/cli/bin/python" - template.yaml "target/$profile" "$build_dir" <<'PY'
 import os, shutil, sys
 from samcli.yamlhelper import yaml_dump, yaml_parse

@@ -141,64 +141,111 @@ async fn storm(args: StormArgs) -> Result<()> {
     rows.extend(idle(&stack, args.idle_seconds).await?);
 
     // One pool and executor for the rest, as an operator would run it.
-    let pool = unique("bench");
-    let queue = stack.create_pool(&pool).await?;
-    let prefix = unique("storm");
-    let tpl = unique("tpl");
-    stack
-        .create_template(&template_json(
-            &tpl,
-            stack.source_bucket(),
-            &format!("{prefix}/**"),
-            &pool,
-            "{key}",
-        ))
-        .await?;
-    let opts = ExecutorOptions {
-        wait_seconds: Some(20),
-        ..Default::default()
-    };
-
+    let site = Site::new(&stack).await?;
+    let mut executor =
+        Executor::start_with(&stack, &site.pool, &site.queue.url, site.opts.clone())?;
     // (f) and (d) first, while the jobs table is small enough to list.
-    let mut executor = Executor::start_with(&stack, &pool, &queue.url, opts)?;
     eprintln!(
         "(f) {} single objects, PUT → transfer start ...",
         args.latency_samples
     );
-    rows.push(latency(&stack, &tpl, &executor, &prefix, args.latency_samples).await?);
+    rows.push(
+        latency(
+            &stack,
+            &site.tpl,
+            &executor,
+            &site.prefix,
+            args.latency_samples,
+        )
+        .await?,
+    );
     if args.big_mib > 0 {
         eprintln!("(d) one {} MiB object ...", args.big_mib);
-        rows.push(big_object(&stack, &tpl, &executor, &prefix, args.big_mib).await?);
+        rows.push(big_object(&stack, &site.tpl, &executor, &site.prefix, args.big_mib).await?);
     }
+    rows.extend(backlog(&stack, &site, &mut executor, &args).await?);
+    rows.extend(keeping_pace(&stack, &site, &executor, &args).await?);
+    // The executor's log stays for a look at where the time went.
+    let kept = pbs_e2e::workspace_root().join(".state/bench-executor.log");
+    let _ = std::fs::copy(executor.dir.path().join("executor.log"), &kept);
+    eprintln!("executor log: {}", kept.display());
+    drop(executor);
+    print(&rows);
+    Ok(())
+}
 
-    // (a) The backlog: every job queued while no executor runs.
+/// The pool, template and key prefix the storm figures use.
+struct Site {
+    pool: String,
+    queue: pbs_e2e::PoolQueues,
+    prefix: String,
+    tpl: String,
+    opts: ExecutorOptions,
+}
+
+impl Site {
+    async fn new(stack: &Stack) -> Result<Self> {
+        let pool = unique("bench");
+        let queue = stack.create_pool(&pool).await?;
+        let prefix = unique("storm");
+        let tpl = unique("tpl");
+        stack
+            .create_template(&template_json(
+                &tpl,
+                stack.source_bucket(),
+                &format!("{prefix}/**"),
+                &pool,
+                "{key}",
+            ))
+            .await?;
+        let opts = ExecutorOptions {
+            wait_seconds: Some(20),
+            ..Default::default()
+        };
+        Ok(Self {
+            pool,
+            queue,
+            prefix,
+            tpl,
+            opts,
+        })
+    }
+}
+
+/// (a) and (b): every job queued while no executor runs, then drained; raw rclone on the same
+/// objects first, while nothing else runs.
+async fn backlog(
+    stack: &Arc<Stack>,
+    site: &Site,
+    executor: &mut Executor,
+    args: &StormArgs,
+) -> Result<Vec<Row>> {
     executor.terminate()?;
     eprintln!(
         "(a) uploading {} objects with no executor running ...",
         args.objects
     );
-    let backlog = format!("{prefix}/backlog");
-    upload_storm(&stack, &backlog, &args).await?;
+    let backlog = format!("{}/backlog", site.prefix);
+    upload_storm(stack, &backlog, args).await?;
     // Every event taken by the trigger (its queue empty) means every object is in a queued job.
     let events_queue = stack.output("EventsQueueUrl").to_owned();
     let jobs = eventually(
         Duration::from_secs(120 + args.objects as u64 / 20),
         "every storm event turned into queued jobs",
         || async {
-            if queued(&stack, &events_queue).await? > 0 {
+            if queued(stack, &events_queue).await? > 0 {
                 return Ok(None);
             }
-            let jobs = queued(&stack, &queue.url).await?;
+            let jobs = queued(stack, &site.queue.url).await?;
             Ok((jobs > 0).then_some(jobs))
         },
     )
     .await?;
     eprintln!("    {} objects queued as {jobs} jobs", args.objects);
-    // (b) first, while nothing else runs: raw rclone on the same objects.
     eprintln!("(b) raw rclone copy of the same objects ...");
     let raw_dir = tempfile::tempdir()?;
     let raw = raw_rclone(
-        &stack,
+        stack,
         &["copy", &format!("SRC:{}/{backlog}", stack.source_bucket())],
         raw_dir.path(),
         &["--transfers", "4"],
@@ -212,15 +259,10 @@ async fn storm(args: StormArgs) -> Result<()> {
     }
     let started = Instant::now();
     executor.restart()?;
-    wait_for_files(
-        &executor.landing.join(&backlog),
-        args.objects,
-        Duration::from_secs(3600),
-    )
-    .await?;
+    let landing = executor.landing.join(&backlog);
+    wait_for_files(&landing, args.objects, Duration::from_secs(3600)).await?;
     let drain = started.elapsed();
-
-    rows.push(
+    Ok(vec![
         Row::new(
             format!(
                 "(a) backlog drain, {} × {} B",
@@ -230,21 +272,28 @@ async fn storm(args: StormArgs) -> Result<()> {
             "ratio ≤ 1.25",
         )
         .against(raw, drain),
-    );
-    rows.push(Row::new(
-        "    jobs the trigger made of the backlog",
-        format!("{jobs} for {} objects", args.objects),
-        "",
-    ));
+        Row::new(
+            "    jobs the trigger made of the backlog",
+            format!("{jobs} for {} objects", args.objects),
+            "",
+        ),
+    ])
+}
 
-    // (c) Keeping pace: the same storm with everything running.
+/// (c): the same storm with everything running; where the time after the last PUT goes (until
+/// the trigger has taken every event, then the executor).
+async fn keeping_pace(
+    stack: &Arc<Stack>,
+    site: &Site,
+    executor: &Executor,
+    args: &StormArgs,
+) -> Result<Vec<Row>> {
     eprintln!("(c) the same storm with the executor running ...");
-    let live = format!("{prefix}/live");
-    let last_put = upload_storm(&stack, &live, &args).await?;
-    // Where the time after the last PUT goes: until the trigger has taken every event, then the
-    // executor.
+    let live = format!("{}/live", site.prefix);
+    let last_put = upload_storm(stack, &live, args).await?;
+    let events_queue = stack.output("EventsQueueUrl").to_owned();
     let trigger_done = {
-        let (stack, events_queue) = (stack.clone(), events_queue.clone());
+        let stack = stack.clone();
         tokio::spawn(async move {
             while queued(&stack, &events_queue).await.unwrap_or(1) > 0 {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -252,30 +301,21 @@ async fn storm(args: StormArgs) -> Result<()> {
             last_put.elapsed()
         })
     };
-    wait_for_files(
-        &executor.landing.join(&live),
-        args.objects,
-        Duration::from_secs(3600),
-    )
-    .await?;
+    let landing = executor.landing.join(&live);
+    wait_for_files(&landing, args.objects, Duration::from_secs(3600)).await?;
     let landed = last_put.elapsed();
-    rows.push(Row::new(
-        "(c) keeping pace: last PUT → last file landed",
-        format!("{:.2} s", landed.as_secs_f64()),
-        "≤ 3 s",
-    ));
-    rows.push(Row::new(
-        "    of which: last PUT → the trigger took the last event",
-        format!("{:.2} s", trigger_done.await?.as_secs_f64()),
-        "",
-    ));
-    // The executor's log stays for a look at where the time went.
-    let kept = pbs_e2e::workspace_root().join(".state/bench-executor.log");
-    let _ = std::fs::copy(executor.dir.path().join("executor.log"), &kept);
-    eprintln!("executor log: {}", kept.display());
-    drop(executor);
-    print(&rows);
-    Ok(())
+    Ok(vec![
+        Row::new(
+            "(c) keeping pace: last PUT → last file landed",
+            format!("{:.2} s", landed.as_secs_f64()),
+            "≤ 3 s",
+        ),
+        Row::new(
+            "    of which: last PUT → the trigger took the last event",
+            format!("{:.2} s", trigger_done.await?.as_secs_f64()),
+            "",
+        ),
+    ])
 }
 
 /// Puts `args.objects` objects under `prefix`; returns when the last PUT completed.

@@ -4,8 +4,9 @@
 //! (`ssm:/pbs/hooks/editors`, a SecureString) that the notify function reads when it signs.
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::job::{ErrorClass, JobState};
 use crate::message::{MessageError, V1, parse_versioned};
@@ -231,43 +232,30 @@ impl NotifyMessage {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) of `body` under `secret`.
-fn hmac_sha256(secret: &[u8], body: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut key = [0u8; BLOCK];
-    if secret.len() > BLOCK {
-        key[..32].copy_from_slice(&Sha256::digest(secret));
-    } else {
-        key[..secret.len()].copy_from_slice(secret);
-    }
-    let pad = |byte: u8| key.map(|k| k ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(body)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256 of `body` under `secret`.
+fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    mac
 }
 
 /// `sha256=<hex>`: HMAC-SHA256 of `body` under `secret`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
 }
 
 /// Whether `signature` (a [`SIGNATURE_HEADER`] value) is `body` signed with `secret`; compared in
 /// constant time.
 pub fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
-    let Some(given) = signature
+    signature
         .strip_prefix("sha256=")
         .and_then(|h| hex::decode(h).ok())
-    else {
-        return false;
-    };
-    let want = hmac_sha256(secret, body);
-    given.len() == want.len() && given.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+        .is_some_and(|given| mac(secret, body).verify_slice(&given).is_ok())
 }
 
 #[cfg(test)]

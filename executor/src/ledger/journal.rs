@@ -4,9 +4,6 @@
 //! outbox in the same SQLite transaction: an outcome is never recorded without its report, nor
 //! reported without being recorded. The status sender (`cloud::status_sender`) only sends what
 //! the outbox holds; a call here wakes it.
-//!
-//! Each call runs [`blocking`]: SQLite commits wait for the disk (`synchronous = FULL`), and a
-//! slow disk must not stall the runtime's other tasks (polling, heartbeats, progress).
 
 use std::sync::Arc;
 
@@ -53,7 +50,7 @@ impl Journal {
     /// Records that `job` was delivered and decides whether this delivery runs it (see
     /// [`Ledger::claim`]); `body` is the message as received.
     pub fn claim(&self, job: &JobMessage, body: &str) -> Result<Claim, LedgerError> {
-        blocking(|| self.ledger.claim(job, body))
+        self.ledger.claim(job, body)
     }
 
     /// A delivery of a job that already ended here: its end is reported again, as the attempt
@@ -72,7 +69,7 @@ impl Journal {
         };
         let attempt = prev.attempt.max(1);
         match self.body(&job.job_id, Some(job), attempt, prev.state, Some(result)) {
-            Some(body) => blocking(|| self.enqueue(&job.job_id, &body)),
+            Some(body) => self.enqueue(&job.job_id, &body),
             None => Ok(()),
         }
     }
@@ -80,10 +77,8 @@ impl Journal {
     /// Starts `attempt`: the ledger's attempt row and the `running` report, together.
     pub fn start(&self, job: &JobMessage, attempt: u32) -> Result<(), LedgerError> {
         let body = self.body(&job.job_id, Some(job), attempt, JobState::Running, None);
-        blocking(|| {
-            self.ledger
-                .start_attempt(&job.job_id, attempt, body.as_deref())
-        })?;
+        self.ledger
+            .start_attempt(&job.job_id, attempt, body.as_deref())?;
         self.wake.notify_one();
         Ok(())
     }
@@ -96,7 +91,7 @@ impl Journal {
         attempt: u32,
         outcome: &Outcome,
     ) -> Result<(), LedgerError> {
-        blocking(|| self.ledger.finish(job_id, attempt, outcome, None))
+        self.ledger.finish(job_id, attempt, outcome, None)
     }
 
     /// The final outcome of `attempt` and its report, with `result`.
@@ -108,10 +103,8 @@ impl Journal {
         result: JobResult,
     ) -> Result<(), LedgerError> {
         let body = self.body(&job.job_id, Some(job), attempt, outcome.state, Some(result));
-        blocking(|| {
-            self.ledger
-                .finish(&job.job_id, attempt, outcome, body.as_deref())
-        })?;
+        self.ledger
+            .finish(&job.job_id, attempt, outcome, body.as_deref())?;
         self.wake.notify_one();
         Ok(())
     }
@@ -124,7 +117,7 @@ impl Journal {
         result: JobResult,
     ) -> Result<(), LedgerError> {
         match self.body(job_id, None, attempt, JobState::Failed, Some(result)) {
-            Some(body) => blocking(|| self.enqueue(job_id, &body)),
+            Some(body) => self.enqueue(job_id, &body),
             None => Ok(()),
         }
     }
@@ -159,16 +152,6 @@ impl Journal {
             job: job.and_then(JobMessage::summary),
         };
         Some(serde_json::to_string(&StatusMessage::Job(status)).expect("status messages serialise"))
-    }
-}
-
-/// Runs a blocking ledger call `f` so that it holds up no other task: on a multi-threaded
-/// runtime the worker thread first hands its other tasks to the runtime's other threads.
-pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 

@@ -10,21 +10,31 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use pbs_shared::ErrorClass;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-/// A value that must not be logged: its `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A value that must not be logged: its `Debug` prints `***`, and its memory is wiped when the
+/// last copy is dropped (`secrecy`).
+#[derive(Clone)]
+pub struct Secret(std::sync::Arc<SecretString>);
 
 impl Secret {
     pub fn new(v: impl Into<String>) -> Self {
-        Self(v.into())
+        Self(std::sync::Arc::new(SecretString::from(v.into())))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
