@@ -52,3 +52,33 @@ where
         Some(id)
     }))
 }
+
+/// An SQS batch of `bodies` from the queue `queue`, message ids `m0`, `m1`, ... (as the event
+/// source mapping delivers them), for the functions' unit tests.
+#[cfg(test)]
+pub fn test_event(queue: &str, bodies: &[&str]) -> SqsEvent {
+    let records: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            serde_json::json!({
+                "messageId": format!("m{i}"),
+                "body": body,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue}"),
+                "attributes": {}, "messageAttributes": {}
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// The message ids a batch answer has SQS retry.
+#[cfg(test)]
+pub fn retried(answer: &SqsBatchResponse) -> Vec<String> {
+    answer
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}

@@ -382,18 +382,7 @@ mod tests {
     }
 
     fn batch(bodies: &[&str]) -> SqsEvent {
-        let records: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                serde_json::json!({
-                    "messageId": format!("m{i}"), "body": body, "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:pbs-status",
-                    "attributes": {}, "messageAttributes": {}
-                })
-            })
-            .collect();
-        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+        crate::sqs_batch::test_event("pbs-status", bodies)
     }
 
     /// Handles each body in its own batch, in order (as a FIFO of one would deliver them).

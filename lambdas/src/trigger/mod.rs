@@ -262,6 +262,7 @@ mod tests {
     use pbs_shared::Template;
 
     use super::*;
+    use crate::sqs_batch::retried;
 
     const PUT: &str = include_str!("../../../tests/fixtures/s3-event-put.json");
     const TEST_EVENT: &str = include_str!("../../../tests/fixtures/s3-test-event.json");
@@ -379,30 +380,8 @@ mod tests {
         })
     }
 
-    /// An SQS batch of `bodies`, message ids `m0`, `m1`, ...
     fn batch(bodies: &[&str]) -> SqsEvent {
-        let records: Vec<_> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                serde_json::json!({
-                    "messageId": format!("m{i}"),
-                    "body": body,
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:pbs-events",
-                    "attributes": {}, "messageAttributes": {}
-                })
-            })
-            .collect();
-        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
-    }
-
-    fn retried(answer: &SqsBatchResponse) -> Vec<String> {
-        answer
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect()
+        crate::sqs_batch::test_event("pbs-events", bodies)
     }
 
     /// The fixture's event for another key, size and sequencer.
