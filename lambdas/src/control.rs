@@ -8,7 +8,7 @@ use pbs_shared::message::{ControlMessage, control_queue_name};
 use pbs_shared::{ExecutorId, PoolName};
 
 use crate::dispatch::Dispatcher;
-use crate::items::describe_error;
+use crate::store::items::describe_error;
 
 /// A cancel request not taken within this long is dropped by SQS: the job has ended by then.
 const RETENTION_SECONDS: &str = "3600";

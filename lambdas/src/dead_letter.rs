@@ -41,6 +41,6 @@ pub async fn dead_letter(
         .message_attributes(REASON_ATTRIBUTE, attr)
         .send()
         .await
-        .map_err(|e| crate::items::describe_error(&e))?;
+        .map_err(|e| crate::store::items::describe_error(&e))?;
     Ok(())
 }

@@ -10,8 +10,8 @@ use pbs_shared::{ErrorClass, JobMessage, PoolName};
 use tokio::sync::Mutex;
 use tracing::{error, info};
 
-use crate::items::describe_error;
-use crate::job_table::JobTable;
+use crate::store::items::describe_error;
+use crate::store::jobs::JobTable;
 
 /// How a dispatch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,9 +27,9 @@ use pbs_shared::{
 };
 
 use crate::dispatch::{Dispatched, Dispatcher};
-use crate::items::describe_error;
-use crate::job_table::{Inserted, JobTable, JobView};
-use crate::template_table::TemplateTable;
+use crate::store::items::describe_error;
+use crate::store::jobs::{Inserted, JobTable, JobView};
+use crate::store::templates::TemplateTable;
 
 /// How long a template read for a job's end is reused: an edited template's notifications and
 /// next step apply to jobs ending this long after the edit at most.
@@ -434,11 +434,11 @@ mod tests {
     }
 
     fn parent(pool: &str, destination: &str) -> JobView {
-        let item = crate::items::Item::from([
-            ("job_id".into(), crate::items::s("ev-parent")),
-            ("state".into(), crate::items::s("succeeded")),
-            ("pool".into(), crate::items::s(pool)),
-            ("destination".into(), crate::items::s(destination)),
+        let item = crate::store::items::Item::from([
+            ("job_id".into(), crate::store::items::s("ev-parent")),
+            ("state".into(), crate::store::items::s("succeeded")),
+            ("pool".into(), crate::store::items::s(pool)),
+            ("destination".into(), crate::store::items::s(destination)),
         ]);
         JobView::from_item(&item)
     }

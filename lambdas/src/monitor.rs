@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::env::MonitorEnv;
-use crate::executors::{self, ExecutorView};
+use crate::store::executors::{self, ExecutorView};
 
 /// The metrics namespace of the stack's own metrics.
 pub const NAMESPACE: &str = "PBSRclone";

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::dead_letter::dead_letter;
 use crate::env::NotifyEnv;
-use crate::job_table::{JobTable, NotificationView};
+use crate::store::jobs::{JobTable, NotificationView};
 
 /// How long a secret read from SSM is reused before it is read again (a rotated secret is
 /// picked up within this time).
@@ -181,7 +181,7 @@ impl Notifier {
                 .await
         {
             // The queue's own visibility timeout then spaces the attempts.
-            warn!(error = %crate::items::describe_error(&e), "could not set the notification's backoff");
+            warn!(error = %crate::store::items::describe_error(&e), "could not set the notification's backoff");
         }
         Err(format!(
             "{}: attempt {attempts} failed ({}), next in {wait} s",
@@ -274,7 +274,7 @@ impl Notifier {
                 http_status: None,
                 error: format!(
                     "publishing to {topic_arn}: {}",
-                    crate::items::describe_error(&e)
+                    crate::store::items::describe_error(&e)
                 ),
             },
         }
@@ -298,7 +298,7 @@ impl Notifier {
             .map_err(|e| {
                 format!(
                     "the webhook secret {reference} cannot be read: {}",
-                    crate::items::describe_error(&e)
+                    crate::store::items::describe_error(&e)
                 )
             })?;
         let value = out

@@ -12,7 +12,7 @@ use pbs_shared::pool_rules::{PoolRules, pool_rules_key};
 use pbs_shared::template::Trigger;
 use pbs_shared::{PoolName, Template};
 
-use crate::template_table::TemplateTable;
+use crate::store::templates::TemplateTable;
 
 /// Whether a template is delivered to executors as a rule.
 pub fn is_rule(t: &Template) -> bool {

@@ -95,9 +95,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::template_table::TemplateTableError> for ApiError {
-    fn from(e: crate::template_table::TemplateTableError) -> Self {
-        use crate::template_table::TemplateTableError as E;
+impl From<crate::store::templates::TemplateTableError> for ApiError {
+    fn from(e: crate::store::templates::TemplateTableError) -> Self {
+        use crate::store::templates::TemplateTableError as E;
         match e {
             E::Exists(id) => ApiError::Conflict(format!("template {id} already exists")),
             E::NotFound(id) => ApiError::NotFound(format!("template {id} not found")),
@@ -106,9 +106,9 @@ impl From<crate::template_table::TemplateTableError> for ApiError {
     }
 }
 
-impl From<crate::job_table::JobTableError> for ApiError {
-    fn from(e: crate::job_table::JobTableError) -> Self {
-        use crate::job_table::JobTableError as E;
+impl From<crate::store::jobs::JobTableError> for ApiError {
+    fn from(e: crate::store::jobs::JobTableError) -> Self {
+        use crate::store::jobs::JobTableError as E;
         match e {
             E::BadPageToken => ApiError::field("next", "invalid page token"),
             E::Dynamo(m) => ApiError::Internal(m),

@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
 use super::{ApiError, ApiState};
-use crate::executors::ExecutorView;
+use crate::store::executors::ExecutorView;
 
 async fn all_executors(state: &ApiState) -> Result<Vec<ExecutorView>, ApiError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut all = crate::executors::list(&state.dynamo, &state.executors_table, now_ms)
+    let mut all = crate::store::executors::list(&state.dynamo, &state.executors_table, now_ms)
         .await
         .map_err(ApiError::Internal)?;
     all.sort_by(|a, b| a.executor_id.cmp(&b.executor_id));
@@ -92,10 +92,10 @@ pub async fn audit(
             .list(limit, q.next.as_deref())
             .await
             .map_err(|e| match e {
-                crate::audit::AuditError::BadPageToken => {
+                crate::store::audit::AuditError::BadPageToken => {
                     ApiError::field("next", "invalid page token")
                 }
-                crate::audit::AuditError::Dynamo(m) => ApiError::Internal(m),
+                crate::store::audit::AuditError::Dynamo(m) => ApiError::Internal(m),
             })?;
     Ok(Json(json!({"entries": entries, "next": next})))
 }

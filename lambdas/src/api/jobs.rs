@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::auth::{Principal, Role};
 use super::{ApiError, ApiState, AuditTarget, json_body, limit_param};
 use crate::dispatch::Dispatched;
-use crate::job_table::{Inserted, JobFilter, JobView};
+use crate::store::jobs::{Inserted, JobFilter, JobView};
 use pbs_shared::plan::{ObjectEvent, Planned, plan};
 
 const DEFAULT_LIMIT: i32 = 50;
@@ -163,7 +163,7 @@ async fn artifact(state: &ApiState, key: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| {
             ApiError::Internal(format!(
                 "reading s3://{bucket}/{key}: {}",
-                crate::items::describe_error(&e)
+                crate::store::items::describe_error(&e)
             ))
         })?;
     let bytes = object
@@ -484,7 +484,7 @@ async fn head(
         }
         Err(e) => Err(ApiError::Internal(format!(
             "HEAD s3://{bucket}/{key}: {}",
-            crate::items::describe_error(&e)
+            crate::store::items::describe_error(&e)
         ))),
     }
 }

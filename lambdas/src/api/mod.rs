@@ -26,10 +26,10 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 use error::{json_body, limit_param};
 
-use crate::audit::{AuditLog, Caller};
 use crate::dispatch::Dispatcher;
-use crate::job_table::JobTable;
-use crate::template_table::TemplateTable;
+use crate::store::audit::{AuditLog, Caller};
+use crate::store::jobs::JobTable;
+use crate::store::templates::TemplateTable;
 use auth::{Principal, Verifier};
 
 #[derive(Clone)]

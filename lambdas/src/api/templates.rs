@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::auth::{Principal, Role};
 use super::{ApiError, ApiState};
 use crate::pool_rules::is_rule;
-use crate::template_table::Stored;
+use crate::store::templates::Stored;
 
 fn parse_id(raw: &str) -> Result<TemplateId, ApiError> {
     TemplateId::parse(raw).map_err(|e| ApiError::field("id", e))

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use lambda_http::Error;
 use pbs_lambdas::api::auth::Verifier;
 use pbs_lambdas::api::{ApiState, router};
-use pbs_lambdas::audit::AuditLog;
 use pbs_lambdas::dispatch::Dispatcher;
 use pbs_lambdas::env::ApiEnv;
 use pbs_lambdas::flow::FollowUp;
-use pbs_lambdas::job_table::JobTable;
 use pbs_lambdas::pool_rules::RulesPublisher;
+use pbs_lambdas::store::audit::AuditLog;
+use pbs_lambdas::store::jobs::JobTable;
+use pbs_lambdas::store::templates::TemplateTable;
 use pbs_lambdas::telemetry;
-use pbs_lambdas::template_table::TemplateTable;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

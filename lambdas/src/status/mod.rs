@@ -17,7 +17,7 @@ use pbs_shared::{ExecutorId, JobId, JobState, PoolName, StatusMessage};
 use tokio::sync::Mutex;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::job_table::{Applied, JobView};
+use crate::store::jobs::{Applied, JobView};
 pub use stack::StackStore;
 
 /// What an executor was seen doing, recorded on its item.

@@ -9,8 +9,8 @@ use super::{Seen, StatusStore};
 use crate::dead_letter::dead_letter;
 use crate::env::StatusEnv;
 use crate::flow::FollowUp;
-use crate::items::{Update, describe_error, is_condition_failure, n, s};
-use crate::job_table::{Applied, JobTable, JobView};
+use crate::store::items::{Update, describe_error, is_condition_failure, n, s};
+use crate::store::jobs::{Applied, JobTable, JobView};
 
 pub struct StackStore {
     env: StatusEnv,
@@ -31,7 +31,7 @@ impl StackStore {
         Self {
             follow_up: FollowUp {
                 jobs: jobs.clone(),
-                templates: crate::template_table::TemplateTable::new(
+                templates: crate::store::templates::TemplateTable::new(
                     dynamo.clone(),
                     &env.templates_table,
                 ),

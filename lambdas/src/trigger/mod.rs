@@ -26,7 +26,7 @@ use pbs_shared::plan::{self, Dispatch, Planned, RejectedJob, plan};
 use pbs_shared::{JobId, JobMessage, TemplateSet};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::job_table::{EventInsert, Found};
+use crate::store::jobs::{EventInsert, Found};
 use body::{Body, parse_body};
 pub use stack::StackStore;
 

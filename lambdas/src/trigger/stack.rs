@@ -12,8 +12,8 @@ use super::template_cache::TemplateCache;
 use crate::dead_letter::dead_letter;
 use crate::dispatch::Dispatcher;
 use crate::env::TriggerEnv;
-use crate::job_table::{EventInsert, JobTable};
-use crate::template_table::TemplateTable;
+use crate::store::jobs::{EventInsert, JobTable};
+use crate::store::templates::TemplateTable;
 
 pub struct StackStore {
     env: TriggerEnv,

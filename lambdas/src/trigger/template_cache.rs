@@ -12,7 +12,7 @@ use pbs_shared::TemplateSet;
 use tokio::sync::Mutex;
 use tracing::{error, info};
 
-use crate::template_table::{TemplateTable, TemplateTableError};
+use crate::store::templates::{TemplateTable, TemplateTableError};
 
 const MAX_AGE: Duration = Duration::from_secs(300);
 

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::Utc;
 use pbs_shared::{Template, TemplateId};
 
-use crate::items::{Item, describe_error, get_n, get_s, is_condition_failure, n, s};
+use crate::store::items::{Item, describe_error, get_n, get_s, is_condition_failure, n, s};
 
 /// The key of the generation counter item. Template ids cannot start with `_`, so it never
 /// collides with a template.

@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 
-use crate::items::{describe_error, get_n, get_s};
+use crate::store::items::{describe_error, get_n, get_s};
 
 /// The heartbeat interval assumed for an executor that has not sent one (older versions).
 pub const DEFAULT_HEARTBEAT_SECONDS: i64 = 60;
@@ -81,7 +81,7 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::items::{n, s};
+    use crate::store::items::{n, s};
 
     fn item(
         seen_ms: Option<i64>,

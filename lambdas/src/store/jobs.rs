@@ -13,7 +13,7 @@ use pbs_shared::message::JobStatus;
 use pbs_shared::{ErrorClass, JobId, JobMessage, JobState};
 use serde::Serialize;
 
-use crate::items::{
+use crate::store::items::{
     Item, Update, describe_error, get_bool, get_n, get_s, is_condition_failure, n, s,
 };
 use pbs_shared::plan::RejectedJob;

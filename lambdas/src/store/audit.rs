@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::items::{Item, describe_error, get_n, get_s, n, s};
+use crate::store::items::{Item, describe_error, get_n, get_s, n, s};
 
 const PARTITION: &str = "audit";
 /// Days an audit entry is kept.
