@@ -59,7 +59,10 @@ pub async fn handle_batch(
     let mut settled: Vec<Option<Disposition>> = vec![None; batch.len()];
     let mut running: Vec<(usize, u32)> = Vec::with_capacity(batch.len());
     for (i, (msg, job)) in batch.iter().enumerate() {
-        match job_span(job).in_scope(|| begin(ctx, job, (&msg.body, msg.receive_count))) {
+        let begun = begin(ctx, job, (&msg.body, msg.receive_count))
+            .instrument(job_span(job))
+            .await;
+        match begun {
             Ok(attempt) => running.push((i, attempt)),
             Err((disposition, _)) => settled[i] = Some(disposition),
         }
@@ -82,7 +85,10 @@ pub async fn handle_batch(
         for (&(i, attempt), copied) in running.iter().zip(copies) {
             let job = &batch[i].1;
             let copied = cancelled_or(ctx, job, abort, copied);
-            match job_span(job).in_scope(|| decide(ctx, job, attempt, started, copied)) {
+            let decided = decide(ctx, job, attempt, started, copied)
+                .instrument(job_span(job))
+                .await;
+            match decided {
                 Decided::Again(disposition) => settled[i] = Some(disposition),
                 Decided::Final { outcome, delivered } => {
                     finals.push((i, attempt, outcome, delivered))
@@ -103,16 +109,10 @@ pub async fn handle_batch(
             let artifacts = upload_artifacts(ctx, &ended, attempt, &log).await;
             for (i, attempt, outcome, delivered) in finals {
                 let job = &batch[i].1;
-                let (disposition, _) = job_span(job).in_scope(|| {
-                    record(
-                        ctx,
-                        job,
-                        attempt,
-                        started,
-                        (outcome, delivered),
-                        artifacts.clone(),
-                    )
-                });
+                let ended = (outcome, delivered);
+                let (disposition, _) = record(ctx, job, attempt, started, ended, artifacts.clone())
+                    .instrument(job_span(job))
+                    .await;
                 settled[i] = Some(disposition);
             }
         }
@@ -154,7 +154,7 @@ async fn poison(ctx: &JobContext, msg: &Received, reason: &str) -> Disposition {
             format!("invalid job message: {reason}"),
             0,
         );
-        if let Err(e) = ctx.journal.reject(&job_id, msg.receive_count, result) {
+        if let Err(e) = ctx.journal.reject(&job_id, msg.receive_count, result).await {
             error!(error = %e, "failure report not recorded");
         }
     }
@@ -182,7 +182,7 @@ async fn run(
     (body, receive_count): (&str, u32),
     abort: &CancellationToken,
 ) -> (Disposition, Option<JobState>) {
-    let attempt = match begin(ctx, &job, (body, receive_count)) {
+    let attempt = match begin(ctx, &job, (body, receive_count)).await {
         Ok(attempt) => attempt,
         Err(settled) => return settled,
     };
@@ -209,12 +209,12 @@ async fn run(
             cancelled_or(ctx, &job, abort, copied)
         }
     };
-    match decide(ctx, &job, attempt, started, copied) {
+    match decide(ctx, &job, attempt, started, copied).await {
         Decided::Again(disposition) => (disposition, None),
         Decided::Final { outcome, delivered } => {
             let artifacts =
                 upload_artifacts(ctx, &[(&job, &outcome, &delivered)], attempt, &log).await;
-            record(ctx, &job, attempt, started, (outcome, delivered), artifacts)
+            record(ctx, &job, attempt, started, (outcome, delivered), artifacts).await
         }
     }
 }
@@ -268,13 +268,13 @@ async fn upload_artifacts(
 /// Claims a delivery in the ledger and starts its attempt: `Ok(attempt)` when the job is to run
 /// now, or how the message is settled when it is not (a duplicate, an already finished job, an
 /// unusable ledger).
-fn begin(
+async fn begin(
     ctx: &JobContext,
     job: &JobMessage,
     (body, receive_count): (&str, u32),
 ) -> Result<u32, (Disposition, Option<JobState>)> {
     let attempt = receive_count.max(1);
-    let claim = match ctx.journal.claim(job, body) {
+    let claim = match ctx.journal.claim(job, body).await {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "ledger unavailable; job left for redelivery");
@@ -290,7 +290,7 @@ fn begin(
         }
         Claim::Done(prev) => {
             info!(state = %prev.state, "this version's job already ended here; acknowledging without running it again");
-            return Err(match ctx.journal.acknowledge(job, &prev) {
+            return Err(match ctx.journal.acknowledge(job, &prev).await {
                 Ok(()) => (Disposition::Delete, Some(prev.state)),
                 Err(e) => {
                     error!(error = %e, "report not recorded; job left for redelivery");
@@ -300,7 +300,7 @@ fn begin(
         }
     };
     tracing::debug!(deliveries, attempt, "running");
-    if let Err(e) = ctx.journal.start(job, attempt) {
+    if let Err(e) = ctx.journal.start(job, attempt).await {
         error!(error = %e, "ledger unavailable; job left for redelivery");
         return Err((Disposition::Keep, None));
     }
@@ -319,7 +319,7 @@ enum Decided {
 }
 
 /// What an attempt that started at `started` comes to.
-fn decide(
+async fn decide(
     ctx: &JobContext,
     job: &JobMessage,
     attempt: u32,
@@ -361,7 +361,7 @@ fn decide(
             warn!("interrupted by shutdown; releasing the job to another executor");
             let requeued =
                 Outcome::requeued(None, "interrupted by executor shutdown".into(), duration_ms);
-            let _ = ctx.journal.requeue(&job.job_id, attempt, &requeued);
+            let _ = ctx.journal.requeue(&job.job_id, attempt, &requeued).await;
             return Decided::Again(Disposition::Release(Duration::ZERO));
         }
         Copied::Failed { class, error, .. }
@@ -371,7 +371,7 @@ fn decide(
             let delay = job.retry.delay_after(attempt, jitter());
             warn!(error = %error, ?class, attempt, retry_in_s = delay.as_secs(), "attempt failed; will retry");
             let requeued = Outcome::requeued(Some(class), error, duration_ms);
-            let _ = ctx.journal.requeue(&job.job_id, attempt, &requeued);
+            let _ = ctx.journal.requeue(&job.job_id, attempt, &requeued).await;
             return Decided::Again(Disposition::Release(delay));
         }
         Copied::Failed {
@@ -392,7 +392,7 @@ struct Artifacts {
 }
 
 /// Records and reports a final outcome.
-fn record(
+async fn record(
     ctx: &JobContext,
     job: &JobMessage,
     attempt: u32,
@@ -414,7 +414,7 @@ fn record(
     };
     // Outcome and report are committed together; the message may then go, whatever the cloud's
     // state: the outbox delivers the report when it can.
-    if let Err(e) = ctx.journal.finish(job, attempt, &outcome, result) {
+    if let Err(e) = ctx.journal.finish(job, attempt, &outcome, result).await {
         error!(error = %e, "outcome could not be recorded; job left for redelivery");
         return (Disposition::Keep, None);
     }

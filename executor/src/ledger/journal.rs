@@ -4,6 +4,11 @@
 //! outbox in the same SQLite transaction: an outcome is never recorded without its report, nor
 //! reported without being recorded. The status sender (`cloud::status_sender`) only sends what
 //! the outbox holds; a call here wakes it.
+//!
+//! Each write runs on the runtime's blocking pool (`spawn_blocking`): a commit waits for the disk
+//! (`synchronous = FULL`), and a slow disk must not stall the tasks that poll, beat and report.
+//! (Not `block_in_place`: it may retire the worker thread that spawned an rclone, whose
+//! parent-death signal then kills the copy.)
 
 use std::sync::Arc;
 
@@ -49,13 +54,18 @@ impl Journal {
 
     /// Records that `job` was delivered and decides whether this delivery runs it (see
     /// [`Ledger::claim`]); `body` is the message as received.
-    pub fn claim(&self, job: &JobMessage, body: &str) -> Result<Claim, LedgerError> {
-        self.ledger.claim(job, body)
+    pub async fn claim(&self, job: &JobMessage, body: &str) -> Result<Claim, LedgerError> {
+        let (job, body) = (job.clone(), body.to_owned());
+        self.write(move |l| l.claim(&job, &body)).await
     }
 
     /// A delivery of a job that already ended here: its end is reported again, as the attempt
     /// that ended it, so the job's history stays true.
-    pub fn acknowledge(&self, job: &JobMessage, prev: &PreviousRun) -> Result<(), LedgerError> {
+    pub async fn acknowledge(
+        &self,
+        job: &JobMessage,
+        prev: &PreviousRun,
+    ) -> Result<(), LedgerError> {
         let result = JobResult {
             files: prev.files,
             bytes: prev.bytes,
@@ -69,33 +79,36 @@ impl Journal {
         };
         let attempt = prev.attempt.max(1);
         match self.body(&job.job_id, Some(job), attempt, prev.state, Some(result)) {
-            Some(body) => self.enqueue(&job.job_id, &body),
+            Some(body) => self.enqueue(&job.job_id, body).await,
             None => Ok(()),
         }
     }
 
     /// Starts `attempt`: the ledger's attempt row and the `running` report, together.
-    pub fn start(&self, job: &JobMessage, attempt: u32) -> Result<(), LedgerError> {
+    pub async fn start(&self, job: &JobMessage, attempt: u32) -> Result<(), LedgerError> {
         let body = self.body(&job.job_id, Some(job), attempt, JobState::Running, None);
-        self.ledger
-            .start_attempt(&job.job_id, attempt, body.as_deref())?;
+        let id = job.job_id.clone();
+        self.write(move |l| l.start_attempt(&id, attempt, body.as_deref()))
+            .await?;
         self.wake.notify_one();
         Ok(())
     }
 
     /// An attempt that runs again (interrupted, or a retryable failure): recorded, not reported
     /// (the job is still running as far as the cloud knows).
-    pub fn requeue(
+    pub async fn requeue(
         &self,
         job_id: &JobId,
         attempt: u32,
         outcome: &Outcome,
     ) -> Result<(), LedgerError> {
-        self.ledger.finish(job_id, attempt, outcome, None)
+        let (id, outcome) = (job_id.clone(), outcome.clone());
+        self.write(move |l| l.finish(&id, attempt, &outcome, None))
+            .await
     }
 
     /// The final outcome of `attempt` and its report, with `result`.
-    pub fn finish(
+    pub async fn finish(
         &self,
         job: &JobMessage,
         attempt: u32,
@@ -103,29 +116,43 @@ impl Journal {
         result: JobResult,
     ) -> Result<(), LedgerError> {
         let body = self.body(&job.job_id, Some(job), attempt, outcome.state, Some(result));
-        self.ledger
-            .finish(&job.job_id, attempt, outcome, body.as_deref())?;
+        let (id, outcome) = (job.job_id.clone(), outcome.clone());
+        self.write(move |l| l.finish(&id, attempt, &outcome, body.as_deref()))
+            .await?;
         self.wake.notify_one();
         Ok(())
     }
 
     /// A message that is not a valid job but names `job_id`: reported failed with `result`.
-    pub fn reject(
+    pub async fn reject(
         &self,
         job_id: &JobId,
         attempt: u32,
         result: JobResult,
     ) -> Result<(), LedgerError> {
         match self.body(job_id, None, attempt, JobState::Failed, Some(result)) {
-            Some(body) => self.enqueue(job_id, &body),
+            Some(body) => self.enqueue(job_id, body).await,
             None => Ok(()),
         }
     }
 
-    fn enqueue(&self, job_id: &JobId, body: &str) -> Result<(), LedgerError> {
-        self.ledger.enqueue_report(job_id, body)?;
+    async fn enqueue(&self, job_id: &JobId, body: String) -> Result<(), LedgerError> {
+        let id = job_id.clone();
+        self.write(move |l| l.enqueue_report(&id, &body)).await?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Runs a ledger write on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || f(&ledger))
+            .await
+            .map_err(|e| LedgerError::Unfinished(e.to_string()))?
     }
 
     /// The StatusQueue body of a report on `job_id` (`None` when standalone). Jobs made on this
@@ -224,17 +251,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn each_transition_leaves_its_report_in_the_outbox_and_a_standalone_one_none() {
+    #[tokio::test]
+    async fn each_transition_leaves_its_report_in_the_outbox_and_a_standalone_one_none() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
         let job =
             JobMessage::parse(include_str!("../../../tests/fixtures/job-message.v1.json")).unwrap();
-        assert!(matches!(j.claim(&job, "{}").unwrap(), Claim::Run { .. }));
-        j.start(&job, 1).unwrap();
+        assert!(matches!(
+            j.claim(&job, "{}").await.unwrap(),
+            Claim::Run { .. }
+        ));
+        j.start(&job, 1).await.unwrap();
         assert_eq!(j.ledger().outbox_depth().unwrap(), 1);
         let outcome = Outcome::succeeded(1, 5, 3, None);
-        j.finish(&job, 1, &outcome, result(None)).unwrap();
+        j.finish(&job, 1, &outcome, result(None)).await.unwrap();
         // The final report replaces the `running` one still waiting.
         let head = j.ledger().outbox_head(10).unwrap();
         assert_eq!(head.len(), 1);
@@ -245,9 +275,12 @@ mod tests {
             Arc::new(Ledger::open(&alone.path().join("ledger.sqlite")).unwrap()),
             None,
         );
-        standalone.claim(&job, "{}").unwrap();
-        standalone.start(&job, 1).unwrap();
-        standalone.finish(&job, 1, &outcome, result(None)).unwrap();
+        standalone.claim(&job, "{}").await.unwrap();
+        standalone.start(&job, 1).await.unwrap();
+        standalone
+            .finish(&job, 1, &outcome, result(None))
+            .await
+            .unwrap();
         assert_eq!(standalone.ledger().outbox_depth().unwrap(), 0);
         assert_eq!(
             standalone.ledger().job_state(&job.job_id).unwrap(),

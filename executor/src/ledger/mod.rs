@@ -14,8 +14,13 @@ use pbs_shared::{ErrorClass, JobId, JobMessage, JobState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 #[derive(Debug, thiserror::Error)]
-#[error("ledger: {0}")]
-pub struct LedgerError(#[from] rusqlite::Error);
+pub enum LedgerError {
+    #[error("ledger: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A write handed to the blocking pool did not come back (the runtime is shutting down).
+    #[error("ledger: the write did not finish: {0}")]
+    Unfinished(String),
+}
 
 mod journal;
 pub use journal::{Journal, Reporter};
