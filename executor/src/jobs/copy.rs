@@ -79,7 +79,7 @@ pub async fn copy_jobs(
     if let Some(bad) = jobs.iter().find_map(|(job, _)| unsafe_source_path(job)) {
         return vec![bad; jobs.len()];
     }
-    let _locks = lock_paths(ctx, jobs).await;
+    let locks = lock_paths(ctx, jobs).await;
     let superseded = match superseded(ctx, jobs) {
         Ok(s) => s,
         Err(c) => return vec![c; jobs.len()],
@@ -103,6 +103,8 @@ pub async fn copy_jobs(
         Err(transfer::Fail::Interrupted) => return vec![Copied::Interrupted; jobs.len()],
         Err(transfer::Fail::Failed { error, .. }) if jobs.len() > 1 => {
             warn!(error = %error, jobs = jobs.len(), "the batch copy failed; running its jobs one by one");
+            // Each job takes its own paths' locks again (they are not reentrant).
+            drop(locks);
             return one_by_one(ctx, jobs, abort).await;
         }
         Err(transfer::Fail::Failed { class, error }) => return vec![failed(class, error)],
@@ -113,6 +115,7 @@ pub async fn copy_jobs(
         let _ = std::fs::hard_link(&log, theirs);
     }
     let unrecorded = record_sequencers(ctx, jobs, &wanted, &results);
+    drop(locks);
     let mut results = wanted.iter().map(|(j, _)| *j).zip(results).peekable();
     let mut copies = Vec::with_capacity(jobs.len());
     for (j, ((job, _), flags)) in jobs.iter().zip(&superseded).enumerate() {
