@@ -467,7 +467,87 @@ pub fn bandwidth_limit(own: Option<&Bandwidth>, job: Option<&Bandwidth>) -> Opti
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
     use super::*;
+    use crate::config::Config;
+    use crate::ledger::{Journal, Ledger};
+    use crate::transfer::endpoints::Endpoints;
+
+    /// Everything a job needs, on two local folders, with an rclone that always fails.
+    async fn site_whose_rclone_fails(dir: &Path) -> JobContext {
+        for d in ["inbox/set", "outbox", "state/logs"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        for name in ["a.txt", "b.txt"] {
+            std::fs::write(dir.join("inbox/set").join(name), "abc").unwrap();
+        }
+        let rclone = dir.join("rclone");
+        std::fs::write(&rclone, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&rclone, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = dir.display();
+        let config = Config::parse(&format!(
+            "pool = \"site\"\nstate_dir = \"{d}/state\"\nrclone = \"{d}/rclone\"\n\
+             [endpoints.inbox]\ntype = \"local\"\nroot = \"{d}/inbox\"\n\
+             [endpoints.outbox]\ntype = \"local\"\nroot = \"{d}/outbox\"\n"
+        ))
+        .unwrap();
+        let endpoints = Endpoints::resolve(&config).await.unwrap();
+        let ledger = Arc::new(Ledger::open(&dir.join("state/ledger.sqlite")).unwrap());
+        JobContext {
+            config: Arc::new(config),
+            endpoints: Arc::new(endpoints),
+            journal: Arc::new(Journal::new(ledger, None)),
+            credentials: SharedCredentialsProvider::new(Credentials::new(
+                "unused", "unused", None, None, "test",
+            )),
+            dest_locks: Default::default(),
+            cancels: Default::default(),
+            progress: None,
+            artifacts: None,
+        }
+    }
+
+    fn job(id: &str, key: &str) -> JobMessage {
+        let message = serde_json::json!({
+            "v": 1, "job_id": id, "template_id": "folder", "pool": "site",
+            "source": {"type": "endpoint", "endpoint": "inbox"},
+            "files": [{"key": key, "size": 3, "dest_path": key}],
+            "destination": "outbox",
+            "retry": {"max_attempts": 1, "backoff_seconds": 1, "max_backoff_seconds": 1},
+            "delivery": {"overwrite": "overwrite"},
+            "created_at": "2026-11-25T16:30:00Z"
+        });
+        JobMessage::parse(&message.to_string()).unwrap()
+    }
+
+    // Regression: the batch held its paths' locks while its jobs ran one by one, and each job
+    // waited for its own path's lock for ever.
+    #[tokio::test]
+    async fn a_batch_whose_copy_fails_runs_its_jobs_one_by_one_and_each_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = site_whose_rclone_fails(dir.path()).await;
+        let (a, b) = (job("job-a", "set/a.txt"), job("job-b", "set/b.txt"));
+        let copied = tokio::time::timeout(
+            Duration::from_secs(60),
+            copy_jobs(&ctx, &[(&a, 1), (&b, 1)], &CancellationToken::new()),
+        )
+        .await
+        .expect("each job ends after the batch's copy failed");
+        assert_eq!(copied.len(), 2);
+        for c in copied {
+            assert!(
+                matches!(&c, Copied::Failed { error, .. } if error.contains("set/")),
+                "{c:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_lower_of_the_executor_and_template_limits_applies() {
