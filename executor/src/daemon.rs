@@ -92,7 +92,10 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         ReportSender(status.clone()),
         sender_stop.clone(),
     ));
-    let ctx = Arc::new(job_context(&parts, journal, &status, &stops)?);
+    let ctx = Arc::new(job_context(&parts, journal)?);
+    if let Some(c) = &cloud {
+        start_cloud_workers(&parts, c, (&status, &ctx.cancels), &stops);
+    }
     info!(executor = %parts.executor_id, pool = %parts.config.pool, version = env!("CARGO_PKG_VERSION"),
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
     serve_http(&parts, &stops).await?;
@@ -138,34 +141,20 @@ async fn prepare(config: Config) -> Result<Parts> {
     })
 }
 
-/// What every job needs; starts the heartbeats and the control queue's follower with it.
-fn job_context(
-    parts: &Parts,
-    journal: Arc<Journal>,
-    status: &Arc<StatusOutbox>,
-    stops: &Stops,
-) -> Result<JobContext> {
+/// What every job needs.
+fn job_context(parts: &Parts, journal: Arc<Journal>) -> Result<JobContext> {
     let credentials = parts
         .sdk
         .credentials_provider()
         .context("no AWS credentials provider found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role)")?;
     let cloud = parts.config.cloud.as_ref();
-    let cancels = Arc::new(Cancels::default());
-    if let Some(c) = cloud {
-        let heartbeats = HeartbeatSender {
-            outbox: status.clone(),
-            interval: Duration::from_secs(u64::from(c.heartbeat_seconds)),
-        };
-        tokio::spawn(worker::run(heartbeats, stops.shutdown.clone()));
-        follow_control_queue(parts, c, &cancels, stops);
-    }
     Ok(JobContext {
         config: parts.config.clone(),
         endpoints: parts.endpoints.clone(),
         journal,
         credentials,
         dest_locks: Default::default(),
-        cancels,
+        cancels: Arc::new(Cancels::default()),
         progress: cloud.map(|c| -> Arc<dyn ProgressWatch> {
             Arc::new(ProgressSink {
                 sqs: parts.sqs.clone(),
@@ -187,6 +176,22 @@ fn job_context(
                 })
         }),
     })
+}
+
+/// The heartbeats, and the follower of this executor's control queue (cancel requests for
+/// `cancels`), until shutdown.
+fn start_cloud_workers(
+    parts: &Parts,
+    cloud: &CloudConfig,
+    (status, cancels): (&Arc<StatusOutbox>, &Arc<Cancels>),
+    stops: &Stops,
+) {
+    let heartbeats = HeartbeatSender {
+        outbox: status.clone(),
+        interval: Duration::from_secs(u64::from(cloud.heartbeat_seconds)),
+    };
+    tokio::spawn(worker::run(heartbeats, stops.shutdown.clone()));
+    follow_control_queue(parts, cloud, cancels, stops);
 }
 
 /// Follows this executor's control queue (cancel requests) while jobs run.

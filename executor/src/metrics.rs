@@ -99,13 +99,7 @@ fn now_unix() -> i64 {
 impl Metrics {
     /// Every metric at zero, registered under its documented name (docs/operations.md).
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        registry.register(
-            "pbs_executor",
-            "Executor version",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        let m = Self {
+        let mut m = Self {
             jobs: Family::default(),
             files: Counter::default(),
             bytes: Counter::default(),
@@ -134,10 +128,18 @@ impl Metrics {
         for operation in SQS_OPERATIONS.into_iter().chain(["other"]) {
             let _ = m.sqs_requests.get_or_create(&OperationLabel { operation });
         }
-        m.register(registry)
+        m.register();
+        m
     }
 
-    fn register(mut self, mut r: Registry) -> Self {
+    /// Registers every metric in `self.registry` (metrics share their counters with their clones).
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "pbs_executor",
+            "Executor version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         r.register("pbs_jobs", "Job attempts by outcome", self.jobs.clone());
         r.register(
             "pbs_files_transferred",
@@ -189,8 +191,6 @@ impl Metrics {
             "Watch and schedule rules in force",
             self.rules.clone(),
         );
-        self.registry = r;
-        self
     }
 
     /// A job attempt ended with `outcome`, having delivered `files` files of `bytes` bytes.
