@@ -11,8 +11,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
-use super::ApiState;
-
 const INDEX: &str = include_str!("../../console/index.html");
 const SCRIPT: &str = include_str!("../../console/console.js");
 const STYLE: &str = include_str!("../../console/console.css");
@@ -21,7 +19,8 @@ const STYLE: &str = include_str!("../../console/console.css");
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-pub fn routes() -> Router<ApiState> {
+/// The console's routes, for a router of any state (the files need none).
+pub fn routes<T: Clone + Send + Sync + 'static>() -> Router<T> {
     Router::new()
         .route("/", get(|| async { Redirect::to("console") }))
         .route("/console", get(index))

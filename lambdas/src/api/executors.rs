@@ -8,12 +8,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ApiStore};
 use crate::store::executors::ExecutorView;
 
-async fn all_executors(state: &ApiState) -> Result<Vec<ExecutorView>, ApiError> {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut all = crate::store::executors::list(&state.dynamo, &state.executors_table, now_ms)
+async fn all_executors<S: ApiStore>(state: &ApiState<S>) -> Result<Vec<ExecutorView>, ApiError> {
+    let mut all = state
+        .store
+        .executors(chrono::Utc::now())
         .await
         .map_err(ApiError::Internal)?;
     all.sort_by(|a, b| a.executor_id.cmp(&b.executor_id));
@@ -22,8 +23,8 @@ async fn all_executors(state: &ApiState) -> Result<Vec<ExecutorView>, ApiError> 
 
 /// Every executor: last heartbeat, version, running jobs, online or offline (silent for more
 /// than three heartbeat intervals).
-pub async fn list(
-    State(state): State<ApiState>,
+pub async fn list<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
@@ -31,8 +32,8 @@ pub async fn list(
 }
 
 /// Every pool that templates deliver to or executors serve, with its executors online.
-pub async fn pools(
-    State(state): State<ApiState>,
+pub async fn pools<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
@@ -48,7 +49,7 @@ pub async fn pools(
         pool.online += usize::from(e.online);
         pool.executors.push(e.executor_id);
     }
-    for t in state.templates.load_all().await?.into_iter().flatten() {
+    for t in state.store.templates().await?.into_iter().flatten() {
         pools
             .entry(t.destination.pool.to_string())
             .or_default()
@@ -60,7 +61,7 @@ pub async fn pools(
         .map(|(name, p)| {
             json!({
                 "pool": name,
-                "queue": format!("{}{}", state.dispatcher.pool_queue_prefix(), name),
+                "queue": state.store.pool_queue(&name),
                 "executors": p.executors,
                 "online": p.online,
                 "templates": p.templates,
@@ -78,24 +79,23 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first.
-pub async fn audit(
-    State(state): State<ApiState>,
+pub async fn audit<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let limit = super::limit_param(q.limit.as_deref(), 100, 500)?;
-    let (entries, next) =
-        state
-            .audit
-            .list(limit, q.next.as_deref())
-            .await
-            .map_err(|e| match e {
-                crate::store::audit::AuditError::BadPageToken => {
-                    ApiError::field("next", "invalid page token")
-                }
-                crate::store::audit::AuditError::Dynamo(m) => ApiError::Internal(m),
-            })?;
+    let (entries, next) = state
+        .store
+        .audit_page(limit, q.next.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::store::audit::AuditError::BadPageToken => {
+                ApiError::field("next", "invalid page token")
+            }
+            crate::store::audit::AuditError::Dynamo(m) => ApiError::Internal(m),
+        })?;
     Ok(Json(json!({"entries": entries, "next": next})))
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
-use super::{ApiError, ApiState, AuditTarget, json_body, limit_param};
+use super::{ApiError, ApiState, ApiStore, AuditTarget, Head, json_body, limit_param};
 use crate::dispatch::Dispatched;
 use crate::store::jobs::{Inserted, JobFilter, JobView};
 use pbs_shared::plan::{ObjectEvent, Planned, plan};
@@ -57,8 +57,8 @@ fn time_param(field: &str, raw: Option<String>) -> Result<Option<String>, ApiErr
     .transpose()
 }
 
-pub async fn list(
-    State(state): State<ApiState>,
+pub async fn list<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -82,7 +82,10 @@ pub async fn list(
         since: time_param("since", q.since)?,
         until: time_param("until", q.until)?,
     };
-    let (jobs, next) = state.jobs.list(&filter, limit, q.next.as_deref()).await?;
+    let (jobs, next) = state
+        .store
+        .list_jobs(&filter, limit, q.next.as_deref())
+        .await?;
     Ok(Json(json!({"jobs": jobs, "next": next})))
 }
 
@@ -90,17 +93,17 @@ fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     JobId::parse(id).map_err(|e| ApiError::field("id", e))
 }
 
-async fn find(state: &ApiState, id: &str) -> Result<JobView, ApiError> {
+async fn find<S: ApiStore>(state: &ApiState<S>, id: &str) -> Result<JobView, ApiError> {
     parse_job_id(id)?;
     state
-        .jobs
-        .get(id)
+        .store
+        .job(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 
-pub async fn show(
-    State(state): State<ApiState>,
+pub async fn show<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -114,8 +117,8 @@ pub async fn show(
 const MAX_FLOW_STEPS: usize = 50;
 
 /// The chain `{id}` belongs to: its steps in order, first to last.
-pub async fn flow(
-    State(state): State<ApiState>,
+pub async fn flow<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -124,7 +127,7 @@ pub async fn flow(
     let mut before = Vec::new();
     let mut parent = job.parent_job.clone();
     while let Some(p) = parent.take().filter(|_| before.len() < MAX_FLOW_STEPS) {
-        let Some(step) = state.jobs.get(&p).await? else {
+        let Some(step) = state.store.job(&p).await? else {
             break;
         };
         parent = step.parent_job.clone();
@@ -136,7 +139,7 @@ pub async fn flow(
     steps.push(job);
     let mut after = 0;
     while let Some(n) = next.take().filter(|_| after < MAX_FLOW_STEPS) {
-        let Some(step) = state.jobs.get(&n).await? else {
+        let Some(step) = state.store.job(&n).await? else {
             break;
         };
         next = step.next_job.clone();
@@ -147,36 +150,18 @@ pub async fn flow(
 }
 
 /// An object of the logs bucket, whole.
-async fn artifact(state: &ApiState, key: &str) -> Result<Vec<u8>, ApiError> {
-    let Some(bucket) = &state.logs_bucket else {
-        return Err(ApiError::NotFound(
-            "this stack keeps no job logs or reports".into(),
-        ));
-    };
-    let object = state
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+async fn artifact<S: ApiStore>(state: &ApiState<S>, key: &str) -> Result<Vec<u8>, ApiError> {
+    state
+        .store
+        .artifact(key)
         .await
-        .map_err(|e| {
-            ApiError::Internal(format!(
-                "reading s3://{bucket}/{key}: {}",
-                crate::store::items::describe_error(&e)
-            ))
-        })?;
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading s3://{bucket}/{key}: {e}")))?;
-    Ok(bytes.into_bytes().to_vec())
+        .map_err(ApiError::Internal)?
+        .ok_or_else(|| ApiError::NotFound("this stack keeps no job logs or reports".into()))
 }
 
 /// `GET /api/v1/jobs/{id}/log`: the attempt's rclone log as the executor uploaded it.
-pub async fn log(
-    State(state): State<ApiState>,
+pub async fn log<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -200,8 +185,8 @@ pub struct ReportQuery {
 /// `GET /api/v1/jobs/{id}/report[?format=csv]`: the job's delivery report, each file with size,
 /// hash, source version, destination path, outcome and error (a batch's report holds every job
 /// of the batch; this job's rows are served).
-pub async fn report(
-    State(state): State<ApiState>,
+pub async fn report<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
     query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
@@ -253,8 +238,8 @@ struct CreateBody {
     bucket: Option<String>,
 }
 
-pub async fn create(
-    State(state): State<ApiState>,
+pub async fn create<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -287,8 +272,8 @@ fn created(job: JobView) -> Response {
 
 /// `POST /api/v1/jobs/{id}/retry`: a new job for the same template and files, linked to the
 /// original by `retry_of`. Only failed or cancelled S3 jobs are retried this way.
-pub async fn retry(
-    State(state): State<ApiState>,
+pub async fn retry<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -324,8 +309,8 @@ pub async fn retry(
 }
 
 /// Records and dispatches a job of `template_id` for `keys`.
-async fn start_manual(
-    state: &ApiState,
+async fn start_manual<S: ApiStore>(
+    state: &ApiState<S>,
     principal: &Principal,
     template_id: &TemplateId,
     keys: &[String],
@@ -346,14 +331,14 @@ async fn start_manual(
     message.job_id = JobId::parse(format!("manual-{}", uuid::Uuid::new_v4().simple()))
         .expect("manual job ids are valid");
     message.v = V1;
-    if state.jobs.insert_queued(&message).await? != Inserted::New {
+    if state.store.insert_queued(&message).await? != Inserted::New {
         return Err(ApiError::Internal(format!(
             "job id {} already used",
             message.job_id
         )));
     }
     state
-        .jobs
+        .store
         .note_origin(&message.job_id, &principal.name, retry_of)
         .await?;
     send_or_fail(state, &message).await?;
@@ -362,8 +347,11 @@ async fn start_manual(
 }
 
 /// The valid S3 template a manual job is made from.
-async fn s3_template(state: &ApiState, template_id: &TemplateId) -> Result<Template, ApiError> {
-    let template: Template = match state.templates.get(template_id).await? {
+async fn s3_template<S: ApiStore>(
+    state: &ApiState<S>,
+    template_id: &TemplateId,
+) -> Result<Template, ApiError> {
+    let template: Template = match state.store.template(template_id).await? {
         Some(Ok(t)) => t,
         Some(Err((_, reason))) => {
             return Err(ApiError::Conflict(format!(
@@ -390,8 +378,8 @@ async fn s3_template(state: &ApiState, template_id: &TemplateId) -> Result<Templ
 
 /// One job for the objects `keys` (in `bucket`, else the template's), each checked against the
 /// template as its event would be.
-async fn plan_manual(
-    state: &ApiState,
+async fn plan_manual<S: ApiStore>(
+    state: &ApiState<S>,
     template: &Template,
     keys: &[String],
     bucket: Option<String>,
@@ -432,14 +420,17 @@ async fn plan_manual(
 
 /// Sends a recorded manual job; one that cannot be sent is failed (not left `queued` with no
 /// message behind it), so a retry can follow.
-async fn send_or_fail(state: &ApiState, message: &JobMessage) -> Result<(), ApiError> {
-    let e = match state.dispatcher.send(message).await {
+async fn send_or_fail<S: ApiStore>(
+    state: &ApiState<S>,
+    message: &JobMessage,
+) -> Result<(), ApiError> {
+    let e = match state.store.send_job(message).await {
         Ok(Dispatched::Sent) | Ok(Dispatched::NoQueue(_)) => return Ok(()),
         Err(e) => e,
     };
     let reason = format!("not sent to pool {}: {e}", message.pool);
     if let Err(e2) = state
-        .jobs
+        .store
         .fail_undispatchable(&message.job_id, pbs_shared::ErrorClass::Retryable, &reason)
         .await
     {
@@ -452,8 +443,8 @@ async fn send_or_fail(state: &ApiState, message: &JobMessage) -> Result<(), ApiE
 }
 
 /// The object at `bucket`/`key` as a manual job needs it; a missing object is the caller's error.
-async fn head(
-    state: &ApiState,
+async fn head<S: ApiStore>(
+    state: &ApiState<S>,
     bucket: &str,
     key: &str,
     field: &str,
@@ -461,45 +452,37 @@ async fn head(
     if key.is_empty() {
         return Err(ApiError::field(field, "an object key is empty"));
     }
-    match state.s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(out) => Ok(ObjectRef {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            size: out.content_length().unwrap_or(0).max(0) as u64,
-            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
-            version_id: out.version_id().map(str::to_owned),
-            sequencer: None,
-        }),
-        Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Err(ApiError::field(
+    match state
+        .store
+        .head(bucket, key)
+        .await
+        .map_err(ApiError::Internal)?
+    {
+        Head::Found(object) => Ok(object),
+        Head::Missing => Err(ApiError::field(
             field,
             format!("no object s3://{bucket}/{key}"),
         )),
-        Err(aws_sdk_s3::error::SdkError::ServiceError(se)) if se.raw().status().as_u16() == 403 => {
-            Err(ApiError::field(
-                field,
-                format!(
-                    "s3://{bucket}/{key} may not be read by the api function (it reads the stack's source bucket)"
-                ),
-            ))
-        }
-        Err(e) => Err(ApiError::Internal(format!(
-            "HEAD s3://{bucket}/{key}: {}",
-            crate::store::items::describe_error(&e)
-        ))),
+        Head::Forbidden => Err(ApiError::field(
+            field,
+            format!(
+                "s3://{bucket}/{key} may not be read by the api function (it reads the stack's source bucket)"
+            ),
+        )),
     }
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: a queued job is cancelled at once; a running one is stopped
 /// by its executor, told through its control queue, which then reports `cancelled`.
-pub async fn cancel(
-    State(state): State<ApiState>,
+pub async fn cancel<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Operator)?;
     let job_id = parse_job_id(&id)?;
     let now = Utc::now();
-    let state_now = match state.jobs.cancel_queued(&id, &principal.name, now).await? {
+    let state_now = match state.store.cancel_queued(&id, &principal.name, now).await? {
         None => {
             tracing::info!(job_id = %id, principal = %principal.name, "queued job cancelled");
             // No executor will report this end: the template's notifications go out from here.
@@ -513,7 +496,7 @@ pub async fn cancel(
                     at: now,
                     result: None,
                 };
-                if let Err(e) = state.follow_up.after_end(&ended, Some(job)).await {
+                if let Err(e) = state.store.after_end(&ended, job).await {
                     tracing::warn!(job_id = %id, error = %e, "notifications of the cancelled job could not be queued");
                 }
             }
@@ -541,21 +524,17 @@ pub async fn cancel(
         requested_by: principal.name.clone(),
         at: now,
     };
-    crate::control::send(
-        &state.sqs,
-        &state.dispatcher,
-        &pool,
-        &executor,
-        &ControlMessage::Cancel(request),
-    )
-    .await
-    .map_err(|e| {
-        ApiError::Conflict(format!(
-            "job {id} runs on executor {executor}, which cannot be reached: {e}"
-        ))
-    })?;
     state
-        .jobs
+        .store
+        .send_control(&pool, &executor, &ControlMessage::Cancel(request))
+        .await
+        .map_err(|e| {
+            ApiError::Conflict(format!(
+                "job {id} runs on executor {executor}, which cannot be reached: {e}"
+            ))
+        })?;
+    state
+        .store
         .note_cancel_request(&job_id, &principal.name, now)
         .await?;
     tracing::info!(job_id = %id, executor = %executor, principal = %principal.name, "cancel sent to the executor");

@@ -12,7 +12,11 @@ mod error;
 mod executors;
 mod jobs;
 mod openapi;
+mod stack;
+mod store;
 mod templates;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -25,31 +29,34 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 use error::{json_body, limit_param};
+pub use stack::StackStore;
+pub use store::{ApiStore, Head, Page, RulesDelivery};
 
-use crate::dispatch::Dispatcher;
-use crate::store::audit::{AuditLog, Caller};
-use crate::store::jobs::JobTable;
-use crate::store::templates::TemplateTable;
+use crate::store::audit::Caller;
 use auth::{Principal, Verifier};
 
-#[derive(Clone)]
-pub struct ApiState {
-    pub jobs: JobTable,
-    pub templates: TemplateTable,
-    /// Publishes pools' watch and schedule rules; `None` when no configuration bucket is set.
-    pub rules: Option<crate::pool_rules::RulesPublisher>,
+/// What every handler is given: the stack (through [`ApiStore`]) and the token verifier.
+pub struct ApiState<S> {
+    pub store: Arc<S>,
     pub auth: Verifier,
-    pub audit: AuditLog,
-    /// Sends manual jobs and retries to their pools' queues.
-    pub dispatcher: Arc<Dispatcher>,
-    pub dynamo: aws_sdk_dynamodb::Client,
-    pub executors_table: String,
-    pub sqs: aws_sdk_sqs::Client,
-    pub s3: aws_sdk_s3::Client,
-    /// Where executors upload job logs; `None`: logs stay on the executors.
-    pub logs_bucket: Option<String>,
-    /// What follows a job's end, for queued jobs the API cancels itself (notifications).
-    pub follow_up: Arc<crate::flow::FollowUp>,
+}
+
+impl<S> ApiState<S> {
+    pub fn new(store: S, auth: Verifier) -> Self {
+        Self {
+            store: Arc::new(store),
+            auth,
+        }
+    }
+}
+
+impl<S> Clone for ApiState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            auth: self.auth.clone(),
+        }
+    }
 }
 
 /// What a handler made, for the audit entry when the path does not say (a new job's id).
@@ -57,30 +64,36 @@ pub struct ApiState {
 pub struct AuditTarget(pub String);
 
 /// All routes of the API and the console.
-pub fn router(state: ApiState) -> Router {
+pub fn router<S: ApiStore>(state: ApiState<S>) -> Router {
     let v1 = Router::new()
-        .route("/jobs", get(jobs::list).post(jobs::create))
-        .route("/jobs/{id}", get(jobs::show))
-        .route("/jobs/{id}/log", get(jobs::log))
-        .route("/jobs/{id}/flow", get(jobs::flow))
-        .route("/jobs/{id}/report", get(jobs::report))
-        .route("/jobs/{id}/retry", post(jobs::retry))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/templates", get(templates::list).post(templates::create))
-        .route("/templates/dry-run", post(templates::dry_run))
+        .route("/jobs", get(jobs::list::<S>).post(jobs::create::<S>))
+        .route("/jobs/{id}", get(jobs::show::<S>))
+        .route("/jobs/{id}/log", get(jobs::log::<S>))
+        .route("/jobs/{id}/flow", get(jobs::flow::<S>))
+        .route("/jobs/{id}/report", get(jobs::report::<S>))
+        .route("/jobs/{id}/retry", post(jobs::retry::<S>))
+        .route("/jobs/{id}/cancel", post(jobs::cancel::<S>))
+        .route(
+            "/templates",
+            get(templates::list::<S>).post(templates::create::<S>),
+        )
+        .route("/templates/dry-run", post(templates::dry_run::<S>))
         .route(
             "/templates/{id}",
-            get(templates::show)
-                .put(templates::replace)
-                .delete(templates::remove),
+            get(templates::show::<S>)
+                .put(templates::replace::<S>)
+                .delete(templates::remove::<S>),
         )
-        .route("/executors", get(executors::list))
-        .route("/pools", get(executors::pools))
-        .route("/audit", get(executors::audit))
+        .route("/executors", get(executors::list::<S>))
+        .route("/pools", get(executors::pools::<S>))
+        .route("/audit", get(executors::audit::<S>))
         .route("/me", get(me))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate::<S>,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
@@ -90,7 +103,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Verifies the caller of every `/api/v1` request and audits the mutating ones.
-async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+async fn authenticate<S: ApiStore>(
+    State(state): State<ApiState<S>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let header = match req.headers().get(axum::http::header::AUTHORIZATION) {
         None => None,
         Some(v) => match v.to_str() {
@@ -125,8 +142,8 @@ async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Nex
             .map(|t| t.0.clone());
         let status = response.status().as_u16();
         if let Err(e) = state
-            .audit
-            .record(
+            .store
+            .audit(
                 Caller {
                     name: &principal.name,
                     subject: &principal.subject,

@@ -8,7 +8,7 @@ use pbs_shared::{PoolName, Template, TemplateId};
 use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ApiStore, RulesDelivery};
 use crate::pool_rules::is_rule;
 use crate::store::templates::Stored;
 
@@ -28,14 +28,14 @@ fn stored_json(stored: Stored) -> Value {
     }
 }
 
-pub async fn list(
-    State(state): State<ApiState>,
+pub async fn list<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let mut all: Vec<Value> = state
-        .templates
-        .load_all()
+        .store
+        .templates()
         .await?
         .into_iter()
         .map(stored_json)
@@ -46,8 +46,8 @@ pub async fn list(
 
 /// Republishes the rule documents of the pools that `before` and `after` (the template before and
 /// after a change) belong to, when either is a watch or schedule rule.
-async fn publish_rules(
-    state: &ApiState,
+async fn publish_rules<S: ApiStore>(
+    state: &ApiState<S>,
     before: Option<&Template>,
     after: Option<&Template>,
 ) -> Result<(), ApiError> {
@@ -61,23 +61,22 @@ async fn publish_rules(
     if pools.is_empty() {
         return Ok(());
     }
-    let Some(publisher) = &state.rules else {
-        tracing::warn!("no configuration bucket: watch and schedule rules are not delivered");
-        return Ok(());
-    };
     for pool in pools {
-        publisher
-            .publish(&state.templates, pool)
-            .await
-            .map_err(|e| {
-                ApiError::Internal(format!("template saved, but its pool's rules were not published (save it again to retry): {e}"))
-            })?;
+        let delivery = state.store.publish_rules(pool).await.map_err(|e| {
+            ApiError::Internal(format!(
+                "template saved, but its pool's rules were not published (save it again to retry): {e}"
+            ))
+        })?;
+        if delivery == RulesDelivery::NoConfigBucket {
+            tracing::warn!("no configuration bucket: watch and schedule rules are not delivered");
+            break;
+        }
     }
     Ok(())
 }
 
 /// A template naming a next step: that step must exist and be a chain step.
-async fn check_next(state: &ApiState, template: &Template) -> Result<(), ApiError> {
+async fn check_next<S: ApiStore>(state: &ApiState<S>, template: &Template) -> Result<(), ApiError> {
     let Some(next) = &template.options.next_template else {
         return Ok(());
     };
@@ -95,19 +94,22 @@ async fn check_next(state: &ApiState, template: &Template) -> Result<(), ApiErro
 }
 
 /// The stored template at `id`, if it is readable.
-async fn previous(state: &ApiState, id: &TemplateId) -> Result<Option<Template>, ApiError> {
-    Ok(state.templates.get(id).await?.and_then(Result::ok))
+async fn previous<S: ApiStore>(
+    state: &ApiState<S>,
+    id: &TemplateId,
+) -> Result<Option<Template>, ApiError> {
+    Ok(state.store.template(id).await?.and_then(Result::ok))
 }
 
-pub async fn create(
-    State(state): State<ApiState>,
+pub async fn create<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(Role::Admin)?;
     let template = parse_body(&body)?;
     check_next(&state, &template).await?;
-    state.templates.put(&template, true).await?;
+    state.store.put_template(&template, true).await?;
     publish_rules(&state, None, Some(&template)).await?;
     Ok((
         StatusCode::CREATED,
@@ -115,22 +117,22 @@ pub async fn create(
     ))
 }
 
-pub async fn show(
-    State(state): State<ApiState>,
+pub async fn show<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Role::Viewer)?;
     let id = parse_id(&id)?;
-    match state.templates.get(&id).await? {
+    match state.store.template(&id).await? {
         Some(stored) => Ok(Json(stored_json(stored))),
         None => Err(ApiError::NotFound(format!("template {id} not found"))),
     }
 }
 
 /// Creates or replaces the template at `{id}`; the body's `id` must be the same.
-pub async fn replace(
-    State(state): State<ApiState>,
+pub async fn replace<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
     body: Bytes,
@@ -150,20 +152,20 @@ pub async fn replace(
     }
     check_next(&state, &template).await?;
     let before = previous(&state, &id).await?;
-    state.templates.put(&template, false).await?;
+    state.store.put_template(&template, false).await?;
     publish_rules(&state, before.as_ref(), Some(&template)).await?;
     Ok(Json(serde_json::to_value(template).expect("serialises")))
 }
 
-pub async fn remove(
-    State(state): State<ApiState>,
+pub async fn remove<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Role::Admin)?;
     let id = parse_id(&id)?;
     let before = previous(&state, &id).await?;
-    state.templates.delete(&id).await?;
+    state.store.delete_template(&id).await?;
     publish_rules(&state, before.as_ref(), None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -181,8 +183,8 @@ struct DryRunBody {
 
 /// `POST /api/v1/templates/dry-run`: which templates an object created at `bucket`/`key` would
 /// match, and where each would deliver it (or why it would be rejected). Changes nothing.
-pub async fn dry_run(
-    State(state): State<ApiState>,
+pub async fn dry_run<S: ApiStore>(
+    State(state): State<ApiState<S>>,
     principal: Principal,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -195,8 +197,8 @@ pub async fn dry_run(
         return Err(ApiError::field("key", "key is empty"));
     }
     let templates: Vec<Template> = state
-        .templates
-        .load_all()
+        .store
+        .templates()
         .await?
         .into_iter()
         .filter_map(Result::ok)

@@ -109,46 +109,9 @@ impl JobTable {
         }
     }
 
-    fn base_item(&self, job_id: &JobId, created_at: DateTime<Utc>) -> Item {
-        let created = created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        Item::from([
-            ("job_id".into(), s(job_id.as_str())),
-            ("list_pk".into(), s(LIST_PK)),
-            ("created_sk".into(), s(format!("{created}#{job_id}"))),
-            ("created_at".into(), s(&created)),
-            ("updated_at".into(), s(&created)),
-            ("expires_at".into(), n((created_at + self.ttl).timestamp())),
-        ])
-    }
-
     /// Records a new job as `queued`, unless a job with this id exists.
     pub async fn insert_queued(&self, job: &JobMessage) -> Result<Inserted, JobTableError> {
-        self.insert(self.queued_item(job)).await
-    }
-
-    fn queued_item(&self, job: &JobMessage) -> Item {
-        let mut item = self.base_item(&job.job_id, job.created_at);
-        let source = match &job.source {
-            pbs_shared::JobSource::S3 { bucket } => ("source_bucket", bucket.as_str()),
-            pbs_shared::JobSource::Endpoint { endpoint } => ("source_endpoint", endpoint.as_str()),
-        };
-        item.extend([
-            ("state".into(), s(JobState::Queued.as_str())),
-            ("state_rank".into(), n(JobState::Queued.rank())),
-            ("attempt".into(), n(0)),
-            ("template_id".into(), s(job.template_id.as_str())),
-            ("pool".into(), s(job.pool.as_str())),
-            ("destination".into(), s(job.destination.as_str())),
-            (source.0.into(), s(source.1)),
-            (
-                "files_json".into(),
-                s(serde_json::to_string(&job.files).expect("files serialise")),
-            ),
-            ("file_count".into(), n(job.files.len())),
-            ("total_bytes".into(), n(job.total_bytes())),
-            ("dispatched".into(), AttributeValue::Bool(false)),
-        ]);
-        item
+        self.insert(queued_item(job, self.ttl)).await
     }
 
     /// Records an event-driven job as `queued`. `members` are the ids the job's events have on
@@ -167,10 +130,12 @@ impl JobTable {
         if let [only] = members
             && *only == &job.job_id
         {
-            return Ok(match self.insert_or_read(self.queued_item(job)).await? {
-                None => EventInsert::New,
-                Some(existing) => EventInsert::Found(self.found(&existing, false).await?),
-            });
+            return Ok(
+                match self.insert_or_read(queued_item(job, self.ttl)).await? {
+                    None => EventInsert::New,
+                    Some(existing) => EventInsert::Found(self.found(&existing, false).await?),
+                },
+            );
         }
         let puts = self.event_puts(job, members);
         let err = match self
@@ -202,7 +167,7 @@ impl JobTable {
         use aws_sdk_dynamodb::types::{
             Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
         };
-        let mut item = self.queued_item(job);
+        let mut item = queued_item(job, self.ttl);
         item.insert(
             "message_json".into(),
             s(serde_json::to_string(job).expect("job messages serialise")),
@@ -333,7 +298,7 @@ impl JobTable {
         job: &RejectedJob,
         now: DateTime<Utc>,
     ) -> Result<Inserted, JobTableError> {
-        let mut item = self.base_item(&job.job_id, now);
+        let mut item = base_item(&job.job_id, now, self.ttl);
         let files = [serde_json::json!({"key": job.object.key, "size": job.object.size})];
         item.extend([
             ("state".into(), s(JobState::Failed.as_str())),
@@ -732,6 +697,45 @@ impl JobTable {
                 .await,
         )
     }
+}
+
+/// The attributes every job item has: its id, list keys, times and expiry.
+fn base_item(job_id: &JobId, created_at: DateTime<Utc>, ttl: Duration) -> Item {
+    let created = created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Item::from([
+        ("job_id".into(), s(job_id.as_str())),
+        ("list_pk".into(), s(LIST_PK)),
+        ("created_sk".into(), s(format!("{created}#{job_id}"))),
+        ("created_at".into(), s(&created)),
+        ("updated_at".into(), s(&created)),
+        ("expires_at".into(), n((created_at + ttl).timestamp())),
+    ])
+}
+
+/// The item of `job` recorded `queued`, kept for `ttl`.
+pub(crate) fn queued_item(job: &JobMessage, ttl: Duration) -> Item {
+    let mut item = base_item(&job.job_id, job.created_at, ttl);
+    let source = match &job.source {
+        pbs_shared::JobSource::S3 { bucket } => ("source_bucket", bucket.as_str()),
+        pbs_shared::JobSource::Endpoint { endpoint } => ("source_endpoint", endpoint.as_str()),
+    };
+    item.extend([
+        ("state".into(), s(JobState::Queued.as_str())),
+        ("state_rank".into(), n(JobState::Queued.rank())),
+        ("attempt".into(), n(0)),
+        ("template_id".into(), s(job.template_id.as_str())),
+        ("pool".into(), s(job.pool.as_str())),
+        ("destination".into(), s(job.destination.as_str())),
+        (source.0.into(), s(source.1)),
+        (
+            "files_json".into(),
+            s(serde_json::to_string(&job.files).expect("files serialise")),
+        ),
+        ("file_count".into(), n(job.files.len())),
+        ("total_bytes".into(), n(job.total_bytes())),
+        ("dispatched".into(), AttributeValue::Bool(false)),
+    ]);
+    item
 }
 
 /// Which jobs a list shows; every field set must match.

@@ -1,0 +1,150 @@
+//! What the API's handlers need from the stack, as one port: [`ApiStore`]. [`super::StackStore`]
+//! serves it from DynamoDB, S3 and SQS; the unit tests in `api/tests.rs` from memory. The
+//! handlers decide (roles, validation, what a state allows); the store only reads and writes.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use pbs_shared::message::ControlMessage;
+use pbs_shared::{
+    ErrorClass, ExecutorId, JobId, JobMessage, ObjectRef, PoolName, Template, TemplateId,
+};
+
+use crate::dispatch::Dispatched;
+use crate::flow::Ended;
+use crate::store::audit::{AuditEntry, AuditError, Caller};
+use crate::store::executors::ExecutorView;
+use crate::store::jobs::{Inserted, JobFilter, JobTableError, JobView};
+use crate::store::templates::{Stored, TemplateTableError};
+
+/// What a `HEAD` of a source object found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    Found(ObjectRef),
+    Missing,
+    /// The api function may not read it (another bucket than the stack's source bucket).
+    Forbidden,
+}
+
+/// Whether a pool's rule document was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesDelivery {
+    Published,
+    /// The stack has no configuration bucket: rules are not delivered to executors.
+    NoConfigBucket,
+}
+
+/// One page of a list and the token of the next.
+pub type Page<T> = (Vec<T>, Option<String>);
+
+/// The stack as the API sees it. `Err(String)` is a failure of the stack (a 500), never the
+/// caller's.
+pub trait ApiStore: Send + Sync + 'static {
+    // Jobs.
+    fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        limit: i32,
+        next: Option<&str>,
+    ) -> impl Future<Output = Result<Page<JobView>, JobTableError>> + Send;
+    fn job(&self, id: &str) -> impl Future<Output = Result<Option<JobView>, JobTableError>> + Send;
+    /// Records a new job `queued`, unless its id is taken.
+    fn insert_queued(
+        &self,
+        job: &JobMessage,
+    ) -> impl Future<Output = Result<Inserted, JobTableError>> + Send;
+    /// Records who made a job by hand, and which job it retries.
+    fn note_origin(
+        &self,
+        job: &JobId,
+        created_by: &str,
+        retry_of: Option<&str>,
+    ) -> impl Future<Output = Result<(), JobTableError>> + Send;
+    /// Fails a recorded job whose message could not be sent.
+    fn fail_undispatchable(
+        &self,
+        job: &JobId,
+        class: ErrorClass,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), JobTableError>> + Send;
+    /// `queued` becomes `cancelled`; else the job's state (empty: no such job), unchanged.
+    fn cancel_queued(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<String>, JobTableError>> + Send;
+    fn note_cancel_request(
+        &self,
+        job: &JobId,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), JobTableError>> + Send;
+
+    // Templates.
+    fn templates(&self) -> impl Future<Output = Result<Vec<Stored>, TemplateTableError>> + Send;
+    fn template(
+        &self,
+        id: &TemplateId,
+    ) -> impl Future<Output = Result<Option<Stored>, TemplateTableError>> + Send;
+    fn put_template(
+        &self,
+        template: &Template,
+        create_only: bool,
+    ) -> impl Future<Output = Result<(), TemplateTableError>> + Send;
+    fn delete_template(
+        &self,
+        id: &TemplateId,
+    ) -> impl Future<Output = Result<(), TemplateTableError>> + Send;
+    /// Rewrites `pool`'s rule document from the templates now stored.
+    fn publish_rules(
+        &self,
+        pool: &PoolName,
+    ) -> impl Future<Output = Result<RulesDelivery, String>> + Send;
+
+    // Objects.
+    /// An object of the logs bucket, whole; `None` when the stack keeps no logs.
+    fn artifact(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send;
+    fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Head, String>> + Send;
+
+    // Queues.
+    /// Sends a recorded job to its pool's queue.
+    fn send_job(&self, job: &JobMessage)
+    -> impl Future<Output = Result<Dispatched, String>> + Send;
+    /// Tells one executor something through its control queue.
+    fn send_control(
+        &self,
+        pool: &PoolName,
+        executor: &ExecutorId,
+        message: &ControlMessage,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// What follows a job's end that no executor reports (notifications of a queued job the API
+    /// cancelled).
+    fn after_end(
+        &self,
+        ended: &Ended<'_>,
+        job: JobView,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// The name of `pool`'s work queue.
+    fn pool_queue(&self, pool: &str) -> String;
+
+    // Executors and the audit log.
+    fn executors(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ExecutorView>, String>> + Send;
+    fn audit(
+        &self,
+        caller: Caller<'_>,
+        at: DateTime<Utc>,
+        method: &str,
+        path: &str,
+        status: u16,
+        target: Option<&str>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    fn audit_page(
+        &self,
+        limit: i32,
+        next: Option<&str>,
+    ) -> impl Future<Output = Result<Page<AuditEntry>, AuditError>> + Send;
+}
