@@ -83,6 +83,7 @@ pub struct Metrics {
     rules: Family<KindLabel, Gauge>,
     batches: Counter,
     batched_jobs: Counter,
+    refused: Counter,
     sqs_requests: Family<OperationLabel, Counter>,
     outbox_depth: Gauge,
     /// Unix seconds of the last successful and failed receive from the work queue (0: never).
@@ -109,6 +110,7 @@ impl Metrics {
             rules: Family::default(),
             batches: Counter::default(),
             batched_jobs: Counter::default(),
+            refused: Counter::default(),
             sqs_requests: Family::default(),
             outbox_depth: Gauge::default(),
             last_poll_ok: AtomicI64::new(0),
@@ -172,6 +174,11 @@ impl Metrics {
             self.batched_jobs.clone(),
         );
         r.register(
+            "pbs_jobs_refused",
+            "Queued jobs refused: another pool's, or beyond an endpoint's cloud setting",
+            self.refused.clone(),
+        );
+        r.register(
             "pbs_sqs_requests",
             "SQS requests sent (each attempt), by operation",
             self.sqs_requests.clone(),
@@ -191,6 +198,11 @@ impl Metrics {
             "Watch and schedule rules in force",
             self.rules.clone(),
         );
+    }
+
+    /// A queued job was refused (see `jobs::admit`).
+    pub fn refused(&self) {
+        self.refused.inc();
     }
 
     /// A job attempt ended with `outcome`, having delivered `files` files of `bytes` bytes.

@@ -71,6 +71,9 @@ pub struct StatusEnv {
     pub executors_table: String,
     /// Where unprocessable status bodies go, with the reason attached.
     pub dead_letter_queue_url: String,
+    /// Each pool's status queue is named `<prefix><pool>`: a report's pool is the one whose
+    /// queue it came through.
+    pub status_queue_prefix: String,
     pub job_ttl_days: i64,
     /// Pool work queues are named `<prefix><pool>`; executors' control queues after them.
     pub pool_queue_prefix: String,
@@ -88,6 +91,7 @@ impl StatusEnv {
             jobs_table: required("JOBS_TABLE")?,
             executors_table: required("EXECUTORS_TABLE")?,
             dead_letter_queue_url: required("STATUS_DLQ_URL")?,
+            status_queue_prefix: required("STATUS_QUEUE_PREFIX")?,
             job_ttl_days: number("JOB_TTL_DAYS", 90)?,
             pool_queue_prefix: required("POOL_QUEUE_PREFIX")?,
             templates_table: required("TEMPLATES_TABLE")?,
@@ -112,6 +116,8 @@ pub struct NotifyEnv {
     pub max_attempts: u32,
     /// Seconds a webhook receiver has to answer.
     pub timeout_seconds: u64,
+    /// Webhooks may reach loopback, link-local and private addresses (`WebhookAllowPrivateTargets`).
+    pub allow_private_targets: bool,
 }
 
 impl NotifyEnv {
@@ -124,6 +130,8 @@ impl NotifyEnv {
             backoff_base_seconds: number("NOTIFY_BACKOFF_SECONDS", 10)?,
             max_attempts: number("NOTIFY_MAX_ATTEMPTS", 8)?,
             timeout_seconds: number("NOTIFY_TIMEOUT_SECONDS", 10)?,
+            allow_private_targets: optional("NOTIFY_ALLOW_PRIVATE_TARGETS").as_deref()
+                == Some("true"),
         })
     }
 }
@@ -166,6 +174,8 @@ pub struct ApiEnv {
     pub auth_jwks: String,
     /// Where job-end notifications are queued (for queued jobs the API cancels).
     pub notify_queue_url: Option<String>,
+    /// The status dead-letter queue, whose refused reports an admin may look at.
+    pub status_dlq_url: Option<String>,
 }
 
 impl ApiEnv {
@@ -183,6 +193,7 @@ impl ApiEnv {
             auth_audience: optional("AUTH_AUDIENCE"),
             auth_jwks: required("AUTH_JWKS")?,
             notify_queue_url: optional("NOTIFY_QUEUE_URL"),
+            status_dlq_url: optional("STATUS_DLQ_URL"),
         })
     }
 }

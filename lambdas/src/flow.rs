@@ -378,9 +378,49 @@ pub fn next_step(
             next.id, next.destination.pool
         ));
     }
-    let files = delivered
+    let files = next_files(parent, delivered, next, (pool, staged), now)?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(JobMessage {
+        v: V1,
+        job_id: chain_job_id(&parent.job_id, &next.id),
+        template_id: next.id.clone(),
+        pool: next.destination.pool.clone(),
+        source: JobSource::Endpoint { endpoint },
+        files,
+        destination: next.destination.endpoint.clone(),
+        retry: next.options.retry,
+        delivery: next.options.delivery,
+        origin: None,
+        bandwidth: next.options.bandwidth.clone(),
+        created_at: now,
+        refused: Vec::new(),
+    }))
+}
+
+/// The files of `next` (the step after `parent`, which wrote to a `staged` area or endpoint of
+/// `pool`): each file the parent delivered, read where it landed.
+fn next_files(
+    parent: &JobView,
+    delivered: &[DeliveredFile],
+    next: &Template,
+    (pool, staged): (&str, bool),
+    now: DateTime<Utc>,
+) -> Result<Vec<JobFile>, String> {
+    // Only the files the cloud asked the parent to deliver: a report cannot add paths of its own
+    // for the next step to read (a job made on an executor records none, so its report stands).
+    let recorded: std::collections::HashSet<(&str, &str)> = parent
+        .files
+        .iter()
+        .filter_map(|f| Some((f.get("key")?.as_str()?, f.get("dest_path")?.as_str()?)))
+        .collect();
+    delivered
         .iter()
         .filter(|f| f.outcome != FileOutcome::Superseded)
+        .filter(|f| {
+            recorded.is_empty() || recorded.contains(&(f.key.as_str(), f.dest_path.as_str()))
+        })
         .map(|f| {
             let dest_path = next
                 .destination
@@ -405,24 +445,7 @@ pub fn next_step(
                 dest_path,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    if files.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(JobMessage {
-        v: V1,
-        job_id: chain_job_id(&parent.job_id, &next.id),
-        template_id: next.id.clone(),
-        pool: next.destination.pool.clone(),
-        source: JobSource::Endpoint { endpoint },
-        files,
-        destination: next.destination.endpoint.clone(),
-        retry: next.options.retry,
-        delivery: next.options.delivery,
-        origin: None,
-        bandwidth: next.options.bandwidth.clone(),
-        created_at: now,
-    }))
+        .collect()
 }
 
 #[cfg(test)]
@@ -459,6 +482,23 @@ mod tests {
             "destination": {"pool": pool, "endpoint": "vault", "path": "kept/{key}"},
             "options": {"bandwidth": "4M"}
         }))
+    }
+
+    #[test]
+    fn a_report_cannot_add_files_the_parent_was_not_asked_to_deliver() {
+        let mut p = parent("site-b", "nas");
+        p.files =
+            vec![serde_json::json!({"key": "src/a/1.mxf", "dest_path": "a/1.mxf", "size": 7})];
+        let files = [
+            delivered("a/1.mxf", FileOutcome::Copied),
+            delivered("../../etc/passwd", FileOutcome::Copied),
+            delivered("other/secret.doc", FileOutcome::Copied),
+        ];
+        let m = next_step(&p, &files, &archive("site-b"), Utc::now())
+            .unwrap()
+            .unwrap();
+        let keys: Vec<&str> = m.files.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, ["a/1.mxf"]);
     }
 
     #[test]

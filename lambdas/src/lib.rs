@@ -19,3 +19,4 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod trigger;
+pub mod webhook_guard;

@@ -1,7 +1,10 @@
 //! The notify function: delivers the notifications the status function queued when a job ended.
 //!
 //! A webhook gets the job's JSON summary, signed with HMAC-SHA256 under a secret read from SSM
-//! (`X-PBS-Signature: sha256=<hex>`); an e-mail notification is published to an SNS topic. A
+//! over `<timestamp>.<delivery id>.<body>` (`X-PBS-Signature: sha256=<hex>`, `X-PBS-Timestamp`),
+//! so a captured delivery cannot be replayed; it goes only to public addresses unless the stack
+//! allows private ones ([`crate::webhook_guard`]). An e-mail notification is published to an SNS
+//! topic. A
 //! receiver that times out, refuses the connection or answers 408, 429 or 5xx is tried again
 //! later: the message stays on the queue, hidden for a backoff that doubles with each attempt,
 //! up to `NOTIFY_MAX_ATTEMPTS`. Every attempt's outcome is recorded on the job. Notifications run
@@ -13,7 +16,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use pbs_shared::notify::{
-    self, DELIVERY_HEADER, EVENT_HEADER, JobEvent, NotifyMessage, SIGNATURE_HEADER, Target,
+    self, DELIVERY_HEADER, EVENT_HEADER, JobEvent, NotifyMessage, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER, Target,
 };
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -39,9 +43,9 @@ pub enum Attempt {
         http_status: Option<u16>,
         error: String,
     },
-    /// Trying again cannot help (e.g. the receiver answered 404).
+    /// Trying again cannot help (e.g. the receiver answered 404, or its address is refused).
     Refused {
-        http_status: u16,
+        http_status: Option<u16>,
         error: String,
     },
 }
@@ -57,7 +61,7 @@ pub fn classify(status: u16) -> Attempt {
             error: format!("the receiver answered {status}"),
         },
         _ => Attempt::Refused {
-            http_status: status,
+            http_status: Some(status),
             error: format!("the receiver answered {status}"),
         },
     }
@@ -75,7 +79,6 @@ pub fn backoff_seconds(base: u64, attempts: u32) -> u64 {
 
 pub struct Notifier {
     env: NotifyEnv,
-    http: reqwest::Client,
     ssm: aws_sdk_ssm::Client,
     sns: aws_sdk_sns::Client,
     sqs: aws_sdk_sqs::Client,
@@ -91,22 +94,23 @@ impl Notifier {
         ssm: aws_sdk_ssm::Client,
         sns: aws_sdk_sns::Client,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(env.timeout_seconds))
-            // A signed delivery goes where the template says, not where a redirect points.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pbs-rclone-notify/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
         Self {
             jobs: JobTable::new(dynamo, &env.jobs_table, env.job_ttl_days),
             env,
-            http,
             ssm,
             sns,
             sqs,
             secrets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The HTTP client of one delivery (pinned to its checked addresses by the caller).
+    fn client(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.env.timeout_seconds))
+            // A signed delivery goes where the template says, not where a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pbs-rclone-notify/", env!("CARGO_PKG_VERSION")))
     }
 
     /// Handles one batch; a notification to try again later is reported as a batch item failure
@@ -150,7 +154,7 @@ impl Notifier {
                 http_status,
                 Some(format!("{error}; gave up after {attempts} attempts")),
             ),
-            Attempt::Refused { http_status, error } => ("failed", Some(http_status), Some(error)),
+            Attempt::Refused { http_status, error } => ("failed", http_status, Some(error)),
         };
         let view = NotificationView {
             index: message.index,
@@ -207,12 +211,52 @@ impl Notifier {
                 };
             }
         };
-        let res = self
-            .http
+        let url: reqwest::Url = match url.parse() {
+            Ok(u) => u,
+            Err(e) => {
+                return Attempt::Refused {
+                    http_status: None,
+                    error: format!("the webhook URL is not valid: {e}"),
+                };
+            }
+        };
+        let addrs = match crate::webhook_guard::resolve(&url, self.env.allow_private_targets).await
+        {
+            Ok(a) => a,
+            Err(error) if error.contains("cannot resolve") => {
+                return Attempt::Transient {
+                    http_status: None,
+                    error,
+                };
+            }
+            Err(error) => {
+                warn!(delivery = %m.delivery_id(), reason = %error, "webhook refused");
+                return Attempt::Refused {
+                    http_status: None,
+                    error,
+                };
+            }
+        };
+        // The connection goes to the addresses just checked, not to a second lookup's answer.
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let http = match self.client().resolve_to_addrs(&host, &addrs).build() {
+            Ok(c) => c,
+            Err(e) => {
+                return Attempt::Transient {
+                    http_status: None,
+                    error: format!("HTTP client: {e}"),
+                };
+            }
+        };
+        let timestamp = Utc::now().timestamp();
+        let delivery = m.delivery_id();
+        let signature = notify::sign(&secret, timestamp, &delivery, m.body.as_bytes());
+        let res = http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, notify::sign(&secret, m.body.as_bytes()))
-            .header(DELIVERY_HEADER, m.delivery_id())
+            .header(SIGNATURE_HEADER, signature)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(DELIVERY_HEADER, delivery)
             .header(EVENT_HEADER, JobEvent::event_name(m.state))
             .body(m.body.clone())
             .send()

@@ -45,7 +45,16 @@ where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let outcomes = map_records(event, |record| handle(record.body.unwrap_or_default())).await;
+    for_each_record(event, |record| handle(record.body.unwrap_or_default())).await
+}
+
+/// [`for_each_body`] for handlers that need the whole record (its queue, its SQS attributes).
+pub async fn for_each_record<F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let outcomes = map_records(event, handle).await;
     retry_only(outcomes.into_iter().filter_map(|(id, outcome)| {
         let e = outcome.err()?;
         warn!(message_id = %id, error = %e, "record will be retried");
@@ -66,7 +75,7 @@ pub fn test_event(queue: &str, bodies: &[&str]) -> SqsEvent {
                 "body": body,
                 "eventSource": "aws:sqs",
                 "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue}"),
-                "attributes": {}, "messageAttributes": {}
+                "attributes": {"SentTimestamp": "1795624260000"}, "messageAttributes": {}
             })
         })
         .collect();

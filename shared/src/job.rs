@@ -94,6 +94,8 @@ pub enum ErrorClass {
     Integrity,
     /// The job itself is invalid (unsafe path, unknown endpoint, malformed message).
     BadRequest,
+    /// The site does not allow it: another pool's job, or an endpoint its `cloud` setting closes.
+    Forbidden,
     /// A fault in the executor or the Lambdas.
     Internal,
 }
@@ -107,6 +109,7 @@ impl ErrorClass {
             Self::Conflict => "conflict",
             Self::Integrity => "integrity",
             Self::BadRequest => "bad_request",
+            Self::Forbidden => "forbidden",
             Self::Internal => "internal",
         }
     }
@@ -119,6 +122,7 @@ impl ErrorClass {
             Self::Conflict,
             Self::Integrity,
             Self::BadRequest,
+            Self::Forbidden,
             Self::Internal,
         ]
         .into_iter()
@@ -184,10 +188,40 @@ pub fn chain_job_id(parent: &str, next: &TemplateId) -> JobId {
     JobId::parse(format!("ch-{}", &digest[..40])).expect("hex digest is a valid job id")
 }
 
+/// The id prefix of jobs an executor makes for a watched file (`wt-…`).
+pub const WATCH_JOB_PREFIX: &str = "wt";
+/// The id prefix of jobs an executor makes for a scheduled run (`sc-…`).
+pub const SCHEDULE_JOB_PREFIX: &str = "sc";
+
+/// Whether `id` is one an executor makes itself (watch, schedule): the only jobs a status report
+/// may create in the cloud. Every other job is made in the cloud before any executor sees it.
+pub fn made_on_executor(id: &JobId) -> bool {
+    [WATCH_JOB_PREFIX, SCHEDULE_JOB_PREFIX].iter().any(|p| {
+        id.as_str()
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('-'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use JobState::*;
+
+    #[test]
+    fn only_watch_and_schedule_ids_are_made_on_executors() {
+        for (id, local) in [
+            ("wt-0a1b", true),
+            ("sc-0a1b", true),
+            ("ev-0a1b", false),
+            ("manual-0a1b", false),
+            ("ch-0a1b", false),
+            ("wtx-0a1b", false),
+            ("sc", false),
+        ] {
+            assert_eq!(made_on_executor(&JobId::parse(id).unwrap()), local, "{id}");
+        }
+    }
 
     #[test]
     fn state_only_moves_forward_within_an_attempt() {

@@ -30,7 +30,7 @@ pub use job::{ErrorClass, JobState};
 pub use matching::{CompiledTemplate, ObjectRef, TemplateSet};
 pub use message::{
     JobFile, JobMessage, JobResult, JobSource, JobSummary, MessageError, Origin, OriginKind,
-    StatusMessage,
+    RefusedFile, StatusMessage,
 };
 pub use names::{EndpointName, ExecutorId, JobId, NameError, PoolName, TemplateId};
 pub use path_template::PathTemplate;

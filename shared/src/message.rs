@@ -111,6 +111,17 @@ pub fn sequencer_cmp(a: &str, b: &str) -> std::cmp::Ordering {
         .cmp(&format!("{b:0>width$}").to_ascii_uppercase())
 }
 
+/// A file a watch or schedule rule found but could not make part of its job (a name the
+/// destination cannot take): the job fails for it alone, with its reason in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedFile {
+    /// Path under the source endpoint's root.
+    pub key: String,
+    pub size: u64,
+    pub error: String,
+}
+
 /// A job sent to a pool's work queue: one source, one or more files, one destination endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +147,10 @@ pub struct JobMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<crate::bandwidth::Bandwidth>,
     pub created_at: DateTime<Utc>,
+    /// Files found for the job that could not be part of it, each with why (jobs made on an
+    /// executor only): they fail, the others are copied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedFile>,
 }
 
 /// The endpoint name every executor gives the stack's relay staging area (in its config bucket,

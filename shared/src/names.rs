@@ -42,8 +42,33 @@ fn check_slug(kind: &'static str, value: &str, max: usize) -> Result<(), NameErr
     Ok(())
 }
 
+/// Words a pool name may not hold (between `-`): the queues of a pool are named after it
+/// (`<prefix><pool>`, `<prefix><pool>-dlq`, `<prefix><pool>-ctl-<executor>`), so a pool named
+/// `a-dlq` or `a-ctl-x` would name another pool's dead-letter or control queue, and an IAM policy
+/// granting `<prefix>a-ctl-*` would reach it.
+const RESERVED_POOL_WORDS: [&str; 2] = ["ctl", "dlq"];
+
+fn check_pool_words(value: &str) -> Result<(), &'static str> {
+    if value
+        .split('-')
+        .any(|word| RESERVED_POOL_WORDS.contains(&word))
+    {
+        return Err(
+            "may not hold the word 'ctl' or 'dlq' between '-' (they name a pool's control and dead-letter queues)",
+        );
+    }
+    Ok(())
+}
+
+fn no_more_checks(_: &str) -> Result<(), &'static str> {
+    Ok(())
+}
+
 macro_rules! slug_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:literal) => {
+        slug_newtype!($(#[$doc])* $name, $kind, $max, no_more_checks);
+    };
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:literal, $extra:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
@@ -54,6 +79,13 @@ macro_rules! slug_newtype {
             pub fn parse(value: impl Into<String>) -> Result<Self, NameError> {
                 let value = value.into();
                 check_slug($kind, &value, $max)?;
+                if let Err(reason) = $extra(&value) {
+                    return Err(NameError {
+                        kind: $kind,
+                        value,
+                        reason,
+                    });
+                }
                 Ok(Self(value))
             }
 
@@ -83,7 +115,7 @@ slug_newtype!(
 );
 slug_newtype!(
     /// An executor pool's name, e.g. `default` or `site-b`. Each pool has one work queue.
-    PoolName, "pool name", 63
+    PoolName, "pool name", 63, check_pool_words
 );
 slug_newtype!(
     /// A named endpoint that the executors of a pool resolve locally, e.g. `archive-share`.
@@ -122,6 +154,21 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("a b")
+        );
+    }
+
+    #[test]
+    fn a_pool_name_cannot_name_another_pools_queues() {
+        for taken in ["a-dlq", "a-ctl-b", "ctl", "dlq-a", "a-ctl"] {
+            let e = PoolName::parse(taken).unwrap_err();
+            assert!(e.reason.contains("'ctl' or 'dlq'"), "{taken}: {e}");
+        }
+        for fine in ["dlqs", "a_ctl", "control", "site-b"] {
+            assert!(PoolName::parse(fine).is_ok(), "{fine}");
+        }
+        assert!(
+            ExecutorId::parse("a-ctl").is_ok(),
+            "only pool names are restricted"
         );
     }
 

@@ -12,8 +12,14 @@ use crate::job::{ErrorClass, JobState};
 use crate::message::{MessageError, V1, parse_versioned};
 use crate::names::{JobId, PoolName, TemplateId};
 
-/// The header that carries a webhook body's signature: `sha256=<hex HMAC-SHA256 of the body>`.
+/// The header that carries a webhook's signature: `sha256=<hex HMAC-SHA256>` of
+/// `<timestamp>.<delivery id>.<body>` (see [`signed_content`]).
 pub const SIGNATURE_HEADER: &str = "X-PBS-Signature";
+/// The header carrying when the delivery was signed, in Unix seconds: receivers refuse one
+/// outside their replay window ([`REPLAY_WINDOW_SECONDS`] is what the documentation suggests).
+pub const TIMESTAMP_HEADER: &str = "X-PBS-Timestamp";
+/// The replay window receivers are advised to keep (as Stripe's and Slack's five minutes).
+pub const REPLAY_WINDOW_SECONDS: i64 = 300;
 /// The header naming the delivery (`<job id>.<notification index>`), the same on every retry.
 pub const DELIVERY_HEADER: &str = "X-PBS-Delivery";
 /// The header naming the event (`job.succeeded`, `job.failed`, `job.cancelled`).
@@ -241,21 +247,41 @@ fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
     mac
 }
 
-/// `sha256=<hex>`: HMAC-SHA256 of `body` under `secret`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+/// What is signed: the timestamp, the delivery id and the body, joined by `.`, so a captured
+/// delivery cannot be replayed later or as another delivery.
+pub fn signed_content(timestamp: i64, delivery_id: &str, body: &[u8]) -> Vec<u8> {
+    let mut content = format!("{timestamp}.{delivery_id}.").into_bytes();
+    content.extend_from_slice(body);
+    content
+}
+
+/// `sha256=<hex>`: HMAC-SHA256 of [`signed_content`] under `secret`.
+pub fn sign(secret: &[u8], timestamp: i64, delivery_id: &str, body: &[u8]) -> String {
+    let content = signed_content(timestamp, delivery_id, body);
     format!(
         "sha256={}",
-        hex::encode(mac(secret, body).finalize().into_bytes())
+        hex::encode(mac(secret, &content).finalize().into_bytes())
     )
 }
 
-/// Whether `signature` (a [`SIGNATURE_HEADER`] value) is `body` signed with `secret`; compared in
-/// constant time.
-pub fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
-    signature
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-        .is_some_and(|given| mac(secret, body).verify_slice(&given).is_ok())
+/// Whether a delivery is genuine and fresh: `signature` (a [`SIGNATURE_HEADER`] value) signs
+/// `timestamp`, `delivery_id` and `body` under `secret` (compared in constant time), and
+/// `timestamp` is within `window_seconds` of `now` (Unix seconds).
+pub fn verify(
+    secret: &[u8],
+    (timestamp, delivery_id, body): (i64, &str, &[u8]),
+    signature: &str,
+    (now, window_seconds): (i64, i64),
+) -> bool {
+    (now - timestamp).abs() <= window_seconds
+        && signature
+            .strip_prefix("sha256=")
+            .and_then(|h| hex::decode(h).ok())
+            .is_some_and(|given| {
+                mac(secret, &signed_content(timestamp, delivery_id, body))
+                    .verify_slice(&given)
+                    .is_ok()
+            })
 }
 
 #[cfg(test)]
@@ -267,26 +293,44 @@ mod tests {
     }
 
     #[test]
-    fn signatures_verify_with_the_secret_only() {
+    fn signatures_verify_with_the_secret_only_for_that_delivery_and_time() {
         let body = br#"{"event":"job.succeeded"}"#;
-        let sig = sign(b"s3cret", body);
+        let (t, id) = (1_795_624_260, "ev-1.0");
+        let sig = sign(b"s3cret", t, id, body);
+        let now = (t + 10, REPLAY_WINDOW_SECONDS);
         assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64, "{sig}");
-        assert!(verify(b"s3cret", body, &sig));
-        assert!(!verify(b"other", body, &sig));
-        assert!(!verify(b"s3cret", b"{}", &sig));
-        assert!(!verify(b"s3cret", body, "sha1=00"));
+        assert!(verify(b"s3cret", (t, id, body), &sig, now));
+        assert!(!verify(b"other", (t, id, body), &sig, now));
+        assert!(!verify(b"s3cret", (t, id, b"{}"), &sig, now));
+        assert!(
+            !verify(b"s3cret", (t, "ev-1.1", body), &sig, now),
+            "another delivery"
+        );
+        assert!(
+            !verify(b"s3cret", (t + 1, id, body), &sig, now),
+            "another time"
+        );
+        let later = (t + REPLAY_WINDOW_SECONDS + 1, REPLAY_WINDOW_SECONDS);
+        assert!(
+            !verify(b"s3cret", (t, id, body), &sig, later),
+            "replayed after the window"
+        );
+        assert!(!verify(b"s3cret", (t, id, body), "sha1=00", now));
         // RFC 4231 test cases 2 and 6 (a key longer than the block).
+        let hex_mac = |k: &[u8], m: &[u8]| hex::encode(mac(k, m).finalize().into_bytes());
         assert_eq!(
-            sign(
+            hex_mac(
                 &[0xaa; 131],
                 b"Test Using Larger Than Block-Size Key - Hash Key First"
             ),
-            "sha256=60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            hex_mac(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+        // What is signed, byte for byte, as receivers rebuild it.
+        assert_eq!(signed_content(7, "ev-1.0", b"{}"), b"7.ev-1.0.{}");
     }
 
     #[test]

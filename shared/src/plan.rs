@@ -101,6 +101,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                         origin: None,
                         bandwidth: template.options.bandwidth.clone(),
                         created_at: now,
+                        refused: Vec::new(),
                     },
                 })),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {

@@ -61,6 +61,16 @@ pub fn rows(job: &JobMessage, delivered: &[DeliveredFile], error: Option<&str>) 
                 },
             }
         })
+        .chain(job.refused.iter().map(|r| ReportRow {
+            job_id: job.job_id.to_string(),
+            key: r.key.clone(),
+            source_version: None,
+            size: r.size,
+            dest_path: String::new(),
+            md5: None,
+            outcome: "not_delivered".into(),
+            error: Some(r.error.clone()),
+        }))
         .collect()
 }
 

@@ -77,6 +77,7 @@ pub struct ExecutorOptions {
 pub struct Executor {
     child: Child,
     pub id: String,
+    pub pool: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub landing: PathBuf,
@@ -132,7 +133,7 @@ progress_seconds = 1
 "#,
                 heartbeat = opts.heartbeat_seconds.unwrap_or(60),
                 wait = opts.wait_seconds.unwrap_or(1),
-                status = stack.output("StatusQueueUrl"),
+                status = stack.status_queue_url(pool),
                 rules = stack.output("ConfigBucketName"),
                 visibility = opts.visibility_timeout.unwrap_or(60),
             )
@@ -151,6 +152,8 @@ shutdown_grace_seconds = 5
 [endpoints.disk]
 type = "local"
 root = "{landing}"
+# Chain steps read what the step before delivered here.
+cloud = "read-write"
 
 {extra}
 "#,
@@ -164,6 +167,7 @@ root = "{landing}"
         Ok(Self {
             child,
             id,
+            pool: pool.to_owned(),
             dir,
             config_path,
             landing,

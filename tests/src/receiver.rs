@@ -20,6 +20,28 @@ impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Whether the delivery verifies as docs/flows.md tells receivers to check it: its signature
+    /// over timestamp, delivery id and body under `secret`, and its timestamp within the replay
+    /// window of now.
+    pub fn verifies(&self, secret: &[u8]) -> bool {
+        use pbs_shared::notify;
+        let (Some(signature), Some(timestamp), Some(delivery)) = (
+            self.header(notify::SIGNATURE_HEADER),
+            self.header(notify::TIMESTAMP_HEADER)
+                .and_then(|t| t.parse().ok()),
+            self.header(notify::DELIVERY_HEADER),
+        ) else {
+            return false;
+        };
+        let now = chrono::Utc::now().timestamp();
+        notify::verify(
+            secret,
+            (timestamp, delivery, &self.body),
+            signature,
+            (now, notify::REPLAY_WINDOW_SECONDS),
+        )
+    }
 }
 
 #[derive(Default)]

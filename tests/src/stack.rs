@@ -94,8 +94,10 @@ impl Stack {
     }
 
     /// Creates the work queue of a new pool (`<prefix><pool>`) with its dead-letter queue (after
-    /// 3 receives), as an operator adding a pool does.
+    /// 3 receives), and its status queue mapped to the status function, as `infra/pool.yaml`
+    /// does for an operator adding a pool.
     pub async fn create_pool(&self, pool: &str) -> Result<PoolQueues> {
+        self.create_status_queue(pool).await?;
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let name = format!("{}{}", self.output("PoolQueuePrefix"), pool);
         let dlq = self
@@ -129,6 +131,50 @@ impl Stack {
             url: out.queue_url().context("no queue url")?.to_owned(),
             dlq_url,
         })
+    }
+
+    /// The status queue of `pool` (`<StatusQueuePrefix><pool>`), taken by the status function.
+    async fn create_status_queue(&self, pool: &str) -> Result<()> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let name = format!("{}{pool}", self.output("StatusQueuePrefix"));
+        let url = self.sqs.create_queue().queue_name(&name).send().await?;
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url.queue_url().context("no status queue url")?)
+            .attribute_names(A::QueueArn)
+            .send()
+            .await?;
+        let arn = attrs
+            .attributes()
+            .and_then(|a| a.get(&A::QueueArn))
+            .context("no status queue arn")?;
+        let mapping = serde_json::json!({
+            "EventSourceArn": arn,
+            "FunctionName": self.output("StatusFunctionArn"),
+            "BatchSize": 100,
+            "MaximumBatchingWindowInSeconds": 1,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        });
+        let url = format!(
+            "{}/2015-03-31/event-source-mappings/",
+            self.output("EmulatorUrl")
+        );
+        let res = self.http.post(&url).json(&mapping).send().await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "mapping {name} to the status function: {} {}",
+            res.status(),
+            res.text().await.unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// The URL of `pool`'s status queue (beside the default pool's, by name).
+    pub fn status_queue_url(&self, pool: &str) -> String {
+        let default = self.output("DefaultPoolStatusQueueUrl");
+        let base = default.rsplit_once('/').map_or(default, |(base, _)| base);
+        format!("{base}/{}{pool}", self.output("StatusQueuePrefix"))
     }
 
     /// Invokes a function of the stack (by its stack output holding the name) and returns its
@@ -344,6 +390,41 @@ impl Stack {
             .send()
             .await?;
         Ok(())
+    }
+
+    /// Records `job` in the jobs table as the trigger or the API records a job it makes (queued,
+    /// in its pool), then sends it to the pool's queue: the cloud believes reports only about
+    /// jobs it made.
+    pub async fn enqueue_job(&self, queue_url: &str, job: &Value) -> Result<()> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let text = |k: &str| job[k].as_str().unwrap_or_default().to_owned();
+        let created = text("created_at");
+        let mut item = std::collections::HashMap::from([
+            ("job_id".to_owned(), V::S(text("job_id"))),
+            ("state".to_owned(), V::S("queued".into())),
+            ("state_rank".to_owned(), V::N("0".into())),
+            ("attempt".to_owned(), V::N("0".into())),
+            ("pool".to_owned(), V::S(text("pool"))),
+            ("template_id".to_owned(), V::S(text("template_id"))),
+            ("destination".to_owned(), V::S(text("destination"))),
+            ("files_json".to_owned(), V::S(job["files"].to_string())),
+            ("list_pk".to_owned(), V::S("job".into())),
+            ("created_at".to_owned(), V::S(created.clone())),
+            (
+                "created_sk".to_owned(),
+                V::S(format!("{created}#{}", text("job_id"))),
+            ),
+        ]);
+        if let Some(bucket) = job["source"]["bucket"].as_str() {
+            item.insert("source_bucket".into(), V::S(bucket.into()));
+        }
+        self.dynamo
+            .put_item()
+            .table_name(self.output("JobsTableName"))
+            .set_item(Some(item))
+            .send()
+            .await?;
+        self.send_job(queue_url, job).await
     }
 
     pub async fn peek(&self, queue_url: &str) -> Result<Vec<aws_sdk_sqs::types::Message>> {

@@ -46,7 +46,7 @@ async fn a_backlog_is_copied_in_few_rclone_runs_and_each_job_keeps_its_own_outco
             "delivery": {"overwrite": "overwrite", "verify": "hash"},
             "created_at": "2026-11-25T00:00:00Z"
         });
-        stack.send_job(&queue.url, &job).await.unwrap();
+        stack.enqueue_job(&queue.url, &job).await.unwrap();
     }
 
     let executor = Executor::start(&stack, &pool, &queue.url).unwrap();

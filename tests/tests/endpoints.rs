@@ -76,6 +76,7 @@ impl Site {
         opts.extra_config = format!(
             r#"[endpoints.nas]
 type = "smb"
+cloud = "read-write"
 host = "127.0.0.1"
 port = {smb_port}
 share = "files"
@@ -84,6 +85,7 @@ password_env = "PBS_NAS_PASSWORD"
 
 [endpoints.drop]
 type = "sftp"
+cloud = "read-write"
 host = "127.0.0.1"
 port = {sftp_port}
 user = "{user}"
@@ -93,6 +95,7 @@ known_hosts_file = "{known_hosts}"
 
 [endpoints.drop-key]
 type = "sftp"
+cloud = "read-write"
 host = "127.0.0.1"
 port = {sftp_port}
 user = "{user}"
@@ -103,12 +106,14 @@ hash = "none"
 
 [endpoints.vault]
 type = "s3"
+cloud = "read-write"
 bucket = "{vault}"
 root = "backup"
 endpoint_url = "{emulator}"
 
 [endpoints.outbox]
 type = "local"
+cloud = "read-write"
 root = "{outbox}"
 
 {more}"#,
@@ -947,13 +952,25 @@ async fn doctor_passes_a_good_setup_and_names_each_broken_part_with_a_fix() {
         "{text}"
     );
     // A status queue that does not exist.
-    let status_url = site.stack.output("StatusQueueUrl").to_owned();
-    let path = broken(&|c| c.replace(&status_url, &format!("{status_url}-missing")));
+    let status_url = site.stack.status_queue_url(&site.pool);
+    let (base, name) = status_url.rsplit_once('/').unwrap();
+    let missing = format!("{base}/missing-{name}");
+    let path = broken(&|c| c.replace(&status_url, &missing));
     let (ok, text) = doctor(&path, false);
     assert!(!ok);
     assert!(
         text.lines().any(|l| l.starts_with("FAIL  status queue: ")
             && l.contains("(fix: check cloud.status_queue_url")),
+        "{text}"
+    );
+    // Another pool's status queue: every report through it would be refused.
+    let other = site.stack.status_queue_url("default");
+    let path = broken(&|c| c.replace(&status_url, &other));
+    let (ok, text) = doctor(&path, false);
+    assert!(!ok);
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL  status queue: ")
+            && l.contains(&format!("is not pool {}'s status queue", site.pool))),
         "{text}"
     );
     // No AWS credentials at all.

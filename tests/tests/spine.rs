@@ -189,7 +189,7 @@ async fn a_duplicated_event_makes_one_job_and_one_copy() {
     stack
         .sqs
         .send_message()
-        .queue_url(stack.output("StatusQueueUrl"))
+        .queue_url(stack.status_queue_url(pool))
         .message_body(late.to_string())
         .send()
         .await

@@ -331,7 +331,8 @@ async fn rules_from_cloud_templates_apply_change_live_and_survive_an_outage() {
         &queue.url,
         ExecutorOptions {
             extra_config: format!(
-                "[endpoints.outbox]\ntype = \"local\"\nroot = \"{}\"\n",
+                // The cloud's rules read this folder.
+                "[endpoints.outbox]\ntype = \"local\"\nroot = \"{}\"\ncloud = \"read-write\"\n",
                 outbox.path().display()
             ),
             ..Default::default()

@@ -271,9 +271,21 @@ async fn work_queue(sqs: &aws_sdk_sqs::Client, cloud: &CloudConfig) -> Vec<Check
     ]
 }
 
-/// The executor may only send to the StatusQueue: a probe message proves it (the status
-/// function logs it and changes nothing).
+/// The executor may only send to its pool's status queue: a probe message proves it (the status
+/// function logs it and changes nothing). A queue named for another pool is refused before: the
+/// cloud would refuse every report sent through it.
 async fn status_queue(sqs: &aws_sdk_sqs::Client, config: &Config, cloud: &CloudConfig) -> Check {
+    let own = format!("-reports-{}", config.pool);
+    if !cloud.status_queue_url.trim_end_matches('/').ends_with(&own) {
+        return Check::fail(
+            "status queue",
+            format!(
+                "{} is not pool {}'s status queue (its name ends in {own}): the cloud refuses reports for pool {} from any other",
+                cloud.status_queue_url, config.pool, config.pool
+            ),
+            "set cloud.status_queue_url to the pool's status queue (stack output DefaultPoolStatusQueueUrl, or StatusQueueUrl of the pool's stack)",
+        );
+    }
     let probe = StatusMessage::Probe(Probe {
         v: V1,
         executor_id: config.executor_id(),
@@ -297,7 +309,7 @@ async fn status_queue(sqs: &aws_sdk_sqs::Client, config: &Config, cloud: &CloudC
             let hint = if is_denied(&lower) {
                 POLICY_HINT
             } else {
-                "check cloud.status_queue_url (stack output StatusQueueUrl)"
+                "check cloud.status_queue_url (stack output DefaultPoolStatusQueueUrl, or StatusQueueUrl of the pool's stack)"
             };
             Check::fail("status queue", text, hint)
         }

@@ -30,19 +30,19 @@ pub fn key(pool: &PoolName, job: &JobId, attempt: u32) -> String {
     format!("logs/{pool}/{job}/attempt-{attempt}.log")
 }
 
-/// The log as uploaded: redacted, and at most `MAX_BYTES` (its end).
+/// The log as uploaded: redacted (before it is cut, so no part of a secret is left at the cut),
+/// and at most `MAX_BYTES` (its end).
 pub fn prepare(raw: &[u8], secrets: &[&str]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let text = if text.len() > MAX_BYTES {
+    let text = rclone::redact(&String::from_utf8_lossy(raw), secrets);
+    if text.len() > MAX_BYTES {
         let mut cut = text.len() - MAX_BYTES;
         while !text.is_char_boundary(cut) {
             cut += 1;
         }
         format!("[… the first {cut} bytes are left out …]\n{}", &text[cut..])
     } else {
-        text.into_owned()
-    };
-    rclone::redact(&text, secrets)
+        text
+    }
 }
 
 /// The key of an attempt's delivery report (JSON; the CSV is the same with `.csv`).
@@ -142,6 +142,19 @@ impl ArtifactStore for LogUploader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_across_the_cut_leaves_no_part_behind() {
+        // The cut falls inside the secret: redacted first, nothing of it survives the cut.
+        let secret = "correct-horse-battery";
+        let raw = format!("{}{secret}{}", "x".repeat(10), "y".repeat(MAX_BYTES - 5));
+        let out = prepare(raw.as_bytes(), &[secret]);
+        assert!(
+            !out.contains("ttery"),
+            "the secret's end survived the cut: {}",
+            &out[..80]
+        );
+    }
 
     #[test]
     fn logs_are_redacted_and_capped_at_their_end() {

@@ -267,7 +267,8 @@ pub struct CloudConfig {
     pub s3_endpoint_url: Option<String>,
     /// The pool's work queue URL (stack output `DefaultPoolQueueUrl` for the default pool).
     pub work_queue_url: String,
-    /// The StatusQueue URL (stack output `StatusQueueUrl`).
+    /// The pool's status queue URL (stack output `DefaultPoolStatusQueueUrl`, or `StatusQueueUrl`
+    /// of the pool's stack); the cloud believes only reports for this pool from it.
     pub status_queue_url: String,
     /// Long-poll wait, 1 to 20 seconds.
     #[serde(default = "default_wait")]
@@ -312,6 +313,41 @@ fn default_progress() -> u64 {
     3
 }
 
+/// What jobs from the cloud (the pool's queue, cloud watch and schedule rules, chain steps) may
+/// do with an endpoint. Jobs of the executor's own rules (its TOML) are not limited by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloudAccess {
+    /// Nothing: the endpoint serves only this executor's own rules.
+    None,
+    /// Read (a source of transfers), never written.
+    Read,
+    /// Written (a destination of deliveries), never read: the default.
+    #[default]
+    Write,
+    /// Both: a source and a destination, and a watch rule's `after` may delete or move its files.
+    ReadWrite,
+}
+
+impl CloudAccess {
+    pub fn may_read(self) -> bool {
+        matches!(self, Self::Read | Self::ReadWrite)
+    }
+
+    pub fn may_write(self) -> bool {
+        matches!(self, Self::Write | Self::ReadWrite)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::ReadWrite => "read-write",
+        }
+    }
+}
+
 /// A place the executor reads from or writes to, named in templates and jobs.
 ///
 /// Passwords are never written here: a field names the environment variable or the file that
@@ -329,9 +365,25 @@ pub enum EndpointConfig {
     S3(S3Endpoint),
 }
 
+impl EndpointConfig {
+    /// What jobs from the cloud may do with the endpoint.
+    pub fn cloud(&self) -> CloudAccess {
+        match self {
+            Self::Local(e) => e.cloud,
+            Self::Smb(e) => e.cloud,
+            Self::Sftp(e) => e.cloud,
+            Self::S3(e) => e.cloud,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalEndpoint {
+    /// What jobs from the cloud may do here (`none`, `read`, `write`, `read-write`); default
+    /// `write`: a destination only.
+    #[serde(default)]
+    pub cloud: CloudAccess,
     /// Absolute path of the endpoint's root folder; files never land outside it.
     pub root: PathBuf,
 }
@@ -339,6 +391,10 @@ pub struct LocalEndpoint {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmbEndpoint {
+    /// What jobs from the cloud may do here (`none`, `read`, `write`, `read-write`); default
+    /// `write`: a destination only.
+    #[serde(default)]
+    pub cloud: CloudAccess,
     /// Server host name or address.
     pub host: String,
     #[serde(default = "default_smb_port")]
@@ -363,6 +419,10 @@ pub struct SmbEndpoint {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SftpEndpoint {
+    /// What jobs from the cloud may do here (`none`, `read`, `write`, `read-write`); default
+    /// `write`: a destination only.
+    #[serde(default)]
+    pub cloud: CloudAccess,
     pub host: String,
     #[serde(default = "default_sftp_port")]
     pub port: u16,
@@ -399,6 +459,10 @@ pub enum SftpHash {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Endpoint {
+    /// What jobs from the cloud may do here (`none`, `read`, `write`, `read-write`); default
+    /// `write`: a destination only.
+    #[serde(default)]
+    pub cloud: CloudAccess,
     pub bucket: String,
     /// Key prefix that is the endpoint's root. Default: the whole bucket.
     #[serde(default)]

@@ -27,6 +27,7 @@ use crate::config::EndpointConfig;
 use crate::jobs::context::JobContext;
 use crate::jobs::dest_locks::PathLock;
 use crate::transfer::endpoints::{self, Side};
+use crate::transfer::links;
 use crate::transfer::{self, Checked, Item, rclone};
 
 /// How a job's copy ended.
@@ -84,12 +85,13 @@ pub async fn copy_jobs(
         Ok(s) => s,
         Err(c) => return vec![c; jobs.len()],
     };
+    let linked = linked(ctx, jobs);
     let wanted: Vec<Planned> = jobs
         .iter()
         .enumerate()
         .flat_map(|(j, (job, _))| job.files.iter().map(move |f| (j, f)))
-        .zip(superseded.iter().flatten())
-        .filter(|(_, newer)| !**newer)
+        .zip(superseded.iter().flatten().zip(linked.iter().flatten()))
+        .filter(|(_, (newer, link))| !**newer && link.is_none())
         .map(|(p, _)| p)
         .collect();
     let log = rclone::log_path(&ctx.config.state_dir, first.job_id.as_str(), attempt);
@@ -118,7 +120,7 @@ pub async fn copy_jobs(
     drop(locks);
     let mut results = wanted.iter().map(|(j, _)| *j).zip(results).peekable();
     let mut copies = Vec::with_capacity(jobs.len());
-    for (j, ((job, _), flags)) in jobs.iter().zip(&superseded).enumerate() {
+    for (j, (((job, _), flags), links)) in jobs.iter().zip(&superseded).zip(&linked).enumerate() {
         let mut own = Vec::new();
         while let Some((_, r)) = results.next_if(|(k, _)| *k == j) {
             own.push(r);
@@ -127,6 +129,7 @@ pub async fn copy_jobs(
         let files = FileResults {
             job,
             superseded: flags,
+            linked: links,
             results: own,
             folders: (&src, &dst, &folders),
         };
@@ -165,6 +168,49 @@ fn unsafe_source_path(job: &JobMessage) -> Option<Copied> {
             )
         })
     })
+}
+
+/// The root of `endpoint` when it is a local folder of this executor.
+fn local_root<'a>(
+    ctx: &'a JobContext,
+    endpoint: &pbs_shared::EndpointName,
+) -> Option<&'a std::path::Path> {
+    if endpoint.as_str() == STAGING_ENDPOINT {
+        return None;
+    }
+    match &ctx.endpoints.get(endpoint).ok()?.config {
+        EndpointConfig::Local(l) => Some(&l.root),
+        _ => None,
+    }
+}
+
+/// Per job, per file: why it may not be read or written (a symbolic link on its path under a
+/// local endpoint's root), so that it fails alone and the others are copied.
+fn linked(ctx: &JobContext, jobs: &[(&JobMessage, u32)]) -> Vec<Vec<Option<String>>> {
+    jobs.iter()
+        .map(|(job, _)| {
+            let src = match &job.source {
+                JobSource::Endpoint { endpoint } => local_root(ctx, endpoint),
+                JobSource::S3 { .. } => None,
+            };
+            let dst = local_root(ctx, &job.destination);
+            job.files
+                .iter()
+                .map(|f| {
+                    let read = src.and_then(|root| links::refusal(root, &f.key));
+                    let write = || {
+                        dst.and_then(|root| links::refusal(root, f.dest_path.as_str()))
+                            .map(|why| format!("not written: {why}"))
+                    };
+                    let why = read.map(|why| format!("not read: {why}")).or_else(write);
+                    if let Some(why) = &why {
+                        warn!(key = %f.key, reason = %why, "file refused");
+                    }
+                    why
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Writes of one path run one at a time: every path of the batch, locked in path order.
@@ -296,6 +342,8 @@ struct FileResults<'a> {
     job: &'a JobMessage,
     /// Per file: left out because a newer write was already delivered.
     superseded: &'a [bool],
+    /// Per file: left out because a link is on its path (why).
+    linked: &'a [Option<String>],
     /// The results of the files not superseded, in order (fewer when the copy stopped early).
     results: Vec<Checked>,
     /// The sides, and the folders of a shared copy (for the words of a failure).
@@ -303,14 +351,13 @@ struct FileResults<'a> {
 }
 
 impl FileResults<'_> {
-    fn outcome(self) -> Copied {
-        let (src, dst, folders) = self.folders;
+    fn outcome(mut self) -> Copied {
         let (mut files, mut bytes) = (0, 0);
         let mut superseded = Vec::new();
         let mut delivered = Vec::with_capacity(self.job.files.len());
         let (mut missing, mut mismatched, mut first_failure) = (Vec::new(), Vec::new(), None);
-        let mut results = self.results.into_iter();
-        for (file, newer) in self.job.files.iter().zip(self.superseded) {
+        let mut results = std::mem::take(&mut self.results).into_iter();
+        for ((file, newer), link) in self.job.files.iter().zip(self.superseded).zip(self.linked) {
             let mut entry = DeliveredFile {
                 key: file.key.clone(),
                 dest_path: file.dest_path.to_string(),
@@ -321,6 +368,10 @@ impl FileResults<'_> {
             if *newer {
                 superseded.push(file.key.clone());
                 delivered.push(entry);
+                continue;
+            }
+            if let Some(why) = link {
+                first_failure.get_or_insert((ErrorClass::BadRequest, why.clone()));
                 continue;
             }
             match results.next() {
@@ -341,6 +392,9 @@ impl FileResults<'_> {
                 None => {}
             }
         }
+        if let Some(refused) = self.refused() {
+            first_failure.get_or_insert(refused);
+        }
         let fail = |class, error| Copied::Failed {
             class,
             error,
@@ -350,25 +404,7 @@ impl FileResults<'_> {
             return fail(class, error);
         }
         if !missing.is_empty() {
-            // An event's object that is gone is named with the words of a file copied alone;
-            // files listed from a folder are counted against the folder.
-            let event = matches!(self.job.source, JobSource::S3 { .. });
-            let error = match (missing.as_slice(), folders) {
-                ([one], _) if event => transfer::source_not_found(
-                    &src.display(&one.key),
-                    &dst.display(one.dest_path.as_str()),
-                ),
-                (_, Some((src_dir, dst_dir))) => {
-                    let keys: Vec<&str> = missing.iter().map(|f| f.key.as_str()).collect();
-                    let (from, to) = (src.display(src_dir), dst.display(dst_dir));
-                    transfer::not_delivered(&keys, self.job.files.len(), &from, &to)
-                }
-                (_, None) => transfer::source_not_found(
-                    &src.display(&missing[0].key),
-                    &dst.display(missing[0].dest_path.as_str()),
-                ),
-            };
-            return fail(ErrorClass::NotFound, error);
+            return fail(ErrorClass::NotFound, self.missing_error(&missing));
         }
         if !mismatched.is_empty() {
             let why: Vec<&str> = mismatched.iter().map(String::as_str).collect();
@@ -379,6 +415,39 @@ impl FileResults<'_> {
             bytes,
             superseded,
             delivered,
+        }
+    }
+
+    /// Files the job's rule could not take (names the destination cannot hold): they fail it.
+    fn refused(&self) -> Option<(ErrorClass, String)> {
+        let first = self.job.refused.first()?;
+        let error = match self.job.refused.len() {
+            1 => first.error.clone(),
+            n => format!("{n} files cannot be delivered; the first: {}", first.error),
+        };
+        Some((ErrorClass::BadRequest, error))
+    }
+
+    /// The words for source files that were not there. An event's object that is gone is named
+    /// with the words of a file copied alone; files listed from a folder are counted against the
+    /// folder.
+    fn missing_error(&self, missing: &[&JobFile]) -> String {
+        let (src, dst, folders) = self.folders;
+        let event = matches!(self.job.source, JobSource::S3 { .. });
+        match (missing, folders) {
+            ([one], _) if event => transfer::source_not_found(
+                &src.display(&one.key),
+                &dst.display(one.dest_path.as_str()),
+            ),
+            (_, Some((src_dir, dst_dir))) => {
+                let keys: Vec<&str> = missing.iter().map(|f| f.key.as_str()).collect();
+                let (from, to) = (src.display(src_dir), dst.display(dst_dir));
+                transfer::not_delivered(&keys, self.job.files.len(), &from, &to)
+            }
+            (_, None) => transfer::source_not_found(
+                &src.display(&missing[0].key),
+                &dst.display(missing[0].dest_path.as_str()),
+            ),
         }
     }
 }

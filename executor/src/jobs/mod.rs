@@ -1,6 +1,8 @@
 //! The job pipeline: a job message (from the work queue, or made here by a watch or schedule
 //! rule) is claimed in the ledger, copied, verified, and recorded with its report.
 //!
+//! - `admit`: which messages from the work queue this executor obeys (its pool, its endpoints'
+//!   `cloud` settings);
 //! - `runner`: claim → copy → finish, for one job or a batch of jobs run together;
 //! - `copy`: the one copy path (a job alone is a batch of one), with verification;
 //! - `batch`: which received jobs may share one rclone run;
@@ -13,6 +15,7 @@
 //! May depend on `transfer`, `ledger`, `config` and `metrics`, never on `cloud` or `rules`:
 //! `cloud::poller` and `rules` hand jobs to it.
 
+pub mod admit;
 pub mod batch;
 pub mod cancels;
 pub mod context;

@@ -9,6 +9,7 @@ use pbs_shared::{DeliveredFile, ErrorClass, FileOutcome, JobId, JobMessage, JobR
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::jobs::admit::admit;
 use crate::jobs::context::JobContext;
 use crate::jobs::copy::{Copied, copy_jobs};
 use crate::ledger::{Claim, Outcome};
@@ -42,6 +43,9 @@ pub async fn handle(ctx: &JobContext, msg: &Received, abort: &CancellationToken)
     };
     let span =
         info_span!("job", job_id = %job.job_id, template = %job.template_id, pool = %job.pool);
+    if let Err(reason) = admit(&ctx.config, &job) {
+        return refuse(ctx, msg, &job, &reason).instrument(span).await;
+    }
     run(ctx, job, (&msg.body, msg.receive_count), abort)
         .instrument(span)
         .await
@@ -59,6 +63,14 @@ pub async fn handle_batch(
     let mut settled: Vec<Option<Disposition>> = vec![None; batch.len()];
     let mut running: Vec<(usize, u32)> = Vec::with_capacity(batch.len());
     for (i, (msg, job)) in batch.iter().enumerate() {
+        if let Err(reason) = admit(&ctx.config, job) {
+            settled[i] = Some(
+                refuse(ctx, msg, job, &reason)
+                    .instrument(job_span(job))
+                    .await,
+            );
+            continue;
+        }
         let begun = begin(ctx, job, (&msg.body, msg.receive_count))
             .instrument(job_span(job))
             .await;
@@ -138,6 +150,29 @@ pub async fn handle_local(
     run(ctx, job, (&body, attempt), abort)
         .instrument(span)
         .await
+}
+
+/// A job this site does not allow (see [`admit`]): recorded and reported failed `forbidden` with
+/// the reason, nothing copied; the message goes once that is recorded (it can never run here).
+async fn refuse(ctx: &JobContext, msg: &Received, job: &JobMessage, reason: &str) -> Disposition {
+    warn!(reason = %reason, "job refused");
+    METRICS.refused();
+    let attempt = match begin(ctx, job, (&msg.body, msg.receive_count)).await {
+        Ok(attempt) => attempt,
+        Err((disposition, _)) => return disposition,
+    };
+    let outcome = Outcome::failed(ErrorClass::Forbidden, reason.to_owned(), 0);
+    let ended = (outcome, Vec::new());
+    record(
+        ctx,
+        job,
+        attempt,
+        Instant::now(),
+        ended,
+        Artifacts::default(),
+    )
+    .await
+    .0
 }
 
 /// A message that is not a valid v1 job: reported as a failed job when its id can be read, and

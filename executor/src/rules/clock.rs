@@ -9,7 +9,7 @@ use pbs_shared::path_template::RenderContext;
 pub use pbs_shared::rule_spec::{Cron, Filter};
 use pbs_shared::{
     Delivery, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
-    PathTemplate, PoolName, RetryPolicy, TemplateId,
+    PathTemplate, PoolName, RefusedFile, RetryPolicy, TemplateId,
 };
 use sha2::{Digest, Sha256};
 
@@ -100,14 +100,17 @@ fn digest_id(prefix: &str, parts: &[&str]) -> JobId {
 /// A watched file's job id: the same file in the same state is the same job.
 pub fn watch_job_id(rule: &TemplateId, rel: &str, size: u64, mtime_ns: i128) -> JobId {
     digest_id(
-        "wt",
+        pbs_shared::job::WATCH_JOB_PREFIX,
         &[rule.as_str(), rel, &size.to_string(), &mtime_ns.to_string()],
     )
 }
 
 /// A scheduled run's job id: one job per rule and scheduled time.
 pub fn schedule_job_id(rule: &TemplateId, scheduled_for: DateTime<Utc>) -> JobId {
-    digest_id("sc", &[rule.as_str(), &scheduled_for.to_rfc3339()])
+    digest_id(
+        pbs_shared::job::SCHEDULE_JOB_PREFIX,
+        &[rule.as_str(), &scheduled_for.to_rfc3339()],
+    )
 }
 
 /// What a rule's job is made of.
@@ -173,30 +176,36 @@ impl<'a> RuleJob<'a> {
     }
 
     /// The job for `files` (path relative to the rule's folder, size). A file whose destination
-    /// path would be unsafe is refused with the reason.
-    pub fn build(self, files: &[(String, u64)]) -> Result<JobMessage, String> {
-        let files = files
-            .iter()
-            .map(|(rel, size)| {
-                let dest_path = self
-                    .path
-                    .render(&RenderContext {
-                        bucket: "",
-                        key: rel,
-                        event_time: self.now,
-                    })
-                    .map_err(|e| format!("{rel:?}: {e}"))?;
-                Ok(JobFile {
-                    key: crate::transfer::endpoints::join(self.folder, rel),
+    /// path would be unsafe or one the destination cannot take is refused alone, with the
+    /// reason: the job fails for it and copies the others.
+    pub fn build(self, files: &[(String, u64)]) -> JobMessage {
+        let mut taken = Vec::with_capacity(files.len());
+        let mut refused = Vec::new();
+        for (rel, size) in files {
+            let key = crate::transfer::endpoints::join(self.folder, rel);
+            let rendered = self.path.render(&RenderContext {
+                bucket: "",
+                key: rel,
+                event_time: self.now,
+            });
+            match rendered {
+                Ok(dest_path) => taken.push(JobFile {
+                    key,
                     size: *size,
                     etag: None,
                     version_id: None,
                     sequencer: None,
                     dest_path,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(JobMessage {
+                }),
+                Err(e) => refused.push(RefusedFile {
+                    key,
+                    size: *size,
+                    error: format!("{rel:?} cannot be delivered: {e}"),
+                }),
+            }
+        }
+        let files = taken;
+        JobMessage {
             v: pbs_shared::message::V1,
             job_id: self.job_id,
             template_id: self.rule.clone(),
@@ -214,7 +223,8 @@ impl<'a> RuleJob<'a> {
             }),
             bandwidth: self.bandwidth.cloned(),
             created_at: self.now,
-        })
+            refused,
+        }
     }
 }
 

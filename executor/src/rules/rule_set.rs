@@ -186,9 +186,36 @@ impl RuleSet {
     }
 }
 
+/// Why the cloud may not run a rule reading `source` and writing `destination` here: each
+/// endpoint's `cloud` setting must allow it (the staging area always does).
+fn cloud_may(
+    config: &Config,
+    source: &pbs_shared::EndpointName,
+    destination: &pbs_shared::EndpointName,
+) -> Result<(), String> {
+    let setting = |e: &pbs_shared::EndpointName| {
+        (e.as_str() != pbs_shared::message::STAGING_ENDPOINT)
+            .then(|| config.endpoints.get(e).map(|ep| ep.cloud()))
+            .flatten()
+    };
+    if let Some(access) = setting(source).filter(|a| !a.may_read()) {
+        return Err(format!(
+            "trigger.source: endpoint {source} may not be read by the cloud's rules (its cloud = \"{}\"; set cloud = \"read\" or \"read-write\" in [endpoints.{source}])",
+            access.as_str()
+        ));
+    }
+    if let Some(access) = setting(destination).filter(|a| !a.may_write()) {
+        return Err(format!(
+            "destination.endpoint: endpoint {destination} may not be written by the cloud's rules (its cloud = \"{}\"; set cloud = \"write\" or \"read-write\" in [endpoints.{destination}])",
+            access.as_str()
+        ));
+    }
+    Ok(())
+}
+
 /// The cloud's templates as rules, checked against this executor's endpoints; a rule that does
-/// not fit (unknown endpoint, same name as a TOML rule, removal of source files not allowed) is
-/// reported and left out.
+/// not fit (unknown endpoint, an endpoint its `cloud` setting closes to it, same name as a TOML
+/// rule, removal of source files not allowed) is reported and left out.
 fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
     let mut out = Vec::new();
     for t in templates {
@@ -203,6 +230,15 @@ fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
             .cloud
             .as_ref()
             .is_some_and(|c| c.allow_source_removal);
+        let source = match &t.trigger {
+            Trigger::Watch(w) => &w.source,
+            Trigger::Schedule(s) => &s.source,
+            Trigger::S3 { .. } | Trigger::Chain {} => continue,
+        };
+        if let Err(why) = cloud_may(config, source, &t.destination.endpoint) {
+            error!(rule = %name, "cloud rule ignored: {why}");
+            continue;
+        }
         let (rule, checked) = match &t.trigger {
             Trigger::Watch(w) if w.after != AfterAction::Keep && !may_remove => {
                 error!(rule = %name, "cloud rule ignored: trigger.after: deleting or moving source files on this machine needs cloud.allow_source_removal = true in its configuration");
@@ -237,7 +273,7 @@ mod tests {
     fn config(cloud: &str) -> Config {
         Config::parse(&format!(
             "pool = \"p\"\nstate_dir = \"/tmp\"\n{cloud}\n\
-             [endpoints.drop]\ntype = \"local\"\nroot = \"/srv/drop\"\n\
+             [endpoints.drop]\ntype = \"local\"\nroot = \"/srv/drop\"\ncloud = \"read\"\n\
              [endpoints.disk]\ntype = \"local\"\nroot = \"/srv/disk\"\n\
              [[watch]]\nname = \"local-rule\"\nsource = \"drop\"\ndestination = \"disk\"\n"
         ))
@@ -268,6 +304,13 @@ mod tests {
                 "disk",
             ),
             template("unknown-endpoint", watch.clone(), "nas"),
+            // `disk` takes the default: written by the cloud, never read; `drop` is never written.
+            template(
+                "reads-a-destination",
+                serde_json::json!({"type": "watch", "source": "disk"}),
+                "disk",
+            ),
+            template("writes-a-source", watch.clone(), "drop"),
             template("local-rule", watch.clone(), "disk"),
             template("deletes", delete, "disk"),
         ];

@@ -115,14 +115,13 @@ impl Scheduler {
             info!(rule = %self.rule.name, scheduled_for = %scheduled_for, "scheduled run: no files to copy");
             return;
         }
+        // A file whose name the destination cannot take fails alone; the others are copied.
         let job = RuleJob::schedule(&self.rule, &self.pool, scheduled_for).build(&files);
-        match job {
-            Ok(job) => {
-                info!(rule = %self.rule.name, job_id = %job.job_id, files = files.len(), "scheduled run");
-                self.jobs.run(job).await;
-            }
-            Err(e) => error!(rule = %self.rule.name, error = %e, "scheduled run refused"),
+        if !job.refused.is_empty() {
+            warn!(rule = %self.rule.name, job_id = %job.job_id, refused = job.refused.len(), "files that cannot be delivered are reported failed");
         }
+        info!(rule = %self.rule.name, job_id = %job.job_id, files = files.len(), "scheduled run");
+        self.jobs.run(job).await;
     }
 
     /// The files of the rule's folder that its filter takes.

@@ -26,6 +26,7 @@ use crate::config::{AfterAction, ExistingFiles, WatchRule};
 use crate::jobs::local::LocalJobs;
 use crate::rules::clock::{Filter, RuleJob, watch_job_id};
 use crate::transfer::endpoints::join;
+use crate::transfer::links;
 
 /// A file's state as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,8 @@ struct Seen {
 }
 
 fn seen(path: &Path) -> Option<Seen> {
-    let m = std::fs::metadata(path).ok()?;
+    // A link is never a file of the folder, whatever it points to.
+    let m = std::fs::symlink_metadata(path).ok()?;
     if !m.is_file() {
         return None;
     }
@@ -144,10 +146,23 @@ impl Watcher {
         files
     }
 
-    /// The files a notify event is about (`None`: events were lost, look at everything).
+    /// Why `rel` (under the watch folder) may not be touched: a link on its path.
+    fn linked(&self, rel: &str) -> Option<String> {
+        links::refusal(&self.root, &join(&self.rule.folder, rel))
+    }
+
+    /// The files a notify event is about (`None`: events were lost, look at everything). An
+    /// event through a link (the watcher follows linked folders) is about nothing of the root.
     fn changed(&self, ev: Option<PathBuf>, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
+        if let Some(rel) = ev.as_deref().and_then(|p| rel_of(folder, p))
+            && let Some(why) = self.linked(&rel)
+        {
+            debug!(rule = %self.rule.name, reason = %why, "event skipped");
+            return Vec::new();
+        }
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
         match ev {
-            Some(path) if path.is_dir() => self.scan_under(&path, folder, filter),
+            Some(path) if is_dir(&path) => self.scan_under(&path, folder, filter),
             Some(path) => rel_of(folder, &path)
                 .filter(|rel| self.takes(rel, filter))
                 .and_then(|rel| seen(&path).map(|s| (rel, s)))
@@ -199,8 +214,13 @@ impl Watcher {
         (self.rule.recursive || !rel.contains('/')) && filter.matches(rel)
     }
 
-    /// Every file the rule takes, with its state.
+    /// Every file the rule takes, with its state (none when the watch folder is reached through
+    /// a link: it is not under the root).
     fn scan(&self, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
+        if let Some(why) = links::refusal(&self.root, &self.rule.folder) {
+            warn!(rule = %self.rule.name, reason = %why, "watch folder not scanned");
+            return Vec::new();
+        }
         self.scan_under(folder, folder, filter)
     }
 
@@ -234,6 +254,10 @@ impl Watcher {
 
     /// Starts the job of a settled file; false when there is nothing to do (already handled).
     fn start(self: &Arc<Self>, rel: String, s: Seen, done: &mpsc::UnboundedSender<Done>) -> bool {
+        if let Some(why) = self.linked(&rel) {
+            warn!(rule = %self.rule.name, path = %rel, reason = %why, "file not taken");
+            return false;
+        }
         let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns);
         match self.jobs.ctx.ledger().job_state(&job_id) {
             Ok(Some(JobState::Succeeded)) => {
@@ -251,15 +275,9 @@ impl Watcher {
                 return false;
             }
         }
+        // A name the destination cannot take makes a job that fails for it, with the reason.
         let job = RuleJob::watch(&self.rule, &self.pool, job_id, Utc::now())
             .build(&[(rel.clone(), s.size)]);
-        let job = match job {
-            Ok(j) => j,
-            Err(e) => {
-                error!(rule = %self.rule.name, error = %e, "file not taken: its destination path is not allowed");
-                return false;
-            }
-        };
         let this = self.clone();
         let done = done.clone();
         self.jobs.spawn(async move {
@@ -283,6 +301,10 @@ impl Watcher {
         if seen(&path) != Some(s) {
             return;
         }
+        if let Some(why) = self.linked(rel) {
+            warn!(rule = %self.rule.name, path = %rel, reason = %why, "delivered; source left alone");
+            return;
+        }
         match self.rule.after {
             AfterAction::Keep => {}
             AfterAction::Delete => match std::fs::remove_file(&path) {
@@ -293,6 +315,10 @@ impl Watcher {
             },
             AfterAction::MoveTo => {
                 let archive = self.rule.archive_folder.as_deref().unwrap_or_default();
+                if let Some(why) = links::refusal(&self.root, &join(archive, rel)) {
+                    warn!(rule = %self.rule.name, path = %rel, reason = %why, "delivered; source not archived");
+                    return;
+                }
                 let target = self.root.join(join(archive, rel));
                 let moved = target
                     .parent()

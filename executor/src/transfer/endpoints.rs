@@ -144,7 +144,9 @@ impl Endpoints {
                 EndpointConfig::Smb(e) => (e.password_env.as_deref(), e.password_file.as_deref()),
                 EndpointConfig::Sftp(e) => {
                     if let Some(k) = &e.key_file {
-                        readable(k).map_err(|m| err("key_file", m))?;
+                        readable(k)
+                            .and_then(|()| private(k))
+                            .map_err(|m| err("key_file", m))?;
                     }
                     readable(&e.known_hosts_file).map_err(|m| err("known_hosts_file", m))?;
                     (e.password_env.as_deref(), e.password_file.as_deref())
@@ -225,8 +227,27 @@ fn readable(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// The first line of a secret file, without its line ending.
+/// A file holding a secret must be readable by its owner only.
+fn private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} may be read by its group or others (mode {:o}): run chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The first line of a secret file (readable by its owner only), without its line ending.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    private(path)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
@@ -471,10 +492,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn secrets_are_read_obscured_and_never_in_debug_output() {
+    async fn a_secret_file_others_may_read_is_refused_with_the_chmod_to_run() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "s3cret-pass\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let c = config(&format!(
+            "[endpoints.nas]\ntype = \"smb\"\nhost = \"h\"\nshare = \"s\"\nuser = \"u\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ));
+        let e = Endpoints::resolve(&c).await.unwrap_err().to_string();
+        assert!(e.contains("endpoints.nas.password_file"), "{e}");
+        assert!(
+            e.contains("mode 640") && e.contains(&format!("chmod 600 {}", pw.display())),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_are_read_obscured_and_never_in_debug_output() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret-pass\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let kh = dir.path().join("known_hosts");
         std::fs::write(&kh, "").unwrap();
         let c = config(&format!(

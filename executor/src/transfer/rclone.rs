@@ -382,13 +382,39 @@ pub fn last_error_since(log_file: &Path, offset: u64, secrets: &[&str]) -> Optio
     Some(redact(&msg, secrets))
 }
 
-/// Replaces every secret value in `text` with `***`.
+/// Replaces every secret value in `text` with `***`: as it is, and as it reads inside JSON (a
+/// quote or backslash escaped) or a URL (percent-encoded, either case).
 pub fn redact(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();
     for s in secrets.iter().filter(|s| s.len() >= 4) {
-        out = out.replace(s, "***");
+        for form in escaped_forms(s) {
+            out = out.replace(&form, "***");
+        }
     }
     out
+}
+
+/// `secret` as it is, JSON-escaped, and percent-encoded (upper- and lower-case hex), longest
+/// first so that no form leaves part of a longer one behind.
+fn escaped_forms(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).expect("strings serialise");
+    let json = json[1..json.len() - 1].to_owned();
+    let percent = |lower: bool| {
+        secret
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ if lower => format!("%{b:02x}"),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let mut forms = vec![secret.to_owned(), json, percent(false), percent(true)];
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms
 }
 
 /// What an rclone error message says went wrong, in an operator's terms.
@@ -658,6 +684,17 @@ mod tests {
         assert_eq!(diagnose("something odd"), None);
         assert_eq!(Problem::Connect.class(), ErrorClass::Retryable);
         assert_eq!(Problem::HostKey.class(), ErrorClass::Auth);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_json_and_url_escaped_forms() {
+        let secret = "p@ss/wo\"rd";
+        let text = format!(
+            "plain {secret} json {} url {} lower {}",
+            r#"p@ss/wo\"rd"#, "p%40ss%2Fwo%22rd", "p%40ss%2fwo%22rd"
+        );
+        let out = redact(&text, &[secret]);
+        assert_eq!(out, "plain *** json *** url *** lower ***");
     }
 
     #[test]

@@ -106,12 +106,23 @@ pub struct Verifier {
 
 /// Keys are fetched again at most this often when an unknown key id shows up.
 const REFRESH_AFTER: Duration = Duration::from_secs(60);
+/// Fetched keys are used at most this long before they are fetched again.
+const KEYS_EXPIRE: Duration = Duration::from_secs(3600);
 
 impl Verifier {
     /// `jwks` is an `http(s)://` URL of a JWKS document or the document itself.
     pub fn new(issuer: &str, audience: Option<&str>, jwks: &str) -> Result<Self, String> {
         let jwks = jwks.trim();
-        let source = if jwks.starts_with("https://") || jwks.starts_with("http://") {
+        let source = if jwks.starts_with("https://") {
+            KeySource::Url(jwks.to_owned())
+        } else if let Some(rest) = jwks.strip_prefix("http://") {
+            // Keys fetched in the clear could be swapped on the way: only a local issuer may.
+            let host = rest.split(['/', ':']).next().unwrap_or_default();
+            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                return Err(format!(
+                    "the JWKS URL {jwks} is not HTTPS (plain HTTP is accepted only from this machine)"
+                ));
+            }
             KeySource::Url(jwks.to_owned())
         } else {
             let set: JwkSet = serde_json::from_str(jwks)
@@ -169,6 +180,8 @@ impl Verifier {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // A token not valid yet (`nbf` ahead, beyond the leeway) is refused too.
+        validation.validate_nbf = true;
         // The audience is checked below: Cognito access tokens carry `client_id` instead.
         validation.validate_aud = false;
         validation.leeway = 30;
@@ -214,7 +227,11 @@ impl Verifier {
             KeySource::Url(url) => {
                 let cached = self.cache.read().await.clone();
                 match cached {
-                    Some((set, _)) if set.find(kid).is_some() => set.find(kid).cloned(),
+                    // A key the issuer withdrew stops being trusted within KEYS_EXPIRE.
+                    Some((set, at)) if set.find(kid).is_some() && at.elapsed() < KEYS_EXPIRE => {
+                        set.find(kid).cloned()
+                    }
+                    // An unknown key id fetches again, at most once per REFRESH_AFTER.
                     Some((_, at)) if at.elapsed() < REFRESH_AFTER => None,
                     _ => {
                         let set = self.fetch(url).await?;

@@ -1,4 +1,5 @@
-//! `/api/v1/executors`, `/api/v1/pools` and `/api/v1/audit`: what runs where, and who did what.
+//! `/api/v1/executors`, `/api/v1/pools`, `/api/v1/audit` and `/api/v1/refused-reports`: what runs
+//! where, who did what, and which status reports the cloud refused.
 
 use std::collections::BTreeMap;
 
@@ -98,4 +99,20 @@ pub async fn audit<S: ApiStore>(
             crate::store::audit::AuditError::Dynamo(m) => ApiError::Internal(m),
         })?;
     Ok(Json(json!({"entries": entries, "next": next})))
+}
+
+/// Status reports the status function refused (another pool's, a forgery, a misconfigured
+/// executor) or could not apply, with their reasons: a look at up to 10 messages of the status
+/// dead-letter queue, which stay there.
+pub async fn refused_reports<S: ApiStore>(
+    State(state): State<ApiState<S>>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Admin)?;
+    let reports = state
+        .store
+        .refused_reports()
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "reports": reports })))
 }

@@ -16,7 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
-use super::{ApiError, ApiState, ApiStore, AuditTarget, Head, json_body, limit_param};
+use super::{
+    ApiError, ApiState, ApiStore, Artifact, AuditTarget, Head, MAX_ARTIFACT_BYTES, json_body,
+    limit_param,
+};
 use crate::dispatch::Dispatched;
 use crate::store::jobs::{Inserted, JobFilter, JobView};
 use pbs_shared::plan::{ObjectEvent, Planned, plan};
@@ -151,12 +154,20 @@ pub async fn flow<S: ApiStore>(
 
 /// An object of the logs bucket, whole.
 async fn artifact<S: ApiStore>(state: &ApiState<S>, key: &str) -> Result<Vec<u8>, ApiError> {
-    state
+    match state
         .store
         .artifact(key)
         .await
         .map_err(ApiError::Internal)?
-        .ok_or_else(|| ApiError::NotFound("this stack keeps no job logs or reports".into()))
+    {
+        Artifact::Bytes(bytes) => Ok(bytes),
+        Artifact::TooLarge(size) => Err(ApiError::Conflict(format!(
+            "{key} is {size} bytes, more than the API serves ({MAX_ARTIFACT_BYTES}); read it from the logs bucket"
+        ))),
+        Artifact::NoLogsBucket => Err(ApiError::NotFound(
+            "this stack keeps no job logs or reports".into(),
+        )),
+    }
 }
 
 /// `GET /api/v1/jobs/{id}/log`: the attempt's rclone log as the executor uploaded it.

@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 use error::{json_body, limit_param};
 pub use stack::StackStore;
-pub use store::{ApiStore, Head, Page, RulesDelivery};
+pub use store::{ApiStore, Artifact, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery};
 
 use crate::store::audit::Caller;
 use auth::{Principal, Verifier};
@@ -87,6 +87,7 @@ pub fn router<S: ApiStore>(state: ApiState<S>) -> Router {
         .route("/executors", get(executors::list::<S>))
         .route("/pools", get(executors::pools::<S>))
         .route("/audit", get(executors::audit::<S>))
+        .route("/refused-reports", get(executors::refused_reports::<S>))
         .route("/me", get(me))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)

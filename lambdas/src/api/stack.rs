@@ -7,7 +7,9 @@ use pbs_shared::{
     ErrorClass, ExecutorId, JobId, JobMessage, ObjectRef, PoolName, Template, TemplateId,
 };
 
-use super::store::{ApiStore, Head, Page, RulesDelivery};
+use super::store::{
+    ApiStore, Artifact, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery,
+};
 use crate::dispatch::{Dispatched, Dispatcher};
 use crate::env::ApiEnv;
 use crate::flow::{Ended, FollowUp};
@@ -34,6 +36,7 @@ pub struct StackStore {
     logs_bucket: Option<String>,
     /// What follows a job's end, for queued jobs the API cancels itself (notifications).
     follow_up: FollowUp,
+    status_dlq_url: Option<String>,
 }
 
 impl StackStore {
@@ -67,6 +70,7 @@ impl StackStore {
             jobs,
             templates,
             executors_table: env.executors_table,
+            status_dlq_url: env.status_dlq_url,
             logs_bucket: env.logs_bucket,
             dynamo,
             sqs,
@@ -157,9 +161,9 @@ impl ApiStore for StackStore {
         Ok(RulesDelivery::Published)
     }
 
-    async fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn artifact(&self, key: &str) -> Result<Artifact, String> {
         let Some(bucket) = &self.logs_bucket else {
-            return Ok(None);
+            return Ok(Artifact::NoLogsBucket);
         };
         let object = self
             .s3
@@ -169,12 +173,16 @@ impl ApiStore for StackStore {
             .send()
             .await
             .map_err(|e| format!("reading s3://{bucket}/{key}: {}", describe_error(&e)))?;
+        let size = object.content_length().unwrap_or(0).max(0) as u64;
+        if size > MAX_ARTIFACT_BYTES {
+            return Ok(Artifact::TooLarge(size));
+        }
         let bytes = object
             .body
             .collect()
             .await
             .map_err(|e| format!("reading s3://{bucket}/{key}: {e}"))?;
-        Ok(Some(bytes.into_bytes().to_vec()))
+        Ok(Artifact::Bytes(bytes.into_bytes().to_vec()))
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Head, String> {
@@ -235,6 +243,44 @@ impl ApiStore for StackStore {
         self.audit
             .record(caller, at, method, path, status, target)
             .await
+    }
+
+    async fn refused_reports(&self) -> Result<Vec<RefusedReport>, String> {
+        let Some(url) = &self.status_dlq_url else {
+            return Ok(Vec::new());
+        };
+        use aws_sdk_sqs::types::MessageSystemAttributeName as A;
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            // A look only: the messages stay visible for the operator's redrive or purge.
+            .visibility_timeout(0)
+            .message_attribute_names("All")
+            .message_system_attribute_names(A::SentTimestamp)
+            .send()
+            .await
+            .map_err(|e| format!("reading the status DLQ: {}", describe_error(&e)))?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| RefusedReport {
+                reason: m
+                    .message_attributes()
+                    .and_then(|a| a.get(crate::dead_letter::REASON_ATTRIBUTE))
+                    .and_then(|v| v.string_value())
+                    .unwrap_or_default()
+                    .to_owned(),
+                sent_at: m
+                    .attributes()
+                    .and_then(|a| a.get(&A::SentTimestamp))
+                    .and_then(|ms| ms.parse::<i64>().ok())
+                    .and_then(DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339()),
+                body: m.body().unwrap_or_default().to_owned(),
+            })
+            .collect())
     }
 
     async fn audit_page(

@@ -26,6 +26,30 @@ pub enum Head {
     Forbidden,
 }
 
+/// An object of the logs bucket, as the API may serve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    Bytes(Vec<u8>),
+    /// Larger than [`MAX_ARTIFACT_BYTES`]: read from the bucket instead (its size).
+    TooLarge(u64),
+    /// The stack keeps no logs or reports.
+    NoLogsBucket,
+}
+
+/// Largest log or report the API reads and serves (executors cap logs at 4 MiB).
+pub const MAX_ARTIFACT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A status body the status function refused or could not apply, as its dead-letter queue holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedReport {
+    /// Why (the `pbs-error` attribute).
+    pub reason: String,
+    /// When SQS took it (RFC 3339), when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    pub body: String,
+}
+
 /// Whether a pool's rule document was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RulesDelivery {
@@ -103,8 +127,8 @@ pub trait ApiStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<RulesDelivery, String>> + Send;
 
     // Objects.
-    /// An object of the logs bucket, whole; `None` when the stack keeps no logs.
-    fn artifact(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send;
+    /// An object of the logs bucket, whole, unless it is larger than [`MAX_ARTIFACT_BYTES`].
+    fn artifact(&self, key: &str) -> impl Future<Output = Result<Artifact, String>> + Send;
     fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<Head, String>> + Send;
 
     // Queues.
@@ -142,6 +166,8 @@ pub trait ApiStore: Send + Sync + 'static {
         status: u16,
         target: Option<&str>,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Up to 10 of the status dead-letter queue's messages, left where they are.
+    fn refused_reports(&self) -> impl Future<Output = Result<Vec<RefusedReport>, String>> + Send;
     fn audit_page(
         &self,
         limit: i32,

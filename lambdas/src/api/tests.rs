@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::auth::Verifier;
-use super::{ApiState, ApiStore, Head, Page, RulesDelivery, router};
+use super::{
+    ApiState, ApiStore, Artifact, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery,
+    router,
+};
 use crate::dispatch::Dispatched;
 use crate::flow::Ended;
 use crate::store::audit::{AuditEntry, AuditError, Caller};
@@ -219,12 +222,16 @@ impl ApiStore for Memory {
         Ok(RulesDelivery::Published)
     }
 
-    async fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn artifact(&self, key: &str) -> Result<Artifact, String> {
         let all = self.artifacts.lock().unwrap();
-        all.get(key)
+        let bytes = all
+            .get(key)
             .cloned()
-            .map(Some)
-            .ok_or_else(|| format!("no object {key}"))
+            .ok_or_else(|| format!("no object {key}"))?;
+        Ok(match bytes.len() as u64 {
+            n if n > MAX_ARTIFACT_BYTES => Artifact::TooLarge(n),
+            _ => Artifact::Bytes(bytes),
+        })
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Head, String> {
@@ -300,6 +307,14 @@ impl ApiStore for Memory {
         Ok(())
     }
 
+    async fn refused_reports(&self) -> Result<Vec<RefusedReport>, String> {
+        Ok(vec![RefusedReport {
+            reason: "the body speaks for pool a but came through the status queue of pool b".into(),
+            sent_at: None,
+            body: "{}".into(),
+        }])
+    }
+
     async fn audit_page(
         &self,
         limit: i32,
@@ -315,17 +330,21 @@ impl ApiStore for Memory {
 /// A token of the unit-test issuer for `name` in `group`.
 fn token(group: &str, name: &str) -> String {
     let now = Utc::now().timestamp();
-    let claims = json!({
+    sign(&json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": format!("test|{name}"), "username": name,
         "cognito:groups": [group], "iat": now, "exp": now + 600,
-    });
+    }))
+}
+
+/// `claims` signed by the unit-test issuer.
+fn sign(claims: &Value) -> String {
     let mut head = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     head.kid = Some("unit-test-issuer".into());
     let der: String = KEY.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, der)
         .expect("the fixture key is PEM");
     let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
-    jsonwebtoken::encode(&head, &claims, &key).expect("signs")
+    jsonwebtoken::encode(&head, claims, &key).expect("signs")
 }
 
 struct Api {
@@ -451,6 +470,30 @@ async fn every_route_needs_a_verified_token_and_the_role_it_names() {
         vec![("POST".into(), "/api/v1/templates".into(), 403, None)]
     );
     assert!(api.store.audit.lock().unwrap()[0].principal == "ana");
+}
+
+#[test]
+fn keys_fetched_in_the_clear_are_refused_unless_local() {
+    let e = Verifier::new(ISSUER, None, "http://issuer.example.com/jwks.json").err();
+    assert!(e.is_some_and(|e| e.contains("not HTTPS")));
+    assert!(Verifier::new(ISSUER, None, "http://127.0.0.1:9000/jwks.json").is_ok());
+    assert!(Verifier::new(ISSUER, None, "https://issuer.example.com/jwks.json").is_ok());
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused() {
+    let api = with_objects(&[]);
+    let now = Utc::now().timestamp();
+    let claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "test|early", "cognito:groups": ["admin"],
+        "nbf": now + 600, "exp": now + 1200,
+    });
+    let req = Request::get("/api/v1/jobs")
+        .header(header::AUTHORIZATION, format!("Bearer {}", sign(&claims)))
+        .body(Body::empty())
+        .unwrap();
+    let res = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -740,6 +783,26 @@ async fn a_flow_shows_every_step_of_a_chain_in_order() {
         .map(|s| s["job_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [first.as_str(), "chain-2", "chain-3"]);
+}
+
+#[tokio::test]
+async fn refused_reports_are_shown_to_admins_only() {
+    let api = Api::new(Memory::default());
+    let (status, _) = api.get("/api/v1/refused-reports").await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "viewers do not see report bodies"
+    );
+    let (status, answer) = api
+        .call(Some("admin"), Method::GET, "/api/v1/refused-reports", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let reason = answer["reports"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("came through the status queue of pool b"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]

@@ -1,16 +1,22 @@
-//! The status function: executors' reports (through the StatusQueue) move jobs forward.
+//! The status function: executors' reports (through their pool's status queue) move jobs forward.
+//!
+//! A report speaks for the pool whose status queue it came through (the record's
+//! `eventSourceARN`; only that pool's executors may send there), never for the pool its body
+//! names: a body naming another pool, a report on another pool's job, an end of an attempt another
+//! executor holds, or a report creating a job no executor makes itself is refused. Times are
+//! trusted only up to when SQS took the message (`SentTimestamp`) plus [`MAX_SKEW`].
 //!
 //! Each report is applied with a conditional update, so states only move forward whatever order
 //! reports arrive in (a late `running` after `succeeded` changes nothing), and the reporting
-//! executor's last-seen time is recorded. A body that can never be applied goes to the
-//! dead-letter queue with its reason; a transient failure is retried alone.
+//! executor's last-seen time is recorded. A body that can never be applied or is refused goes to
+//! the dead-letter queue with its reason; a transient failure is retried alone.
 
 mod stack;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use pbs_shared::message::{CancelRequest, ControlMessage, Heartbeat, JobProgress, JobStatus, V1};
 use pbs_shared::{ExecutorId, JobId, JobState, PoolName, StatusMessage};
@@ -35,7 +41,9 @@ pub enum Seen<'a> {
 /// What the status function needs from the stack, as small capabilities: [`StackStore`] serves
 /// them from DynamoDB, SQS and S3; the unit tests below from memory. `Err` is always transient.
 pub trait StatusStore: Send + Sync {
-    /// Applies a job report forward-only; the job as recorded when it moved.
+    /// Applies a job report forward-only, when its pool and executor may move the job (see
+    /// [`crate::store::jobs::JobTable::apply_status`]); the job as recorded after it moved, or as
+    /// it is when it did not (`None`: no such job).
     fn apply_status(
         &self,
         st: &JobStatus,
@@ -87,8 +95,99 @@ pub trait StatusStore: Send + Sync {
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// How far past the time SQS took a message its body may date itself (clock skew).
+pub const MAX_SKEW: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Who sent a report, as SQS says: the pool whose status queue it came through, and when SQS
+/// took it.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub pool: PoolName,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl Sender {
+    /// The sender of `record`, whose queue must be a pool's status queue (`<prefix><pool>`).
+    pub fn of(record: &SqsMessage, prefix: &str) -> Result<Self, String> {
+        let arn = record.event_source_arn.as_deref().unwrap_or_default();
+        let queue = arn.rsplit(':').next().unwrap_or_default();
+        let pool = queue
+            .strip_prefix(prefix)
+            .ok_or_else(|| format!("the report came through {queue:?}, which is no pool's status queue ({prefix}<pool>)"))?;
+        let pool = PoolName::parse(pool).map_err(|e| {
+            format!("the report came through {queue:?}, which is no pool's status queue: {e}")
+        })?;
+        let sent_at = record
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis);
+        Ok(Self { pool, sent_at })
+    }
+
+    /// `at` as a body claims it, no later than SQS took the message (plus [`MAX_SKEW`]).
+    pub fn clamp(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        match self.sent_at {
+            Some(sent) => at.min(sent + MAX_SKEW),
+            None => at,
+        }
+    }
+}
+
+/// The pool a status body names.
+fn claimed_pool(message: &StatusMessage) -> &PoolName {
+    match message {
+        StatusMessage::Heartbeat(b) => &b.pool,
+        StatusMessage::Progress(p) => &p.pool,
+        StatusMessage::Probe(p) => &p.pool,
+        StatusMessage::Job(st) => &st.pool,
+    }
+}
+
+/// Why a job report names artifacts outside its pool's prefixes (`logs/<pool>/`,
+/// `reports/<pool>/`, where only that pool's executors may write), if it does.
+pub fn foreign_artifact(st: &JobStatus) -> Option<String> {
+    let result = st.result.as_ref()?;
+    [("logs", &result.log_key), ("reports", &result.report_key)]
+        .into_iter()
+        .find_map(|(kind, key)| {
+            let key = key.as_deref()?;
+            let own = format!("{kind}/{}/", st.pool);
+            (!key.starts_with(&own) || key.split('/').any(|part| part == ".."))
+                .then(|| format!("{kind} key {key:?} is outside the pool's own prefix {own}"))
+        })
+}
+
+/// Why a job report that did not move its job was refused (its sender may not move it), or
+/// `None` when it is only late or repeated. `job` is the job as recorded (`None`: no such job).
+pub fn refusal(st: &JobStatus, job: Option<&JobView>) -> Option<String> {
+    let Some(job) = job else {
+        return Some(format!(
+            "no job {}: a report creates only the watch and schedule jobs its executor made",
+            st.job_id
+        ));
+    };
+    let pool = job.pool.as_deref().unwrap_or_default();
+    if pool != st.pool.as_str() {
+        return Some(format!(
+            "job {} belongs to pool {pool:?}, not to pool {} whose queue the report came through",
+            st.job_id, st.pool
+        ));
+    }
+    let holder = job.executor_id.as_deref().unwrap_or_default();
+    if st.state.is_terminal() && job.attempt == st.attempt && holder != st.executor_id.as_str() {
+        return Some(format!(
+            "attempt {} of job {} is held by executor {holder:?}, not {}",
+            st.attempt, st.job_id, st.executor_id
+        ));
+    }
+    None
+}
+
 pub struct Status<S> {
     store: S,
+    /// Pools' status queues are named `<queue_prefix><pool>`.
+    queue_prefix: String,
     /// Executors whose control queue this instance has made sure of.
     controlled: Mutex<HashSet<ExecutorId>>,
     /// When this instance last recorded each executor as seen from a job report.
@@ -106,14 +205,17 @@ impl Status<StackStore> {
         sqs: aws_sdk_sqs::Client,
         s3: aws_sdk_s3::Client,
     ) -> Self {
-        Self::with_store(StackStore::new(env, dynamo, sqs, s3))
+        let prefix = env.status_queue_prefix.clone();
+        Self::with_store(StackStore::new(env, dynamo, sqs, s3), prefix)
     }
 }
 
 impl<S: StatusStore> Status<S> {
-    pub fn with_store(store: S) -> Self {
+    /// The status function over `store`, taking reports from the queues `<queue_prefix><pool>`.
+    pub fn with_store(store: S, queue_prefix: impl Into<String>) -> Self {
         Self {
             store,
+            queue_prefix: queue_prefix.into(),
             controlled: Mutex::new(HashSet::new()),
             touched: Mutex::new(HashMap::new()),
         }
@@ -121,51 +223,75 @@ impl<S: StatusStore> Status<S> {
 
     /// Handles one batch; only records that failed transiently are returned for retry.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        crate::sqs_batch::for_each_body(event, |body| async move { self.handle_body(&body).await })
-            .await
+        crate::sqs_batch::for_each_record(event, |record| async move {
+            let body = record.body.as_deref().unwrap_or_default();
+            match Sender::of(&record, &self.queue_prefix) {
+                Ok(sender) => self.handle_body(body, &sender).await,
+                Err(reason) => self.refuse(body, &reason).await,
+            }
+        })
+        .await
     }
 
-    async fn handle_body(&self, body: &str) -> Result<(), String> {
-        let status = match StatusMessage::parse(body) {
-            Ok(StatusMessage::Heartbeat(beat)) => return self.heartbeat(&beat).await,
-            Ok(StatusMessage::Progress(p)) => {
-                return match self.store.apply_progress(&p).await? {
-                    Applied::Moved => Ok(()),
-                    Applied::Stale => {
-                        info!(job_id = %p.job_id, attempt = p.attempt, "progress of a job no longer running ignored");
-                        Ok(())
-                    }
-                };
-            }
-            Ok(StatusMessage::Probe(probe)) => {
+    /// Puts a body that can never be applied, or that its sender may not send, on the
+    /// dead-letter queue with the reason.
+    async fn refuse(&self, body: &str, reason: &str) -> Result<(), String> {
+        warn!(reason = %reason, refused = true, "status body refused: sent to the dead-letter queue");
+        self.store.dead_letter(body, reason).await
+    }
+
+    async fn handle_body(&self, body: &str, sender: &Sender) -> Result<(), String> {
+        let message = match StatusMessage::parse(body) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(body, &e.to_string()).await,
+        };
+        let claimed = claimed_pool(&message);
+        if claimed != &sender.pool {
+            let reason = format!(
+                "the body speaks for pool {claimed} but came through the status queue of pool {}",
+                sender.pool
+            );
+            return self.refuse(body, &reason).await;
+        }
+        match message {
+            StatusMessage::Heartbeat(beat) => self.heartbeat(&beat, sender).await,
+            StatusMessage::Progress(p) => match self.store.apply_progress(&p).await? {
+                Applied::Moved => Ok(()),
+                Applied::Stale => {
+                    info!(job_id = %p.job_id, attempt = p.attempt, executor = %p.executor_id, "progress of a job not running on its sender ignored");
+                    Ok(())
+                }
+            },
+            StatusMessage::Probe(probe) => {
                 info!(executor = %probe.executor_id, pool = %probe.pool, "doctor probe received");
-                return Ok(());
+                Ok(())
             }
-            Ok(StatusMessage::Job(status)) if status.state == JobState::Queued => {
-                Err("a job status report cannot set state \"queued\"".to_owned())
+            StatusMessage::Job(st) if st.state == JobState::Queued => {
+                self.refuse(body, "a job status report cannot set state \"queued\"")
+                    .await
             }
-            Ok(StatusMessage::Job(status)) => Ok(status),
-            Err(e) => Err(e.to_string()),
-        };
-        let status = match status {
-            Ok(s) => s,
-            Err(reason) => {
-                warn!(reason = %reason, "unprocessable status body sent to the dead-letter queue");
-                return self.store.dead_letter(body, &reason).await;
+            StatusMessage::Job(st) if foreign_artifact(&st).is_some() => {
+                let reason = foreign_artifact(&st).unwrap_or_default();
+                self.refuse(body, &reason).await
             }
-        };
-        let span = info_span!("job", job_id = %status.job_id, pool = %status.pool, executor = %status.executor_id);
-        self.apply(status).instrument(span).await
+            StatusMessage::Job(st) => {
+                let span = info_span!("job", job_id = %st.job_id, pool = %st.pool, executor = %st.executor_id);
+                self.apply(st, body, sender).instrument(span).await
+            }
+        }
     }
 
     /// Applies a job report and what follows it.
-    async fn apply(&self, status: JobStatus) -> Result<(), String> {
-        let (applied, moved) = self.store.apply_status(&status).await?;
+    async fn apply(&self, status: JobStatus, body: &str, sender: &Sender) -> Result<(), String> {
+        let (applied, job) = self.store.apply_status(&status).await?;
         match applied {
             Applied::Moved => {
                 info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, executor = %status.executor_id, "job moved")
             }
             Applied::Stale => {
+                if let Some(reason) = refusal(&status, job.as_ref()) {
+                    return self.refuse(body, &reason).await;
+                }
                 info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, "stale report ignored");
                 if status.state == JobState::Running {
                     self.cancel_if_cancelled(&status).await?;
@@ -175,7 +301,7 @@ impl<S: StatusStore> Status<S> {
         // An end that was recorded (now, or by an earlier delivery of this report whose follow-up
         // did not finish) gets its notifications, next step and staging clean-up.
         if status.state.is_terminal() {
-            self.store.after_end(&status, moved).await?;
+            self.store.after_end(&status, job).await?;
         }
         // Heartbeats keep the executor's item; a job report touches it at most once a minute (per
         // function instance), so an event storm does not write the same item for every job.
@@ -189,7 +315,7 @@ impl<S: StatusStore> Status<S> {
                 }
             }
         };
-        if due && let Err(e) = self.touch_executor(&status).await {
+        if due && let Err(e) = self.touch_executor(&status, sender).await {
             self.touched.lock().await.remove(&status.executor_id);
             return Err(e);
         }
@@ -231,22 +357,24 @@ impl<S: StatusStore> Status<S> {
     }
 
     /// Records a job report's executor as seen.
-    async fn touch_executor(&self, st: &JobStatus) -> Result<(), String> {
+    async fn touch_executor(&self, st: &JobStatus, sender: &Sender) -> Result<(), String> {
         let seen = Seen::Job {
             version: st.executor_version.as_deref(),
             job_id: &st.job_id,
         };
         self.store
-            .record_executor(&st.executor_id, &st.pool, st.at, seen)
+            .record_executor(&st.executor_id, &st.pool, sender.clamp(st.at), seen)
             .await
     }
 
-    /// Records a heartbeat: version, interval (for the offline rule) and running jobs.
-    async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), String> {
+    /// Records a heartbeat: version, interval (for the offline rule) and running jobs. A time
+    /// ahead of when SQS took the message counts as that time: a heartbeat dated in the future
+    /// cannot keep an executor online.
+    async fn heartbeat(&self, beat: &Heartbeat, sender: &Sender) -> Result<(), String> {
         info!(executor = %beat.executor_id, running_jobs = beat.running_jobs, "heartbeat");
         let seen = Seen::Heartbeat(beat);
         self.store
-            .record_executor(&beat.executor_id, &beat.pool, beat.at, seen)
+            .record_executor(&beat.executor_id, &beat.pool, sender.clamp(beat.at), seen)
             .await?;
         self.ensure_control_queue(&beat.executor_id, &beat.pool)
             .await
@@ -269,11 +397,23 @@ mod tests {
     const HEARTBEAT: &str = include_str!("../../../tests/fixtures/status-heartbeat.v1.json");
     const PROGRESS: &str = include_str!("../../../tests/fixtures/status-progress.v1.json");
 
-    /// A jobs table that moves states forward only, and a log of every other call.
+    /// Pools' status queues in these tests are `pbs-reports-<pool>`.
+    const PREFIX: &str = "pbs-reports-";
+
+    /// A job as the table holds it.
+    #[derive(Debug, Clone)]
+    struct Recorded {
+        state: JobState,
+        pool: String,
+        attempt: u32,
+        executor: Option<String>,
+    }
+
+    /// A jobs table with the table's rules (forward only, own pool, attempt holder, creation of
+    /// executor-made jobs only), and a log of every other call.
     #[derive(Default)]
     struct Memory {
-        /// Job id → state recorded.
-        states: StdMutex<HashMap<String, JobState>>,
+        jobs: StdMutex<HashMap<String, Recorded>>,
         /// Jobs cancelled by an operator (by whom).
         cancelled: StdMutex<HashMap<String, String>>,
         calls: StdMutex<Vec<String>>,
@@ -282,6 +422,27 @@ mod tests {
     }
 
     impl Memory {
+        /// The fixtures' job, queued in pool `pool`.
+        fn with_job(pool: &str) -> Self {
+            let m = Self::default();
+            m.put(JOB, JobState::Queued, pool, 0, None);
+            m
+        }
+
+        fn put(&self, id: &str, state: JobState, pool: &str, attempt: u32, executor: Option<&str>) {
+            let recorded = Recorded {
+                state,
+                pool: pool.into(),
+                attempt,
+                executor: executor.map(Into::into),
+            };
+            self.jobs.lock().unwrap().insert(id.into(), recorded);
+        }
+
+        fn state(&self, id: &str) -> Option<JobState> {
+            self.jobs.lock().unwrap().get(id).map(|r| r.state)
+        }
+
         fn log(&self, call: String) {
             self.calls.lock().unwrap().push(call);
         }
@@ -289,14 +450,42 @@ mod tests {
         fn calls(&self) -> Vec<String> {
             self.calls.lock().unwrap().clone()
         }
+
+        fn dead_letters(&self) -> Vec<String> {
+            let calls = self.calls();
+            calls
+                .into_iter()
+                .filter(|c| c.starts_with("dead letter"))
+                .collect()
+        }
     }
 
-    fn rank(state: JobState) -> u8 {
-        match state {
-            JobState::Queued => 0,
-            JobState::Running => 1,
-            _ => 2,
+    fn view(id: &str, r: &Recorded) -> JobView {
+        use crate::store::items::{n, s};
+        let mut item = crate::store::items::Item::from([
+            ("job_id".into(), s(id)),
+            ("state".into(), s(r.state.as_str())),
+            ("pool".into(), s(&r.pool)),
+            ("attempt".into(), n(r.attempt)),
+        ]);
+        if let Some(e) = &r.executor {
+            item.insert("executor_id".into(), s(e));
         }
+        JobView::from_item(&item)
+    }
+
+    /// Whether the table would apply `st` to `r` (the condition of `JobTable::apply_status`).
+    fn may_apply(st: &JobStatus, r: Option<&Recorded>) -> bool {
+        let Some(r) = r else {
+            return st.job.is_some() && pbs_shared::job::made_on_executor(&st.job_id);
+        };
+        let forward = !r.state.is_terminal()
+            && (r.attempt < st.attempt
+                || (r.attempt == st.attempt && r.state.rank() < st.state.rank()));
+        let holder = !st.state.is_terminal()
+            || r.attempt < st.attempt
+            || r.executor.as_deref() == Some(st.executor_id.as_str());
+        r.pool == st.pool.as_str() && forward && holder
     }
 
     impl StatusStore for Memory {
@@ -304,24 +493,43 @@ mod tests {
             if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err("DynamoDB is throttling".into());
             }
-            let mut states = self.states.lock().unwrap();
-            let now = states.get(st.job_id.as_str()).copied();
-            if now.is_some_and(|s| rank(s) >= rank(st.state)) {
-                return Ok((Applied::Stale, None));
+            let mut jobs = self.jobs.lock().unwrap();
+            let now = jobs.get(st.job_id.as_str());
+            if !may_apply(st, now) {
+                return Ok((Applied::Stale, now.map(|r| view(st.job_id.as_str(), r))));
             }
-            states.insert(st.job_id.to_string(), st.state);
+            let recorded = Recorded {
+                state: st.state,
+                pool: st.pool.to_string(),
+                attempt: st.attempt,
+                executor: Some(st.executor_id.to_string()),
+            };
+            jobs.insert(st.job_id.to_string(), recorded);
             Ok((Applied::Moved, None))
         }
 
         async fn apply_progress(&self, p: &JobProgress) -> Result<Applied, String> {
+            let applies = self
+                .jobs
+                .lock()
+                .unwrap()
+                .get(p.job_id.as_str())
+                .is_some_and(|r| {
+                    r.state == JobState::Running
+                        && r.pool == p.pool.as_str()
+                        && r.executor.as_deref() == Some(p.executor_id.as_str())
+                });
             self.log(format!(
-                "progress {} {}/{}",
-                p.job_id, p.bytes, p.total_bytes
+                "progress {} {}/{} {}",
+                p.job_id,
+                p.bytes,
+                p.total_bytes,
+                if applies { "applied" } else { "ignored" }
             ));
-            let running = self.states.lock().unwrap().get(p.job_id.as_str()).copied();
-            Ok(match running {
-                Some(JobState::Running) => Applied::Moved,
-                _ => Applied::Stale,
+            Ok(if applies {
+                Applied::Moved
+            } else {
+                Applied::Stale
             })
         }
 
@@ -381,8 +589,9 @@ mod tests {
         }
     }
 
+    /// A batch from the default pool's status queue.
     fn batch(bodies: &[&str]) -> SqsEvent {
-        crate::sqs_batch::test_event("pbs-status", bodies)
+        crate::sqs_batch::test_event("pbs-reports-default", bodies)
     }
 
     /// Handles each body in its own batch, in order (as a FIFO of one would deliver them).
@@ -404,13 +613,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_runs_then_ends_and_its_end_is_followed_up_once() {
-        let status = Status::with_store(Memory::default());
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
         let retried = handle_each(&status, &[RUNNING, SUCCEEDED, SUCCEEDED]).await;
         assert!(retried.is_empty(), "{retried:?}");
-        assert_eq!(
-            status.store.states.lock().unwrap().get(JOB),
-            Some(&JobState::Succeeded)
-        );
+        assert_eq!(status.store.state(JOB), Some(JobState::Succeeded));
         let calls = status.store.calls();
         // A redelivered end asks for its follow-ups again (they run once, in the store).
         let ends: Vec<&String> = calls
@@ -426,7 +632,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_running_report_of_a_job_that_failed_starts_nothing() {
-        let status = Status::with_store(Memory::default());
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
         assert!(handle_each(&status, &[FAILED, RUNNING]).await.is_empty());
         let calls = status.store.calls();
         // No cancel sent (the job was not cancelled), no second follow-up, nothing dead-lettered.
@@ -443,17 +649,13 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_job_reported_running_is_cancelled_on_its_executor() {
         let store = Memory::default();
-        store
-            .states
-            .lock()
-            .unwrap()
-            .insert(JOB.into(), JobState::Cancelled);
+        store.put(JOB, JobState::Cancelled, "default", 0, None);
         store
             .cancelled
             .lock()
             .unwrap()
             .insert(JOB.into(), "dev-operator".into());
-        let status = Status::with_store(store);
+        let status = Status::with_store(store, PREFIX);
         assert!(handle_each(&status, &[RUNNING]).await.is_empty());
         assert!(
             status.store.calls().contains(&format!(
@@ -466,7 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeats_record_the_executor_and_make_its_control_queue_once() {
-        let status = Status::with_store(Memory::default());
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
         assert!(
             handle_each(&status, &[HEARTBEAT, HEARTBEAT])
                 .await
@@ -490,19 +692,19 @@ mod tests {
 
     #[tokio::test]
     async fn progress_is_applied_to_a_running_job() {
-        let status = Status::with_store(Memory::default());
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
         assert!(handle_each(&status, &[RUNNING, PROGRESS]).await.is_empty());
         assert!(
             status
                 .store
                 .calls()
-                .contains(&format!("progress {JOB} 536870912/1073741824"))
+                .contains(&format!("progress {JOB} 536870912/1073741824 applied"))
         );
     }
 
     #[tokio::test]
     async fn bodies_that_can_never_apply_go_to_the_dead_letter_queue_with_their_reason() {
-        let status = Status::with_store(Memory::default());
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
         let queued = RUNNING.replace("\"running\"", "\"queued\"");
         let retried = handle_each(&status, &["{not json", &queued]).await;
         assert!(retried.is_empty());
@@ -514,16 +716,16 @@ mod tests {
             .collect();
         assert_eq!(dead.len(), 2, "{dead:?}");
         assert!(dead[1].contains("cannot set state \"queued\""), "{dead:?}");
-        assert!(status.store.states.lock().unwrap().is_empty());
+        assert_eq!(status.store.state(JOB), Some(JobState::Queued));
     }
 
     #[tokio::test]
     async fn a_store_failure_retries_the_report_alone() {
-        let store = Memory::default();
+        let store = Memory::with_job("default");
         store
             .unavailable
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let status = Status::with_store(store);
+        let status = Status::with_store(store, PREFIX);
         let answer = status.handle(batch(&[SUCCEEDED, HEARTBEAT])).await;
         let retried: Vec<String> = answer
             .batch_item_failures
@@ -531,5 +733,139 @@ mod tests {
             .map(|f| f.item_identifier)
             .collect();
         assert_eq!(retried, ["m0"]);
+    }
+
+    /// `body` sent through the status queue `queue`.
+    async fn through(status: &Status<Memory>, queue: &str, body: &str) {
+        let answer = status
+            .handle(crate::sqs_batch::test_event(queue, &[body]))
+            .await;
+        assert!(answer.batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_report_speaks_only_for_the_pool_whose_queue_it_came_through() {
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
+        through(&status, "pbs-reports-site-b", SUCCEEDED).await;
+        through(&status, "pbs-status", SUCCEEDED).await;
+        through(&status, "pbs-reports-Bad", HEARTBEAT).await;
+        let dead = status.store.dead_letters();
+        assert_eq!(dead.len(), 3, "{dead:?}");
+        assert!(
+            dead[0].contains(
+                "speaks for pool default but came through the status queue of pool site-b"
+            ),
+            "{dead:?}"
+        );
+        assert!(dead[1].contains("no pool's status queue"), "{dead:?}");
+        assert!(dead[2].contains("no pool's status queue"), "{dead:?}");
+        assert_eq!(status.store.state(JOB), Some(JobState::Queued));
+        assert!(
+            !status
+                .store
+                .calls()
+                .iter()
+                .any(|c| c.starts_with("seen") || c.starts_with("after end"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_cannot_touch_another_pools_job_nor_create_a_cloud_job() {
+        let store = Memory::with_job("site-b");
+        let status = Status::with_store(store, PREFIX);
+        through(&status, "pbs-reports-default", SUCCEEDED).await;
+        let unknown = SUCCEEDED.replace(JOB, "ev-0000000000000000000000000000000000000009");
+        through(&status, "pbs-reports-default", &unknown).await;
+        let dead = status.store.dead_letters();
+        assert!(dead[0].contains("belongs to pool \"site-b\""), "{dead:?}");
+        assert!(dead[1].contains("no job ev-0000"), "{dead:?}");
+        assert_eq!(status.store.state(JOB), Some(JobState::Queued));
+        assert_eq!(
+            status.store.jobs.lock().unwrap().len(),
+            1,
+            "nothing created"
+        );
+        assert!(
+            !status
+                .store
+                .calls()
+                .iter()
+                .any(|c| c.starts_with("after end"))
+        );
+
+        // A watch job its executor made is created by its first report.
+        let local: serde_json::Value = serde_json::from_str(RUNNING).unwrap();
+        let mut local = local;
+        local["job_id"] = "wt-0a1b2c".into();
+        local["job"] = serde_json::json!({
+            "template_id": "scans-out", "origin": {"kind": "watch", "rule": "scans-out"},
+            "source": {"type": "endpoint", "endpoint": "scans"}, "destination": "archive",
+            "file_count": 1, "total_bytes": 10, "created_at": "2026-11-25T16:30:00Z"
+        });
+        through(&status, "pbs-reports-default", &local.to_string()).await;
+        assert_eq!(status.store.state("wt-0a1b2c"), Some(JobState::Running));
+    }
+
+    #[tokio::test]
+    async fn only_the_executor_holding_an_attempt_ends_it() {
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
+        through(&status, "pbs-reports-default", RUNNING).await;
+        let intruder = SUCCEEDED.replace("edit-bay-1", "intruder");
+        through(&status, "pbs-reports-default", &intruder).await;
+        let dead = status.store.dead_letters();
+        assert!(dead[0].contains("attempt 1 of job ev-3f0c"), "{dead:?}");
+        assert!(
+            dead[0].contains("held by executor \"edit-bay-1\", not intruder"),
+            "{dead:?}"
+        );
+        assert_eq!(status.store.state(JOB), Some(JobState::Running));
+        through(&status, "pbs-reports-default", SUCCEEDED).await;
+        assert_eq!(status.store.state(JOB), Some(JobState::Succeeded));
+    }
+
+    #[tokio::test]
+    async fn artifacts_outside_the_pools_prefixes_are_refused() {
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
+        through(&status, "pbs-reports-default", RUNNING).await;
+        for forged in [
+            SUCCEEDED.replace("reports/default/", "reports/site-b/"),
+            SUCCEEDED.replace("logs/default/", "logs/default/../site-b/"),
+        ] {
+            through(&status, "pbs-reports-default", &forged).await;
+        }
+        let dead = status.store.dead_letters();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert!(
+            dead[0].contains("outside the pool's own prefix reports/default/"),
+            "{dead:?}"
+        );
+        assert_eq!(status.store.state(JOB), Some(JobState::Running));
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_dated_ahead_counts_as_when_sqs_took_it() {
+        let status = Status::with_store(Memory::default(), PREFIX);
+        let ahead = HEARTBEAT.replace("2026-11-25T16:31:00Z", "2036-01-01T00:00:00Z");
+        through(&status, "pbs-reports-default", &ahead).await;
+        let calls = status.store.calls();
+        // The test batch says SQS took it at 2026-11-25T16:31:00Z; the skew allowed is 30 s.
+        assert!(
+            calls[0].contains("at 2026-11-25T16:31:30+00:00"),
+            "{calls:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn progress_from_another_executor_is_not_applied() {
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
+        through(&status, "pbs-reports-default", RUNNING).await;
+        let other = PROGRESS.replace("edit-bay-1", "intruder");
+        through(&status, "pbs-reports-default", &other).await;
+        let calls = status.store.calls();
+        assert!(
+            calls.contains(&format!("progress {JOB} 536870912/1073741824 ignored")),
+            "{calls:?}"
+        );
+        assert!(status.store.dead_letters().is_empty());
     }
 }

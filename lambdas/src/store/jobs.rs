@@ -416,8 +416,13 @@ impl JobTable {
             .key("job_id", s(job_id.as_str()))
     }
 
-    /// Applies an executor's report if it moves the job forward (see `JobState::may_become`);
-    /// when it does, the job as it now is comes back with the answer (no second read).
+    /// Applies an executor's report if it moves the job forward (see `JobState::may_become`) and
+    /// its sender may move it: the job is of the report's pool (`st.pool`, which the caller took
+    /// from the queue the report came through), and an end within the recorded attempt comes
+    /// from the executor holding that attempt. A report for an unknown job creates it only when
+    /// an executor makes such jobs itself (watch, schedule). When the report moves the job, the
+    /// job as it now is comes back with the answer (no second read); when it does not, the job
+    /// as it is (`None`: no such job), so the caller can tell a stale report from a refused one.
     pub async fn apply_status(
         &self,
         st: &JobStatus,
@@ -443,19 +448,20 @@ impl JobTable {
             .value("terminal", n(JobState::Succeeded.rank()));
         update = with_summary(update, st);
         update = with_result(update, st, &at);
-        // Same rule as JobState::may_become: nothing replaces a terminal state; within an attempt
-        // the rank must rise; a later attempt may restart `running`.
-        let condition = "attribute_not_exists(#job_id) OR attribute_not_exists(#state_rank) OR \
-             (#state_rank < :terminal AND (#attempt < :attempt OR \
-             (#attempt = :attempt AND #state_rank < :state_rank)))";
+        let condition = status_condition(st);
         let res = update
-            .apply(self.update(&st.job_id), Some(condition))
+            .apply(self.update(&st.job_id), Some(&condition))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match res {
             Ok(out) => Ok((Applied::Moved, out.attributes().map(JobView::from_item))),
-            Err(e) if is_condition_failure(&e) => Ok((Applied::Stale, None)),
+            Err(e) if is_condition_failure(&e) => Ok((
+                Applied::Stale,
+                self.read_item(st.job_id.as_str())
+                    .await?
+                    .map(|item| JobView::from_item(&item)),
+            )),
             Err(e) => Err(dynamo_err(e)),
         }
     }
@@ -682,8 +688,12 @@ impl JobTable {
             )
             .value("running", s(JobState::Running.as_str()))
             .value("attempt", n(p.attempt))
+            .value("pool", s(p.pool.as_str()))
+            .value("executor", s(p.executor_id.as_str()))
             .name("state")
-            .name("attempt");
+            .name("attempt")
+            .name("pool")
+            .name("executor_id");
         if let Some(eta) = p.eta_seconds {
             update = update.set("progress_eta_seconds", n(eta));
         }
@@ -691,11 +701,36 @@ impl JobTable {
             update
                 .apply(
                     self.update(&p.job_id),
-                    Some("#state = :running AND #attempt = :attempt"),
+                    Some(
+                        "#state = :running AND #attempt = :attempt AND #pool = :pool \
+                         AND #executor_id = :executor",
+                    ),
                 )
                 .send()
                 .await,
         )
+    }
+}
+
+/// When a report may move a job (the names and values bound by [`JobTable::apply_status`]).
+/// Forward only, as `JobState::may_become`: nothing replaces a terminal state; within an attempt
+/// the rank must rise; a later attempt may restart `running`. Only the job's own pool moves it,
+/// and an end within the recorded attempt only from the executor that holds it.
+fn status_condition(st: &JobStatus) -> String {
+    let holder = if st.state.is_terminal() {
+        " AND (#attempt < :attempt OR #executor_id = :executor_id)"
+    } else {
+        ""
+    };
+    let existing = format!(
+        "(#pool = :pool AND (attribute_not_exists(#state_rank) OR \
+         (#state_rank < :terminal AND (#attempt < :attempt OR \
+         (#attempt = :attempt AND #state_rank < :state_rank)){holder})))"
+    );
+    if st.job.is_some() && pbs_shared::job::made_on_executor(&st.job_id) {
+        format!("attribute_not_exists(#job_id) OR {existing}")
+    } else {
+        format!("attribute_exists(#job_id) AND {existing}")
     }
 }
 
