@@ -46,12 +46,13 @@ PY
 
 export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
 # The local stack trusts the dev issuer's key (infra/dev-issuer.sh) instead of a Cognito pool, and
-# lets webhooks reach receivers on this machine (127.0.0.1), which a stack on AWS refuses.
+# lets webhooks reach receivers on this machine (127.0.0.1), which a stack on AWS refuses. Manual
+# jobs may also name objects of buckets named quiet-* (the tests' buckets without notifications).
 jwks=$(bash infra/dev-issuer.sh jwks)
 sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
   --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 "LogLevel=${PBS_LOG_LEVEL:-info}" NotifyBackoffSeconds=1 \
-  WebhookAllowPrivateTargets=true "AuthJwks='$jwks'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)" \
+  WebhookAllowPrivateTargets=true "ManualJobBuckets=quiet-*" "AuthJwks='$jwks'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)" \
   "AuthAudience=$(bash infra/dev-issuer.sh audience)" \
   >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \
   || { tail -40 "$PBS_STATE/sam-deploy-$stack.log" >&2; exit 1; }

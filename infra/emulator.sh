@@ -17,11 +17,15 @@ case "${1:-}" in
     fi
     rm -rf "$dir" && mkdir -p "$dir"
     # Lambdas run as child processes and inherit this environment; AWS_ENDPOINT_URL makes them
-    # call back to this emulator. The emulator leads its own process group (setsid), recorded in
+    # call back to this emulator. AUTH=true: IAM is enforced (SigV4 checked, identity and
+    # resource policies evaluated) for every caller but the account root (the key `test`, which
+    # the scripts, the functions and the tests' own clients use): an executor given the access
+    # keys of an IAM user holding its pool's policy gets exactly what that policy allows. The emulator leads its own process group (setsid), recorded in
     # the pid file, so `stop` ends it and every Lambda process it started.
     (
       cd "$dir"
-      BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" AWS_ENDPOINT_URL="$PBS_EMULATOR_URL" \
+      AUTH="${PBS_EMULATOR_AUTH:-true}" BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" \
+        AWS_ENDPOINT_URL="$PBS_EMULATOR_URL" \
         setsid bash -c 'echo $$ >"$1"; exec "$2"' _ "$pidfile" "$PBS_TOOLS/bin/ministack" \
         >"$dir/emulator.log" 2>&1 </dev/null &
     )

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub mod browser;
 mod events;
 mod executor;
+mod iam;
 pub mod link;
 pub mod receiver;
 mod scenario;
@@ -19,6 +20,7 @@ mod stack;
 
 pub use events::*;
 pub use executor::*;
+pub use iam::*;
 pub use scenario::*;
 pub use stack::*;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -18,6 +18,8 @@ pub struct Stack {
     pub dynamo: aws_sdk_dynamodb::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub sns: aws_sdk_sns::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
     pub http: reqwest::Client,
     /// Dev-issuer tokens by role, minted on first use.
     tokens: std::sync::Mutex<HashMap<String, String>>,
@@ -46,6 +48,8 @@ impl Stack {
             dynamo: aws_sdk_dynamodb::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
             sns: aws_sdk_sns::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(&config),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,
@@ -149,24 +153,18 @@ impl Stack {
             .attributes()
             .and_then(|a| a.get(&A::QueueArn))
             .context("no status queue arn")?;
-        let mapping = serde_json::json!({
-            "EventSourceArn": arn,
-            "FunctionName": self.output("StatusFunctionArn"),
-            "BatchSize": 100,
-            "MaximumBatchingWindowInSeconds": 1,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        });
-        let url = format!(
-            "{}/2015-03-31/event-source-mappings/",
-            self.output("EmulatorUrl")
-        );
-        let res = self.http.post(&url).json(&mapping).send().await?;
-        anyhow::ensure!(
-            res.status().is_success(),
-            "mapping {name} to the status function: {} {}",
-            res.status(),
-            res.text().await.unwrap_or_default()
-        );
+        self.lambda
+            .create_event_source_mapping()
+            .event_source_arn(arn)
+            .function_name(self.output("StatusFunctionArn"))
+            .batch_size(100)
+            .maximum_batching_window_in_seconds(1)
+            .function_response_types(
+                aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures,
+            )
+            .send()
+            .await
+            .with_context(|| format!("mapping {name} to the status function"))?;
         Ok(())
     }
 
@@ -180,17 +178,21 @@ impl Stack {
     /// Invokes a function of the stack (by its stack output holding the name) and returns its
     /// JSON answer.
     pub async fn invoke(&self, function_output: &str, payload: &Value) -> Result<Value> {
-        let url = format!(
-            "{}/2015-03-31/functions/{}/invocations",
-            self.output("EmulatorUrl"),
-            self.output(function_output)
-        );
-        let res = self.http.post(&url).json(payload).send().await?;
-        let status = res.status();
-        let text = res.text().await?;
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(self.output(function_output))
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload.to_string()))
+            .send()
+            .await
+            .with_context(|| format!("invoking {function_output}"))?;
+        let text = out
+            .payload()
+            .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+            .unwrap_or_default();
         anyhow::ensure!(
-            status.is_success(),
-            "invoking {function_output}: {status} {text}"
+            out.function_error().is_none(),
+            "invoking {function_output}: {text}"
         );
         serde_json::from_str(&text).with_context(|| format!("{function_output} answered {text}"))
     }

@@ -88,6 +88,23 @@ async fn webhooks_are_signed_retried_until_delivered_and_never_hold_up_the_trans
         .attributes()
         .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
         .clone();
+    // As on AWS, the queue takes messages from the topic only when its policy says so.
+    let policy = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+        "Action": "sqs:SendMessage", "Resource": mailbox_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": topic}}
+    }]});
+    stack
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&mailbox_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::Policy,
+            policy.to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
     stack
         .sns
         .subscribe()

@@ -435,3 +435,123 @@ async fn a_name_the_destination_cannot_take_fails_alone_and_the_run_delivers_the
         "{odd:#}"
     );
 }
+
+/// Whether an SDK error is IAM's refusal (not a missing queue, key or bucket).
+fn denied<E: std::fmt::Debug>(what: &str, res: Result<impl std::fmt::Debug, E>) {
+    let e = format!("{:?}", res.expect_err(&format!("{what} was allowed")));
+    assert!(
+        e.contains("AccessDenied") || e.contains("not authorized"),
+        "{what}: refused for another reason: {e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pools_executor_credentials_reach_only_its_own_pool() {
+    let stack = Stack::connect().await.unwrap();
+    let (a, b) = (unique("iam-a"), unique("iam-b"));
+    let pool_a = stack.deploy_pool_stack(&a).unwrap();
+    let pool_b = stack.deploy_pool_stack(&b).unwrap();
+    let who_a = stack
+        .identity(&format!("{a}-exec"), &pool_a["ExecutorPolicyArn"])
+        .await
+        .unwrap();
+
+    // Pool A's executor, signing as its IAM user, does its work: a job lands and its reports
+    // (through A's status queue), log and delivery report (under A's prefixes) reach the cloud.
+    let opts = ExecutorOptions {
+        env: who_a.env(),
+        ..Default::default()
+    };
+    let executor = Executor::start_with(&stack, &a, &pool_a["PoolQueueUrl"], opts).unwrap();
+    let (tpl, prefix) = (unique("iam"), unique("iam-in"));
+    let template = template_json(
+        &tpl,
+        stack.source_bucket(),
+        &format!("{prefix}/**"),
+        &a,
+        "{key}",
+    );
+    stack.create_template(&template).await.unwrap();
+    let key = format!("{prefix}/granted.txt");
+    stack
+        .put_object(stack.source_bucket(), &key, b"within the policy".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(executor.landed(&key).await.unwrap(), b"within the policy");
+    let jobs = stack.finished_jobs(&tpl, 1).await.unwrap();
+    assert_eq!(jobs[0]["state"], "succeeded", "{:#}", jobs[0]);
+    let report = stack
+        .report(jobs[0]["job_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report["files"][0]["outcome"], "copied", "{report:#}");
+
+    // The same credentials reach nothing of pool B, and put work on no pool queue.
+    let as_a = stack.acting_as(&who_a).await;
+    let bucket = stack.output("ConfigBucketName");
+    let receive = |url: String| as_a.sqs.receive_message().queue_url(url).send();
+    let send = |url: String| {
+        as_a.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body("{}")
+            .send()
+    };
+    denied(
+        "receiving from B's work queue",
+        receive(pool_b["PoolQueueUrl"].clone()).await,
+    );
+    denied(
+        "sending to B's status queue",
+        send(pool_b["StatusQueueUrl"].clone()).await,
+    );
+    denied(
+        "sending to A's own work queue",
+        send(pool_a["PoolQueueUrl"].clone()).await,
+    );
+    denied(
+        "sending to B's work queue",
+        send(pool_b["PoolQueueUrl"].clone()).await,
+    );
+    denied(
+        "sending to the default pool's queue",
+        send(stack.output("DefaultPoolQueueUrl").into()).await,
+    );
+    let get = |key: String| as_a.s3.get_object().bucket(bucket).key(key).send();
+    let put = |key: String| {
+        let body = aws_sdk_s3::primitives::ByteStream::from_static(b"x");
+        as_a.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+    };
+    denied(
+        "reading B's rules",
+        get(format!("pools/{b}/rules.json")).await,
+    );
+    denied(
+        "writing B's logs",
+        put(format!("logs/{b}/forged.log")).await,
+    );
+    denied(
+        "writing B's reports",
+        put(format!("reports/{b}/forged.json")).await,
+    );
+    denied(
+        "writing B's staging",
+        put(format!("staging/{b}/forged")).await,
+    );
+    denied(
+        "writing B's rules",
+        put(format!("pools/{b}/rules.json")).await,
+    );
+    // What A's policy grants, for contrast: its own status queue and prefixes.
+    send(pool_a["StatusQueueUrl"].clone())
+        .await
+        .expect("A reports through its own queue");
+    put(format!("logs/{a}/own.log"))
+        .await
+        .expect("A writes its own logs");
+}
