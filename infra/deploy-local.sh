@@ -18,8 +18,12 @@ profile=${PBS_LAMBDA_PROFILE:-debug}
 case "$profile" in debug | release) ;; *) echo "PBS_LAMBDA_PROFILE must be debug or release, got $profile" >&2; exit 2 ;; esac
 build_dir="$PBS_STATE/functions-$profile"
 # The whole workspace, as `./dev` builds it, so the features (and the compiled dependencies) are
-# the same; in release only the functions.
-if [ "$profile" = release ]; then
+# the same; in release only the functions. PBS_DEPLOY_PREBUILT=1 deploys the binaries already
+# built (a test deploying a second stack: cargo run from inside a test sees another environment
+# and would build again).
+if [ "${PBS_DEPLOY_PREBUILT:-0}" = 1 ]; then
+  :
+elif [ "$profile" = release ]; then
   cargo build --quiet --release -p pbs-lambdas --bins
 else
   cargo build --quiet --workspace --all-targets
@@ -48,12 +52,18 @@ export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
 # The local stack trusts the dev issuer's key (infra/dev-issuer.sh) instead of a Cognito pool, and
 # lets webhooks reach receivers on this machine (127.0.0.1), which a stack on AWS refuses. Manual
 # jobs may also name objects of buckets named quiet-* (the tests' buckets without notifications).
-jwks=$(bash infra/dev-issuer.sh jwks)
+# PBS_DEPLOY_AUTH=cognito: the stack makes its Cognito user pool instead, as on AWS, and fetches
+# the pool's keys from the emulator.
+if [ "${PBS_DEPLOY_AUTH:-dev-issuer}" = cognito ]; then
+  auth=("CognitoUrl=$PBS_EMULATOR_URL")
+else
+  auth=("AuthJwks='$(bash infra/dev-issuer.sh jwks)'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)"
+        "AuthAudience=$(bash infra/dev-issuer.sh audience)")
+fi
 sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
   --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 "LogLevel=${PBS_LOG_LEVEL:-info}" NotifyBackoffSeconds=1 \
-  WebhookAllowPrivateTargets=true "ManualJobBuckets=quiet-*" "AuthJwks='$jwks'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)" \
-  "AuthAudience=$(bash infra/dev-issuer.sh audience)" \
+  WebhookAllowPrivateTargets=true "ManualJobBuckets=quiet-*" "${auth[@]}" \
   >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \
   || { tail -40 "$PBS_STATE/sam-deploy-$stack.log" >&2; exit 1; }
 

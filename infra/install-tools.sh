@@ -67,7 +67,7 @@ fi
 
 # The emulator. Its CloudFormation runs the SAM transform with aws-sam-translator, which must not
 # move botocore off the version ministack pins.
-ministack_stamp="ministack==$MINISTACK_VERSION aws-sam-translator"
+ministack_stamp="ministack==$MINISTACK_VERSION aws-sam-translator cryptography"
 if ! [ -f "$tools/ministack/.stamp" ] || [ "$(cat "$tools/ministack/.stamp")" != "$ministack_stamp" ]; then
   rm -rf "$tools/ministack"
   python3 -m venv "$tools/ministack"
@@ -75,6 +75,8 @@ if ! [ -f "$tools/ministack/.stamp" ] || [ "$(cat "$tools/ministack/.stamp")" !=
   "$tools/ministack/bin/pip" install --quiet "ministack==$MINISTACK_VERSION"
   "$tools/ministack/bin/pip" freeze | grep -i '^botocore==' >"$tools/ministack/constraints.txt" || true
   "$tools/ministack/bin/pip" install --quiet -c "$tools/ministack/constraints.txt" aws-sam-translator
+  # Without it the emulator's Cognito signs tokens with a placeholder key no verifier accepts.
+  "$tools/ministack/bin/pip" install --quiet cryptography
   echo "$ministack_stamp" >"$tools/ministack/.stamp"
 fi
 
