@@ -348,6 +348,13 @@ impl CloudAccess {
     }
 }
 
+/// What a job from the cloud does with an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudUse {
+    Read,
+    Write,
+}
+
 /// A place the executor reads from or writes to, named in templates and jobs.
 ///
 /// Passwords are never written here: a field names the environment variable or the file that
@@ -648,6 +655,26 @@ fn one_password(
 }
 
 impl Config {
+    /// Why jobs from the cloud (queued jobs, the cloud's watch and schedule rules) may not `how`
+    /// `endpoint`, naming the setting to change; `None` when they may. The staging area is always
+    /// open, and an endpoint this executor does not have is left for the copy to report.
+    pub fn cloud_refusal(&self, endpoint: &EndpointName, how: CloudUse) -> Option<String> {
+        if endpoint.as_str() == pbs_shared::message::STAGING_ENDPOINT {
+            return None;
+        }
+        let access = self.endpoints.get(endpoint)?.cloud();
+        let (allowed, done, needs) = match how {
+            CloudUse::Read => (access.may_read(), "read", "read"),
+            CloudUse::Write => (access.may_write(), "written", "write"),
+        };
+        (!allowed).then(|| {
+            format!(
+                "endpoint {endpoint} may not be {done} by jobs from the cloud (its cloud = \"{}\"; set cloud = \"{needs}\" or \"read-write\" in [endpoints.{endpoint}] to allow it)",
+                access.as_str()
+            )
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

@@ -4,10 +4,9 @@
 //! `cloud` setting says. Jobs this executor makes itself (its watch and schedule rules) do not
 //! pass here.
 
-use pbs_shared::message::STAGING_ENDPOINT;
-use pbs_shared::{EndpointName, JobMessage, JobSource};
+use pbs_shared::{JobMessage, JobSource};
 
-use crate::config::{CloudAccess, Config};
+use crate::config::{CloudUse, Config};
 
 /// `Ok` when the executor may run `job` from its queue; else why not, naming the setting to change.
 pub fn admit(config: &Config, job: &JobMessage) -> Result<(), String> {
@@ -23,36 +22,14 @@ pub fn admit(config: &Config, job: &JobMessage) -> Result<(), String> {
                 .into(),
         );
     }
-    if let JobSource::Endpoint { endpoint } = &job.source {
-        check(config, endpoint, "read", CloudAccess::may_read)?;
-    }
-    check(config, &job.destination, "write", CloudAccess::may_write)
-}
-
-/// Whether jobs from the cloud may `verb` `endpoint` (the staging area always; an endpoint this
-/// executor does not have is left for the copy to report).
-fn check(
-    config: &Config,
-    endpoint: &EndpointName,
-    verb: &str,
-    allowed: fn(CloudAccess) -> bool,
-) -> Result<(), String> {
-    if endpoint.as_str() == STAGING_ENDPOINT {
-        return Ok(());
-    }
-    let Some(ep) = config.endpoints.get(endpoint) else {
-        return Ok(());
+    let read = match &job.source {
+        JobSource::Endpoint { endpoint } => config.cloud_refusal(endpoint, CloudUse::Read),
+        JobSource::S3 { .. } => None,
     };
-    let access = ep.cloud();
-    if allowed(access) {
-        return Ok(());
+    match read.or_else(|| config.cloud_refusal(&job.destination, CloudUse::Write)) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    let fix = if verb == "read" { "read" } else { "write" };
-    Err(format!(
-        "endpoint {endpoint} may not be {verb} by jobs from the cloud (its cloud = \"{}\"; set cloud = \"{fix}\" or \"read-write\" in [endpoints.{endpoint}] to allow it)",
-        access.as_str(),
-        verb = if verb == "read" { "read" } else { "written" },
-    ))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
-use crate::config::{AfterAction, Config, EndpointConfig, ScheduleRule, WatchRule};
+use crate::config::{AfterAction, CloudUse, Config, EndpointConfig, ScheduleRule, WatchRule};
 use crate::config::{check_schedule_rule, check_watch_rule};
 use crate::jobs::local::LocalJobs;
 use crate::rules::schedule::Scheduler;
@@ -187,30 +187,19 @@ impl RuleSet {
 }
 
 /// Why the cloud may not run a rule reading `source` and writing `destination` here: each
-/// endpoint's `cloud` setting must allow it (the staging area always does).
+/// endpoint's `cloud` setting must allow it, as for a queued job.
 fn cloud_may(
     config: &Config,
     source: &pbs_shared::EndpointName,
     destination: &pbs_shared::EndpointName,
 ) -> Result<(), String> {
-    let setting = |e: &pbs_shared::EndpointName| {
-        (e.as_str() != pbs_shared::message::STAGING_ENDPOINT)
-            .then(|| config.endpoints.get(e).map(|ep| ep.cloud()))
-            .flatten()
-    };
-    if let Some(access) = setting(source).filter(|a| !a.may_read()) {
-        return Err(format!(
-            "trigger.source: endpoint {source} may not be read by the cloud's rules (its cloud = \"{}\"; set cloud = \"read\" or \"read-write\" in [endpoints.{source}])",
-            access.as_str()
-        ));
+    if let Some(why) = config.cloud_refusal(source, CloudUse::Read) {
+        return Err(format!("trigger.source: {why}"));
     }
-    if let Some(access) = setting(destination).filter(|a| !a.may_write()) {
-        return Err(format!(
-            "destination.endpoint: endpoint {destination} may not be written by the cloud's rules (its cloud = \"{}\"; set cloud = \"write\" or \"read-write\" in [endpoints.{destination}])",
-            access.as_str()
-        ));
+    match config.cloud_refusal(destination, CloudUse::Write) {
+        Some(why) => Err(format!("destination.endpoint: {why}")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The cloud's templates as rules, checked against this executor's endpoints; a rule that does
