@@ -220,16 +220,16 @@ impl Notifier {
                 };
             }
         };
-        let addrs = match crate::webhook_guard::resolve(&url, self.env.allow_private_targets).await
-        {
+        use crate::webhook_guard::{Unsendable, resolve};
+        let addrs = match resolve(&url, self.env.allow_private_targets).await {
             Ok(a) => a,
-            Err(error) if error.contains("cannot resolve") => {
+            Err(Unsendable::Unresolved(error)) => {
                 return Attempt::Transient {
                     http_status: None,
                     error,
                 };
             }
-            Err(error) => {
+            Err(Unsendable::Refused(error)) => {
                 warn!(delivery = %m.delivery_id(), reason = %error, "webhook refused");
                 return Attempt::Refused {
                     http_status: None,

@@ -70,28 +70,45 @@ pub fn refusal(host: &str, addrs: &[SocketAddr], allow_private: bool) -> Option<
     })
 }
 
+/// Why a webhook cannot be sent now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsendable {
+    /// Its host does not resolve now (worth trying again later).
+    #[error("{0}")]
+    Unresolved(String),
+    /// It may never be sent there (no host, an internal address).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// The addresses `url`'s host may be reached at, resolved now and checked; the caller connects
 /// to these only (no second lookup that could answer differently).
-pub async fn resolve(url: &reqwest::Url, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve(
+    url: &reqwest::Url,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Unsendable> {
+    let refused = |m: String| Unsendable::Refused(m);
     let host = url
         .host_str()
-        .ok_or_else(|| "the webhook URL has no host".to_owned())?;
+        .ok_or_else(|| refused("the webhook URL has no host".into()))?;
     let port = url
         .port_or_known_default()
-        .ok_or_else(|| "the webhook URL has no port".to_owned())?;
+        .ok_or_else(|| refused("the webhook URL has no port".into()))?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((bare, port))
             .await
-            .map_err(|e| format!("cannot resolve webhook host {host}: {e}"))?
+            .map_err(|e| {
+                Unsendable::Unresolved(format!("cannot resolve webhook host {host}: {e}"))
+            })?
             .collect(),
     };
     if addrs.is_empty() {
-        return Err(format!("webhook host {host} has no address"));
+        return Err(refused(format!("webhook host {host} has no address")));
     }
     match refusal(host, &addrs, allow_private) {
-        Some(why) => Err(why),
+        Some(why) => Err(refused(why)),
         None => Ok(addrs),
     }
 }
@@ -132,11 +149,15 @@ mod tests {
     #[tokio::test]
     async fn a_url_to_an_internal_address_is_refused_unless_the_stack_allows_it() {
         let url: reqwest::Url = "http://169.254.169.254/latest/meta-data/".parse().unwrap();
-        let e = resolve(&url, false).await.unwrap_err();
+        let Err(Unsendable::Refused(e)) = resolve(&url, false).await else {
+            panic!("the metadata address is refused");
+        };
         assert!(e.contains("169.254.169.254, a link-local"), "{e}");
         assert!(e.contains("WebhookAllowPrivateTargets"), "{e}");
         let url: reqwest::Url = "http://localhost:9/hook".parse().unwrap();
-        let e = resolve(&url, false).await.unwrap_err();
+        let Err(Unsendable::Refused(e)) = resolve(&url, false).await else {
+            panic!("a name resolving to loopback is refused");
+        };
         assert!(e.contains("loopback"), "a name resolving to loopback: {e}");
         let url: reqwest::Url = "http://[::1]:8080/hook".parse().unwrap();
         assert!(resolve(&url, false).await.is_err());

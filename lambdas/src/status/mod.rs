@@ -270,11 +270,10 @@ impl<S: StatusStore> Status<S> {
                 self.refuse(body, "a job status report cannot set state \"queued\"")
                     .await
             }
-            StatusMessage::Job(st) if foreign_artifact(&st).is_some() => {
-                let reason = foreign_artifact(&st).unwrap_or_default();
-                self.refuse(body, &reason).await
-            }
             StatusMessage::Job(st) => {
+                if let Some(reason) = foreign_artifact(&st) {
+                    return self.refuse(body, &reason).await;
+                }
                 let span = info_span!("job", job_id = %st.job_id, pool = %st.pool, executor = %st.executor_id);
                 self.apply(st, body, sender).instrument(span).await
             }
