@@ -1,13 +1,10 @@
 //! Running the service: executor heartbeats and the monitor that finds silent executors, and a
 //! pool added with the per-pool stack (`infra/pool.yaml`) as an operator adds one.
 
-use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use pbs_e2e::{
-    Executor, ExecutorOptions, Stack, eventually, template_json, unique, workspace_root,
-};
+use pbs_e2e::{Executor, ExecutorOptions, Stack, eventually, template_json, unique};
 use serde_json::{Value, json};
 
 /// The monitor's entry for `executor` in its `online` or `offline` list.
@@ -91,32 +88,7 @@ async fn heartbeats_keep_an_executor_online_and_the_monitor_reports_it_offline_o
 async fn a_pool_stack_adds_a_pool_that_jobs_reach() {
     let stack = Stack::connect().await.unwrap();
     let pool = unique("site");
-    let main = stack.output("StackName");
-    let pool_stack = format!("{main}-pool-{pool}");
-    let out = Command::new("sam")
-        .current_dir(workspace_root())
-        .env("AWS_ENDPOINT_URL", stack.output("EmulatorUrl"))
-        .args([
-            "deploy",
-            "--template-file",
-            "infra/pool.yaml",
-            "--stack-name",
-            &pool_stack,
-            "--capabilities",
-            "CAPABILITY_IAM",
-            "--no-confirm-changeset",
-            "--parameter-overrides",
-            &format!("MainStack={main}"),
-            &format!("Pool={pool}"),
-        ])
-        .output()
-        .expect("sam runs");
-    assert!(
-        out.status.success(),
-        "sam deploy of the pool stack: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stack.deploy_pool_stack(&pool).unwrap();
 
     // The pool's queue is the one the trigger dispatches to by name.
     let queue_url = stack
