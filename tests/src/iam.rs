@@ -40,6 +40,15 @@ impl Stack {
     /// Deploys `infra/pool.yaml` for `pool` beside the stack, as an operator adding a pool does;
     /// its outputs (`PoolQueueUrl`, `StatusQueueUrl`, `ExecutorPolicyArn`, ...).
     pub fn deploy_pool_stack(&self, pool: &str) -> Result<HashMap<String, String>> {
+        self.deploy_pool_stack_with(pool, &[])
+    }
+
+    /// [`Stack::deploy_pool_stack`] with more of `infra/pool.yaml`'s parameters (`Name=value`).
+    pub fn deploy_pool_stack_with(
+        &self,
+        pool: &str,
+        parameters: &[&str],
+    ) -> Result<HashMap<String, String>> {
         let main = self.output("StackName");
         let name = format!("{main}-pool-{pool}");
         let sam = |args: &[&str]| -> Result<String> {
@@ -59,7 +68,7 @@ impl Stack {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         };
         let (main_param, pool_param) = (format!("MainStack={main}"), format!("Pool={pool}"));
-        sam(&[
+        let mut args = vec![
             "deploy",
             "--template-file",
             "infra/pool.yaml",
@@ -71,7 +80,9 @@ impl Stack {
             "--parameter-overrides",
             &main_param,
             &pool_param,
-        ])?;
+        ];
+        args.extend_from_slice(parameters);
+        sam(&args)?;
         let listed = sam(&[
             "list",
             "stack-outputs",

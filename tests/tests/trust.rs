@@ -449,7 +449,10 @@ fn denied<E: std::fmt::Debug>(what: &str, res: Result<impl std::fmt::Debug, E>) 
 async fn a_pools_executor_credentials_reach_only_its_own_pool() {
     let stack = Stack::connect().await.unwrap();
     let (a, b) = (unique("iam-a"), unique("iam-b"));
-    let pool_a = stack.deploy_pool_stack(&a).unwrap();
+    // Pool A reads only its own prefix of the source bucket.
+    let (tpl, prefix) = (unique("iam"), unique("iam-in"));
+    let a_reads = format!("SourcePrefixes={prefix}/");
+    let pool_a = stack.deploy_pool_stack_with(&a, &[&a_reads]).unwrap();
     let pool_b = stack.deploy_pool_stack(&b).unwrap();
     let who_a = stack
         .identity(&format!("{a}-exec"), &pool_a["ExecutorPolicyArn"])
@@ -463,7 +466,6 @@ async fn a_pools_executor_credentials_reach_only_its_own_pool() {
         ..Default::default()
     };
     let executor = Executor::start_with(&stack, &a, &pool_a["PoolQueueUrl"], opts).unwrap();
-    let (tpl, prefix) = (unique("iam"), unique("iam-in"));
     let template = template_json(
         &tpl,
         stack.source_bucket(),
@@ -547,11 +549,81 @@ async fn a_pools_executor_credentials_reach_only_its_own_pool() {
         "writing B's rules",
         put(format!("pools/{b}/rules.json")).await,
     );
-    // What A's policy grants, for contrast: its own status queue and prefixes.
+    // The source bucket beyond A's SourcePrefixes: neither read nor listed.
+    let source = stack.source_bucket();
+    let elsewhere = format!("{}/not-for-a.txt", unique("iam-other"));
+    stack
+        .put_object(source, &elsewhere, b"another site's".to_vec())
+        .await
+        .unwrap();
+    let read = |key: String| as_a.s3.get_object().bucket(source).key(key).send();
+    denied(
+        "reading outside A's source prefixes",
+        read(elsewhere.clone()).await,
+    );
+    denied(
+        "listing the whole source bucket",
+        as_a.s3.list_objects_v2().bucket(source).send().await,
+    );
+    // What A's policy grants, for contrast: its own status queue, prefixes and source prefix.
     send(pool_a["StatusQueueUrl"].clone())
         .await
         .expect("A reports through its own queue");
     put(format!("logs/{a}/own.log"))
         .await
         .expect("A writes its own logs");
+    read(key).await.expect("A reads its own source prefix");
+    as_a.s3
+        .list_objects_v2()
+        .bucket(source)
+        .prefix(format!("{prefix}/"))
+        .send()
+        .await
+        .expect("A lists its own source prefix");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_queues_take_work_only_from_the_stacks_functions() {
+    let stack = Stack::connect().await.unwrap();
+    let pool = unique("qp");
+    let outputs = stack.deploy_pool_stack(&pool).unwrap();
+    // An identity whose own policy lets it send to every queue of the account.
+    let name = unique("broad-sender");
+    let document = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:SendMessageBatch"], "Resource": "*"}],
+    });
+    let policy = stack
+        .iam
+        .create_policy()
+        .policy_name(&name)
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    let arn = policy.policy().and_then(|p| p.arn()).unwrap().to_owned();
+    let broad = stack
+        .acting_as(&stack.identity(&name, &arn).await.unwrap())
+        .await;
+    let send = |url: String| {
+        broad
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body("{}")
+            .send()
+    };
+    denied(
+        "a broad sender putting work on a pool's queue",
+        send(outputs["PoolQueueUrl"].clone()).await,
+    );
+    denied(
+        "a broad sender putting work on the default pool's queue",
+        send(stack.output("DefaultPoolQueueUrl").into()).await,
+    );
+    // Its identity policy works where no queue policy says otherwise: the refusal above is the
+    // pool queues' own.
+    send(outputs["StatusQueueUrl"].clone())
+        .await
+        .expect("the broad sender reaches a queue without that policy");
 }

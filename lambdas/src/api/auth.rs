@@ -46,7 +46,7 @@ impl Role {
 /// The verified caller of a request.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Principal {
-    /// `sub`, or the user name when the token has one.
+    /// How people know the caller: the token's `email`, else its user name, else `sub`.
     pub name: String,
     pub subject: String,
     pub role: Role,
@@ -77,6 +77,9 @@ struct Claims {
     cognito_username: Option<String>,
     #[serde(default)]
     username: Option<String>,
+    /// Cognito ID tokens carry it; a pool signing users in by e-mail names them by a UUID.
+    #[serde(default)]
+    email: Option<String>,
     /// Cognito access tokens carry the app client here instead of in `aud`.
     #[serde(default)]
     client_id: Option<String>,
@@ -201,7 +204,8 @@ impl Verifier {
             }
         }
         let name = claims
-            .cognito_username
+            .email
+            .or(claims.cognito_username)
             .or(claims.username)
             .unwrap_or_else(|| claims.sub.clone());
         let role = claims

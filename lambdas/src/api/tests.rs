@@ -481,6 +481,28 @@ fn keys_fetched_in_the_clear_are_refused_unless_local() {
 }
 
 #[tokio::test]
+async fn a_caller_is_named_by_the_tokens_email_before_its_user_name() {
+    let api = with_objects(&[]);
+    let now = Utc::now().timestamp();
+    let claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "5f2c-uuid", "cognito:username": "5f2c-uuid",
+        "email": "ada@example.com", "cognito:groups": ["viewer"], "iat": now, "exp": now + 600,
+    });
+    let req = Request::get("/api/v1/me")
+        .header(header::AUTHORIZATION, format!("Bearer {}", sign(&claims)))
+        .body(Body::empty())
+        .unwrap();
+    let res = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let me: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(me["name"], "ada@example.com", "{me}");
+    assert_eq!(me["subject"], "5f2c-uuid", "{me}");
+}
+
+#[tokio::test]
 async fn a_token_not_valid_yet_is_refused() {
     let api = with_objects(&[]);
     let now = Utc::now().timestamp();
