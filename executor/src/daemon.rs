@@ -81,8 +81,11 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         cloud
             .as_ref()
             .map(|c| (parts.sqs.clone(), c.status_queue_url.clone())),
-        parts.executor_id.clone(),
-        parts.config.pool.clone(),
+        (
+            parts.executor_id.clone(),
+            parts.config.pool.clone(),
+            parts.config.offered_endpoints(),
+        ),
         parts.ledger.clone(),
         journal.wake_handle(),
     ));

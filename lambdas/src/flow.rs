@@ -396,6 +396,7 @@ pub fn next_step(
         bandwidth: next.options.bandwidth.clone(),
         created_at: now,
         refused: Vec::new(),
+        folder: None,
     }))
 }
 

@@ -74,6 +74,18 @@ pub enum FileOutcome {
     SkippedExisting,
     /// Not copied: a newer write of the same source key was already delivered.
     Superseded,
+    /// A `move` transfer: delivered (or already there, unchanged) and verified, then removed from
+    /// the source.
+    Moved,
+    /// A `sync` transfer: at the destination but no longer at the source, so deleted there.
+    Deleted,
+    /// A `sync` transfer: at the destination but no longer at the source, so moved to the
+    /// transfer's backup folder (its `dest_path` is where it went).
+    BackedUp,
+    /// A dry run: would be copied.
+    WouldCopy,
+    /// A dry run of a `sync`: would be deleted (or moved to the backup folder).
+    WouldDelete,
 }
 
 /// One file of a finished job, as recorded in its result.

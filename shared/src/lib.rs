@@ -22,6 +22,7 @@ pub mod retry;
 pub mod rule_spec;
 pub mod s3_key;
 pub mod template;
+pub mod transfer;
 
 pub use bandwidth::Bandwidth;
 pub use delivery::{DeliveredFile, Delivery, FileOutcome, Overwrite, Verify};

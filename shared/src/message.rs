@@ -151,6 +151,10 @@ pub struct JobMessage {
     /// executor only): they fail, the others are copied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<RefusedFile>,
+    /// A transfer of a folder: the executor lists it when the job runs (`files` is then empty),
+    /// and copies, syncs or moves what it finds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<crate::transfer::FolderTransfer>,
 }
 
 /// The endpoint name every executor gives the stack's relay staging area (in its config bucket,
@@ -359,6 +363,37 @@ pub struct Heartbeat {
     pub interval_seconds: u32,
     /// Jobs running on the executor when it was sent.
     pub running_jobs: u32,
+    /// What the site offers the cloud: its endpoints' names, types and `cloud` settings (never
+    /// hosts, users or secrets), so that transfers are checked and offered by what exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<OfferedEndpoint>,
+}
+
+/// One endpoint as an executor publishes it with its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferedEndpoint {
+    pub name: EndpointName,
+    /// `local`, `smb`, `sftp` or `s3`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What jobs from the cloud may do with it: `none`, `read`, `write` or `read-write`.
+    pub cloud: String,
+}
+
+impl OfferedEndpoint {
+    pub fn may_read(&self) -> bool {
+        matches!(self.cloud.as_str(), "read" | "read-write")
+    }
+
+    pub fn may_write(&self) -> bool {
+        matches!(self.cloud.as_str(), "write" | "read-write")
+    }
+
+    /// Files may be removed from it (a `move` from it, a `sync` to it).
+    pub fn may_delete(&self) -> bool {
+        self.cloud == "read-write"
+    }
 }
 
 /// A job's new state as one executor saw it.

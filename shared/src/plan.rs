@@ -102,6 +102,7 @@ pub fn plan(templates: &TemplateSet, event: &ObjectEvent, now: DateTime<Utc>) ->
                         bandwidth: template.options.bandwidth.clone(),
                         created_at: now,
                         refused: Vec::new(),
+                        folder: None,
                     },
                 })),
                 Err(e) => Planned::Reject(Box::new(RejectedJob {

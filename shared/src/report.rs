@@ -33,6 +33,11 @@ fn outcome_name(o: FileOutcome) -> &'static str {
         FileOutcome::Unchanged => "unchanged",
         FileOutcome::SkippedExisting => "skipped_existing",
         FileOutcome::Superseded => "superseded",
+        FileOutcome::Moved => "moved",
+        FileOutcome::Deleted => "deleted",
+        FileOutcome::BackedUp => "backed_up",
+        FileOutcome::WouldCopy => "would_copy",
+        FileOutcome::WouldDelete => "would_delete",
     }
 }
 

@@ -144,7 +144,7 @@ pub fn check_schedule(s: &ScheduleTrigger) -> Result<(), (&'static str, String)>
     Ok(())
 }
 
-fn relative_folder(folder: &str) -> Result<(), String> {
+pub fn relative_folder(folder: &str) -> Result<(), String> {
     if folder.is_empty() {
         return Ok(());
     }

@@ -16,6 +16,7 @@ pub mod link;
 pub mod receiver;
 mod scenario;
 pub mod servers;
+pub mod site;
 mod stack;
 
 pub use events::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::Utc;
-use pbs_shared::message::{Heartbeat, V1};
+use pbs_shared::message::{Heartbeat, OfferedEndpoint, V1};
 use pbs_shared::{ExecutorId, PoolName, StatusMessage};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,8 @@ pub struct StatusOutbox {
     sink: Option<(aws_sdk_sqs::Client, String)>,
     executor_id: ExecutorId,
     pool: PoolName,
+    /// Published with each heartbeat.
+    endpoints: Vec<OfferedEndpoint>,
     ledger: Arc<Ledger>,
     /// Notified when a report joins the outbox ([`crate::ledger::Journal`]).
     wake: Arc<Notify>,
@@ -35,8 +37,7 @@ pub struct StatusOutbox {
 impl StatusOutbox {
     pub fn new(
         sink: Option<(aws_sdk_sqs::Client, String)>,
-        executor_id: ExecutorId,
-        pool: PoolName,
+        (executor_id, pool, endpoints): (ExecutorId, PoolName, Vec<OfferedEndpoint>),
         ledger: Arc<Ledger>,
         wake: Arc<Notify>,
     ) -> Self {
@@ -44,6 +45,7 @@ impl StatusOutbox {
             sink,
             executor_id,
             pool,
+            endpoints,
             ledger,
             wake,
         }
@@ -65,6 +67,7 @@ impl StatusOutbox {
             at: Utc::now(),
             interval_seconds: interval.as_secs() as u32,
             running_jobs,
+            endpoints: self.endpoints.clone(),
         });
         let body = serde_json::to_string(&beat).expect("status messages serialise");
         match sqs

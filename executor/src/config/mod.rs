@@ -325,7 +325,8 @@ pub enum CloudAccess {
     /// Written (a destination of deliveries), never read: the default.
     #[default]
     Write,
-    /// Both: a source and a destination, and a watch rule's `after` may delete or move its files.
+    /// Both: a source and a destination, and files may be removed: a watch rule's `after`, a
+    /// `move` transfer from it, a `sync` transfer to it.
     ReadWrite,
 }
 
@@ -353,6 +354,8 @@ impl CloudAccess {
 pub enum CloudUse {
     Read,
     Write,
+    /// Remove files (a `move` from it, a `sync` to it).
+    Delete,
 }
 
 /// A place the executor reads from or writes to, named in templates and jobs.
@@ -373,6 +376,16 @@ pub enum EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// The endpoint's type as the configuration spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::Smb(_) => "smb",
+            Self::Sftp(_) => "sftp",
+            Self::S3(_) => "s3",
+        }
+    }
+
     /// What jobs from the cloud may do with the endpoint.
     pub fn cloud(&self) -> CloudAccess {
         match self {
@@ -664,15 +677,40 @@ impl Config {
         }
         let access = self.endpoints.get(endpoint)?.cloud();
         let (allowed, done, needs) = match how {
-            CloudUse::Read => (access.may_read(), "read", "read"),
-            CloudUse::Write => (access.may_write(), "written", "write"),
+            CloudUse::Read => (
+                access.may_read(),
+                "read",
+                "set cloud = \"read\" or \"read-write\"",
+            ),
+            CloudUse::Write => (
+                access.may_write(),
+                "written",
+                "set cloud = \"write\" or \"read-write\"",
+            ),
+            CloudUse::Delete => (
+                access == CloudAccess::ReadWrite,
+                "deleted from",
+                "set cloud = \"read-write\"",
+            ),
         };
         (!allowed).then(|| {
             format!(
-                "endpoint {endpoint} may not be {done} by jobs from the cloud (its cloud = \"{}\"; set cloud = \"{needs}\" or \"read-write\" in [endpoints.{endpoint}] to allow it)",
+                "endpoint {endpoint} may not be {done} by jobs from the cloud (its cloud = \"{}\"; {needs} in [endpoints.{endpoint}] to allow it)",
                 access.as_str()
             )
         })
+    }
+
+    /// The endpoints as heartbeats publish them: name, type and `cloud` setting, nothing else.
+    pub fn offered_endpoints(&self) -> Vec<pbs_shared::message::OfferedEndpoint> {
+        self.endpoints
+            .iter()
+            .map(|(name, e)| pbs_shared::message::OfferedEndpoint {
+                name: name.clone(),
+                kind: e.kind().to_owned(),
+                cloud: e.cloud().as_str().to_owned(),
+            })
+            .collect()
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

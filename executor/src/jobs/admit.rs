@@ -4,6 +4,7 @@
 //! `cloud` setting says. Jobs this executor makes itself (its watch and schedule rules) do not
 //! pass here.
 
+use pbs_shared::transfer::TransferMode;
 use pbs_shared::{JobMessage, JobSource};
 
 use crate::config::{CloudUse, Config};
@@ -22,11 +23,22 @@ pub fn admit(config: &Config, job: &JobMessage) -> Result<(), String> {
                 .into(),
         );
     }
-    let read = match &job.source {
-        JobSource::Endpoint { endpoint } => config.cloud_refusal(endpoint, CloudUse::Read),
+    let source = match &job.source {
+        JobSource::Endpoint { endpoint } => Some(endpoint),
         JobSource::S3 { .. } => None,
     };
-    match read.or_else(|| config.cloud_refusal(&job.destination, CloudUse::Write)) {
+    let mode = job.folder.as_ref().map(|f| f.mode);
+    let mut uses = vec![(Some(&job.destination), CloudUse::Write)];
+    uses.push((source, CloudUse::Read));
+    match mode {
+        Some(TransferMode::Move) => uses.push((source, CloudUse::Delete)),
+        Some(TransferMode::Sync) => uses.push((Some(&job.destination), CloudUse::Delete)),
+        _ => {}
+    }
+    match uses
+        .into_iter()
+        .find_map(|(endpoint, how)| config.cloud_refusal(endpoint?, how))
+    {
         Some(why) => Err(why),
         None => Ok(()),
     }
@@ -88,6 +100,25 @@ mod tests {
             admit(&c, &job("site-a", None, "drop")).is_err(),
             "read only"
         );
+    }
+
+    #[test]
+    fn a_move_or_sync_needs_deletes_where_it_removes_files() {
+        let c = config("");
+        let mut mv = job("site-a", Some("vault"), "drop");
+        mv.folder = Some(serde_json::from_value(serde_json::json!({"mode": "move"})).unwrap());
+        assert!(admit(&c, &mv).is_ok(), "vault is read-write");
+        let mut sync = job("site-a", Some("vault"), "drop");
+        sync.folder = Some(serde_json::from_value(serde_json::json!({"mode": "sync"})).unwrap());
+        let e = admit(&c, &sync).unwrap_err();
+        assert!(e.contains("endpoint drop may not be deleted from"), "{e}");
+        assert!(
+            e.contains("set cloud = \"read-write\" in [endpoints.drop]"),
+            "{e}"
+        );
+        let mut copy = job("site-a", Some("vault"), "drop");
+        copy.folder = Some(serde_json::from_value(serde_json::json!({"mode": "copy"})).unwrap());
+        assert!(admit(&c, &copy).is_ok());
     }
 
     #[test]

@@ -171,7 +171,7 @@ fn unsafe_source_path(job: &JobMessage) -> Option<Copied> {
 }
 
 /// The root of `endpoint` when it is a local folder of this executor.
-fn local_root<'a>(
+pub(crate) fn local_root<'a>(
     ctx: &'a JobContext,
     endpoint: &pbs_shared::EndpointName,
 ) -> Option<&'a std::path::Path> {
@@ -505,7 +505,7 @@ pub async fn sides(ctx: &JobContext, job: &JobMessage) -> Result<(Side, Side), C
 
 /// The rclone runner of an attempt between `src` and `dst`, logging to `log`, at most at
 /// `bandwidth` (see [`bandwidth_limit`]).
-fn runner<'a>(
+pub(crate) fn runner<'a>(
     ctx: &'a JobContext,
     (src, dst): (&Side, &Side),
     log: &'a std::path::Path,

@@ -5,6 +5,7 @@
 //!   `cloud` settings);
 //! - `runner`: claim → copy → finish, for one job or a batch of jobs run together;
 //! - `copy`: the one copy path (a job alone is a batch of one), with verification;
+//! - `folder`: folder transfers, listed when they run, with their copy, sync and move modes;
 //! - `batch`: which received jobs may share one rclone run;
 //! - `cancels`, `dest_locks`: cancel requests, and one write at a time per destination path;
 //! - `local`: jobs made on this executor, retried here instead of by the queue;
@@ -21,6 +22,7 @@ pub mod cancels;
 pub mod context;
 pub mod copy;
 pub mod dest_locks;
+pub mod folder;
 pub mod local;
 pub mod ports;
 pub mod recovery;

@@ -12,6 +12,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::jobs::admit::admit;
 use crate::jobs::context::JobContext;
 use crate::jobs::copy::{Copied, copy_jobs};
+use crate::jobs::folder;
 use crate::ledger::{Claim, Outcome};
 use crate::metrics::{self, METRICS};
 use crate::transfer::rclone;
@@ -223,6 +224,8 @@ async fn run(
     };
     let started = Instant::now();
     let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+    // What the delivery report lists: the job's files, or what a folder transfer found.
+    let mut report = job.clone();
     let copied = match ctx.cancels.requested(&job.job_id) {
         // Cancelled while it waited in the queue.
         Some(by) => Copied::Cancelled { by },
@@ -233,10 +236,17 @@ async fn run(
             let watching = ctx.progress.as_ref().map(|sink| {
                 tokio::spawn(sink.watch(job.clone(), attempt, log.clone(), watch_stop.clone()))
             });
-            let copied = copy_jobs(ctx, &[(&job, attempt)], &stop)
-                .await
-                .pop()
-                .expect("one result per job");
+            let copied = match &job.folder {
+                Some(spec) => {
+                    let done = folder::run(ctx, &job, spec, attempt, &stop).await;
+                    report = done.report;
+                    done.copied
+                }
+                None => copy_jobs(ctx, &[(&job, attempt)], &stop)
+                    .await
+                    .pop()
+                    .expect("one result per job"),
+            };
             watch_stop.cancel();
             if let Some(w) = watching {
                 let _ = w.await;
@@ -248,7 +258,7 @@ async fn run(
         Decided::Again(disposition) => (disposition, None),
         Decided::Final { outcome, delivered } => {
             let artifacts =
-                upload_artifacts(ctx, &[(&job, &outcome, &delivered)], attempt, &log).await;
+                upload_artifacts(ctx, &[(&report, &outcome, &delivered)], attempt, &log).await;
             record(ctx, &job, attempt, started, (outcome, delivered), artifacts).await
         }
     }

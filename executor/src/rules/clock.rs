@@ -224,6 +224,7 @@ impl<'a> RuleJob<'a> {
             bandwidth: self.bandwidth.cloned(),
             created_at: self.now,
             refused,
+            folder: None,
         }
     }
 }

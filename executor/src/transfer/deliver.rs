@@ -38,6 +38,15 @@ impl Fail {
     }
 }
 
+/// One file of a [`Runner::listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Relative to the listed folder, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// What was delivered for one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -177,6 +186,60 @@ impl Runner<'_> {
         self.exec(&inv, &format!("{}: deleting", side.display(rel)), &[])
             .await
             .map(drop)
+    }
+
+    /// Moves `from` to `to` on `side` (a rename where the backend has one).
+    pub async fn move_file(&self, side: &Side, from: &str, to: &str) -> Result<(), Fail> {
+        let inv = Invocation::new("moveto", self.log)
+            .arg(side.spec(from))
+            .arg(side.spec(to))
+            .remote(&side.remote);
+        let context = format!("{}: moving to {to}", side.display(from));
+        self.exec(&inv, &context, &[]).await.map(drop)
+    }
+
+    /// The files under `folder` of `side`, with paths relative to it; a folder that does not
+    /// exist lists as empty. rclone lists no symbolic link of a local folder.
+    pub async fn listing(
+        &self,
+        side: &Side,
+        folder: &str,
+        recursive: bool,
+    ) -> Result<Vec<Listed>, Fail> {
+        let inv = Invocation::new("lsjson", self.log)
+            .args(["--files-only", "--no-mimetype"])
+            .arg(if recursive {
+                "--recursive"
+            } else {
+                "--max-depth=1"
+            })
+            .arg(side.spec(folder))
+            .remote(&side.remote);
+        let context = format!("listing {}", side.display(folder));
+        // 3: the directory does not exist.
+        let (code, out) = self.exec(&inv, &context, &[3]).await?;
+        if code == 3 {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&out).map_err(|e| {
+            Fail::new(
+                ErrorClass::Internal,
+                format!("{context}: unreadable output from rclone: {e}"),
+            )
+        })?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| {
+                Some(Listed {
+                    path: e["Path"].as_str()?.to_owned(),
+                    size: e["Size"].as_u64()?,
+                    modified: e["ModTime"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc)),
+                })
+            })
+            .collect())
     }
 
     /// Delivers one file by the template's rules.

@@ -96,7 +96,7 @@ fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     JobId::parse(id).map_err(|e| ApiError::field("id", e))
 }
 
-async fn find<S: ApiStore>(state: &ApiState<S>, id: &str) -> Result<JobView, ApiError> {
+pub(super) async fn find<S: ApiStore>(state: &ApiState<S>, id: &str) -> Result<JobView, ApiError> {
     parse_job_id(id)?;
     state
         .store
@@ -270,7 +270,7 @@ pub async fn create<S: ApiStore>(
     Ok(created(job))
 }
 
-fn created(job: JobView) -> Response {
+pub(super) fn created(job: JobView) -> Response {
     let id = job.job_id.clone();
     let mut response = (
         StatusCode::CREATED,
@@ -431,7 +431,7 @@ async fn plan_manual<S: ApiStore>(
 
 /// Sends a recorded manual job; one that cannot be sent is failed (not left `queued` with no
 /// message behind it), so a retry can follow.
-async fn send_or_fail<S: ApiStore>(
+pub(super) async fn send_or_fail<S: ApiStore>(
     state: &ApiState<S>,
     message: &JobMessage,
 ) -> Result<(), ApiError> {

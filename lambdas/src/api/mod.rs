@@ -17,6 +17,7 @@ mod store;
 mod templates;
 #[cfg(test)]
 mod tests;
+mod transfers;
 
 use std::sync::Arc;
 
@@ -73,6 +74,7 @@ pub fn router<S: ApiStore>(state: ApiState<S>) -> Router {
         .route("/jobs/{id}/report", get(jobs::report::<S>))
         .route("/jobs/{id}/retry", post(jobs::retry::<S>))
         .route("/jobs/{id}/cancel", post(jobs::cancel::<S>))
+        .route("/transfers", post(transfers::create::<S>))
         .route(
             "/templates",
             get(templates::list::<S>).post(templates::create::<S>),

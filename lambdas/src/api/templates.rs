@@ -17,7 +17,14 @@ fn parse_id(raw: &str) -> Result<TemplateId, ApiError> {
 }
 
 fn parse_body(body: &[u8]) -> Result<Template, ApiError> {
-    Template::from_json(body).map_err(ApiError::BadRequest)
+    let template = Template::from_json(body).map_err(ApiError::BadRequest)?;
+    if template.id.as_str() == super::transfers::TRANSFER_TEMPLATE {
+        return Err(ApiError::field(
+            "id",
+            "\"transfer\" names the transfers started by hand (POST /api/v1/transfers); choose another id",
+        ));
+    }
+    Ok(template)
 }
 
 /// A stored template as JSON; a corrupt one is shown with its problem rather than hidden.

@@ -861,5 +861,175 @@ fn executor(id: &str, pool: &str, online: bool) -> ExecutorView {
         running_jobs: None,
         silent_seconds: None,
         online,
+        endpoints: Vec::new(),
     }
+}
+
+/// An executor of `pool` publishing `endpoints` as `(name, type, cloud)`.
+fn site(id: &str, pool: &str, endpoints: &[(&str, &str, &str)]) -> ExecutorView {
+    let mut e = executor(id, pool, true);
+    e.endpoints = endpoints
+        .iter()
+        .map(|(name, kind, cloud)| pbs_shared::message::OfferedEndpoint {
+            name: pbs_shared::EndpointName::parse(*name).unwrap(),
+            kind: (*kind).into(),
+            cloud: (*cloud).into(),
+        })
+        .collect();
+    e
+}
+
+fn transfer(source: &str, dest: &str, mode: &str) -> Value {
+    json!({
+        "source": {"pool": "site-b", "endpoint": source, "folder": "/drop/2026/", "include": ["**/*.csv"]},
+        "destination": {"pool": "site-b", "endpoint": dest, "folder": "in"},
+        "mode": mode,
+    })
+}
+
+#[tokio::test]
+async fn a_transfer_names_endpoints_its_pool_publishes_open_to_what_it_does() {
+    let store = Memory::default();
+    store.executors.lock().unwrap().extend([
+        site(
+            "b-1",
+            "site-b",
+            &[
+                ("partner-sftp", "sftp", "read-write"),
+                ("nas", "smb", "write"),
+            ],
+        ),
+        site("a-1", "default", &[("vault", "local", "read-write")]),
+    ]);
+    let api = Api::new(store);
+    let refused = |answer: &Value| answer["error"]["message"].as_str().unwrap_or("").to_owned();
+
+    let (status, _) = api
+        .post(
+            "viewer",
+            "/api/v1/transfers",
+            transfer("partner-sftp", "nas", "copy"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a viewer starts nothing");
+    let (status, answer) = api
+        .post(
+            "operator",
+            "/api/v1/transfers",
+            transfer("vault", "nas", "copy"),
+        )
+        .await;
+    assert_eq!(
+        (status, field(&answer)),
+        (StatusCode::BAD_REQUEST, "source.endpoint")
+    );
+    assert!(refused(&answer).contains("no executor of pool site-b publishes an endpoint named vault (published: nas, partner-sftp)"), "{answer}");
+    let (_, answer) = api
+        .post(
+            "operator",
+            "/api/v1/transfers",
+            transfer("nas", "partner-sftp", "copy"),
+        )
+        .await;
+    assert_eq!(field(&answer), "source.endpoint");
+    assert!(
+        refused(&answer).contains("may not be read by the cloud (its site set cloud = \"write\""),
+        "{answer}"
+    );
+    let (_, answer) = api
+        .post(
+            "operator",
+            "/api/v1/transfers",
+            transfer("partner-sftp", "nas", "sync"),
+        )
+        .await;
+    assert_eq!(
+        field(&answer),
+        "destination.endpoint",
+        "a sync deletes at its destination: {answer}"
+    );
+    let mut other_pool = transfer("partner-sftp", "nas", "copy");
+    other_pool["destination"]["pool"] = json!("default");
+    let (_, answer) = api.post("operator", "/api/v1/transfers", other_pool).await;
+    assert_eq!(field(&answer), "destination.pool");
+    let mut inside = transfer("partner-sftp", "partner-sftp", "copy");
+    inside["destination"]["folder"] = json!("drop/2026/copy");
+    let (_, answer) = api.post("operator", "/api/v1/transfers", inside).await;
+    assert_eq!(
+        field(&answer),
+        "destination.folder",
+        "a folder into itself: {answer}"
+    );
+    let mut bad = transfer("partner-sftp", "nas", "copy");
+    bad["source"]["folder"] = json!("../etc");
+    let (_, answer) = api.post("operator", "/api/v1/transfers", bad).await;
+    assert_eq!(field(&answer), "source.folder");
+    assert!(
+        api.store.sent.lock().unwrap().is_empty(),
+        "nothing was queued"
+    );
+
+    let (status, answer) = api
+        .post(
+            "operator",
+            "/api/v1/transfers",
+            transfer("partner-sftp", "nas", "move"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let id = answer["job_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("tr-"), "{id}");
+    assert_eq!(answer["created_by"], "ana");
+    assert_eq!(answer["transfer"]["folder"], "drop/2026");
+    assert_eq!(answer["transfer"]["mode"], "move");
+    let sent = api.store.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    let folder = sent[0].folder.as_ref().expect("a folder transfer");
+    assert_eq!(
+        (folder.folder.as_str(), folder.dest_folder.as_str()),
+        ("drop/2026", "in")
+    );
+    assert_eq!(folder.include, ["**/*.csv"]);
+    assert!(
+        sent[0].files.is_empty(),
+        "the executor lists the folder when it runs"
+    );
+    assert_eq!(
+        api.store.audited().last().unwrap(),
+        &("POST".into(), "/api/v1/transfers".into(), 201, Some(id))
+    );
+}
+
+#[tokio::test]
+async fn a_sync_is_limited_to_a_hundred_deletes_unless_it_says_otherwise() {
+    let store = Memory::default();
+    store.executors.lock().unwrap().push(site(
+        "b-1",
+        "site-b",
+        &[
+            ("partner-sftp", "sftp", "read"),
+            ("nas", "smb", "read-write"),
+        ],
+    ));
+    let api = Api::new(store);
+    let (status, answer) = api
+        .post(
+            "operator",
+            "/api/v1/transfers",
+            transfer("partner-sftp", "nas", "sync"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let mut own = transfer("partner-sftp", "nas", "sync");
+    own["max_delete"] = json!(3);
+    own["dry_run"] = json!(true);
+    let (status, answer) = api.post("operator", "/api/v1/transfers", own).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let sent = api.store.sent.lock().unwrap().clone();
+    let limits: Vec<_> = sent
+        .iter()
+        .map(|j| j.folder.as_ref().unwrap().max_delete)
+        .collect();
+    assert_eq!(limits, [Some(100), Some(3)]);
+    assert!(sent[1].folder.as_ref().unwrap().dry_run);
 }

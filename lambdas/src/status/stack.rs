@@ -127,6 +127,10 @@ impl StatusStore for StackStore {
                 update.set("last_job", s(job_id.as_str()))
             }
             Seen::Heartbeat(beat) => Update::new()
+                .set(
+                    "endpoints",
+                    s(serde_json::to_string(&beat.endpoints).expect("endpoints serialise")),
+                )
                 .set("version", s(&beat.executor_version))
                 .set("heartbeat_seconds", n(beat.interval_seconds))
                 .set("running_jobs", n(beat.running_jobs))

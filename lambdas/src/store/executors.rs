@@ -23,6 +23,8 @@ pub struct ExecutorView {
     /// Seconds since the executor was last heard from.
     pub silent_seconds: Option<i64>,
     pub online: bool,
+    /// What its last heartbeat published: endpoint names, types and `cloud` settings.
+    pub endpoints: Vec<pbs_shared::message::OfferedEndpoint>,
 }
 
 impl ExecutorView {
@@ -44,6 +46,9 @@ impl ExecutorView {
             running_jobs: get_n(item, "running_jobs"),
             silent_seconds: silent_ms.map(|ms| ms / 1000),
             online: silent_ms.is_some_and(|ms| ms <= MISSED_HEARTBEATS * heartbeat_seconds * 1000),
+            endpoints: get_s(item, "endpoints")
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or_default(),
         }
     }
 }

@@ -770,6 +770,12 @@ pub(crate) fn queued_item(job: &JobMessage, ttl: Duration) -> Item {
         ("total_bytes".into(), n(job.total_bytes())),
         ("dispatched".into(), AttributeValue::Bool(false)),
     ]);
+    if let Some(folder) = &job.folder {
+        item.insert(
+            "transfer_json".into(),
+            s(serde_json::to_string(folder).expect("transfers serialise")),
+        );
+    }
     item
 }
 
@@ -866,6 +872,10 @@ pub struct JobView {
     pub cancel_requested_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested_by: Option<String>,
+    /// A folder transfer's folder, filters, destination folder and mode (its files are listed
+    /// when it runs: see its result and report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<serde_json::Value>,
     /// Who made a manual job or retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
@@ -978,6 +988,7 @@ impl JobView {
             report_key: opt("report_key"),
             cancel_requested_at: opt("cancel_requested_at"),
             cancel_requested_by: opt("cancel_requested_by"),
+            transfer: get_s(item, "transfer_json").and_then(|j| serde_json::from_str(j).ok()),
             created_by: opt("created_by"),
             retry_of: opt("retry_of"),
             parent_job: opt("parent_job"),

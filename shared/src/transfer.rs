@@ -1,0 +1,169 @@
+//! Folder transfers: a job that names a folder of a source endpoint, listed by the executor when
+//! the job runs, instead of files named when the job was made. Started by a person
+//! (`POST /api/v1/transfers`); the mode says what happens besides copying.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rule_spec::{Filter, relative_folder};
+
+/// What a folder transfer does besides copying new and changed files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    /// Copy new and changed files; leave everything else as it is.
+    #[default]
+    Copy,
+    /// Make the destination folder mirror the source: also delete (or move to the backup folder)
+    /// the files the source no longer has, at most `max_delete` of them.
+    Sync,
+    /// Copy, then remove each source file whose delivery was verified.
+    Move,
+}
+
+impl TransferMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Copy => "copy",
+            Self::Sync => "sync",
+            Self::Move => "move",
+        }
+    }
+
+    /// Whether the mode removes files (at the destination for `sync`, at the source for `move`).
+    pub fn deletes(self) -> bool {
+        self != Self::Copy
+    }
+}
+
+/// The folder a transfer job lists when it runs, and what it does with what it finds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderTransfer {
+    /// Folder under the source endpoint's root; empty for the root itself.
+    #[serde(default)]
+    pub folder: String,
+    /// Globs on paths relative to `folder`; empty takes every file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Files of sub-folders too (the default), or the folder's own files only.
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    /// Folder under the destination endpoint's root; files keep their path relative to `folder`.
+    #[serde(default)]
+    pub dest_folder: String,
+    #[serde(default)]
+    pub mode: TransferMode,
+    /// `sync`: the run fails before deleting anything when it would delete more files than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete: Option<u64>,
+    /// `sync`: files the source no longer has are moved here (a folder under the destination's
+    /// root, outside `dest_folder`) instead of deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_folder: Option<String>,
+    /// List both sides and report what would be copied and deleted; change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl FolderTransfer {
+    /// Checks folders and filters; the failing field (relative to the transfer) and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        relative_folder(&self.folder).map_err(|m| ("folder", m))?;
+        relative_folder(&self.dest_folder).map_err(|m| ("dest_folder", m))?;
+        self.filter()?;
+        if let Some(backup) = &self.backup_folder {
+            if self.mode != TransferMode::Sync {
+                return Err((
+                    "backup_folder",
+                    "only a sync moves files to a backup folder".into(),
+                ));
+            }
+            if backup.is_empty() {
+                return Err(("backup_folder", "must name a folder".into()));
+            }
+            relative_folder(backup).map_err(|m| ("backup_folder", m))?;
+            if within(backup, &self.dest_folder) || within(&self.dest_folder, backup) {
+                return Err((
+                    "backup_folder",
+                    format!(
+                        "{backup:?} must be outside the destination folder {:?} (and not hold it)",
+                        self.dest_folder
+                    ),
+                ));
+            }
+        }
+        if self.max_delete.is_some() && self.mode != TransferMode::Sync {
+            return Err((
+                "max_delete",
+                "only a sync deletes files at the destination".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn filter(&self) -> Result<Filter, (&'static str, String)> {
+        Filter::new(&self.include, &self.exclude)
+    }
+}
+
+/// Whether `path` is `folder` or under it (the empty folder holds everything).
+fn within(path: &str, folder: &str) -> bool {
+    folder.is_empty() || path == folder || path.starts_with(&format!("{folder}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(json: serde_json::Value) -> FolderTransfer {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_copy_every_file_of_the_folder_tree() {
+        let t = transfer(serde_json::json!({"folder": "drop"}));
+        assert_eq!(t.mode, TransferMode::Copy);
+        assert!(t.recursive && !t.dry_run);
+        assert_eq!(t.check(), Ok(()));
+        assert!(t.filter().unwrap().matches("deep/a.csv"));
+    }
+
+    #[test]
+    fn folders_and_guards_are_checked_field_by_field() {
+        let field = |json| transfer(json).check().unwrap_err().0;
+        assert_eq!(field(serde_json::json!({"folder": "../etc"})), "folder");
+        assert_eq!(
+            field(serde_json::json!({"dest_folder": "/abs"})),
+            "dest_folder"
+        );
+        assert_eq!(field(serde_json::json!({"include": ["a/[b"]})), "include");
+        assert_eq!(
+            field(serde_json::json!({"mode": "copy", "max_delete": 3})),
+            "max_delete"
+        );
+        assert_eq!(
+            field(
+                serde_json::json!({"mode": "sync", "dest_folder": "m", "backup_folder": "m/old"})
+            ),
+            "backup_folder"
+        );
+        assert_eq!(
+            field(serde_json::json!({"mode": "sync", "backup_folder": "old"})),
+            "backup_folder",
+            "a mirror of the whole root holds every backup folder"
+        );
+        let ok = transfer(
+            serde_json::json!({"mode": "sync", "dest_folder": "mirror", "backup_folder": "old", "max_delete": 0}),
+        );
+        assert_eq!(ok.check(), Ok(()));
+        let e = serde_json::from_value::<FolderTransfer>(serde_json::json!({"mode": "mirror"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `mirror`"), "{e}");
+    }
+}

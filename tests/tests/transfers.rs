@@ -1,0 +1,377 @@
+//! End-to-end: folder transfers a person starts through the API (`POST /api/v1/transfers`)
+//! between the endpoints of one site (Samba, OpenSSH, S3 and a local folder), run by a real
+//! executor with rclone: filters, unicode names, a 100 MiB file, byte-identical and verified; a
+//! second run that finds nothing new copies nothing; `sync` with its delete guard and backup
+//! folder; `move` that keeps the source of a file it could not deliver; dry runs; and transfers
+//! refused for endpoints the site does not publish or keeps from the cloud.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use pbs_e2e::site::Site;
+use pbs_e2e::{ExecutorOptions, body, eventually};
+use serde_json::{Value, json};
+
+const MIB: usize = 1024 * 1024;
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Files under `root`, relative, with their contents.
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    pbs_e2e::files_under(root)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// Waits until the site's executor has published its endpoints with a heartbeat.
+async fn published(site: &Site) {
+    eventually(
+        Duration::from_secs(60),
+        "the site's endpoints in the API",
+        || async {
+            let (_, answer) = site.stack.call("GET", "/api/v1/executors", None).await?;
+            let mine = answer["executors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["executor_id"] == site.executor.id.as_str())
+                .cloned();
+            Ok(mine.filter(|e| e["endpoints"].as_array().is_some_and(|a| !a.is_empty())))
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Starts a transfer in the site's pool; its job id.
+async fn start(site: &Site, mut body: Value) -> String {
+    body["source"]["pool"] = json!(site.pool);
+    body["destination"]["pool"] = json!(site.pool);
+    body["retry"] = json!({"max_attempts": 1});
+    let (status, answer) = site
+        .stack
+        .call("POST", "/api/v1/transfers", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    answer["job_id"].as_str().unwrap().to_owned()
+}
+
+/// The job once it has ended, and its delivery report's outcome per path (the source key, or
+/// the destination path for a file removed from the destination).
+async fn ended(site: &Site, job_id: &str) -> (Value, BTreeMap<String, String>) {
+    let job = site
+        .stack
+        .job_when(
+            job_id,
+            Duration::from_secs(180),
+            "the transfer's end",
+            |j| matches!(j["state"].as_str(), Some("succeeded" | "failed")),
+        )
+        .await
+        .unwrap();
+    let report = site.stack.report(job_id).await.unwrap();
+    let outcomes = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let key = r["key"].as_str().unwrap();
+            let at = if key.is_empty() {
+                r["dest_path"].as_str().unwrap()
+            } else {
+                key
+            };
+            (at.to_owned(), r["outcome"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    (job, outcomes)
+}
+
+fn outcomes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn folder_transfers_between_sftp_smb_s3_and_local_are_identical_and_a_rerun_copies_nothing() {
+    let site = Site::start("transfer", ExecutorOptions::default()).await;
+    let big = body(100 * MIB, 7);
+    let exports = site.sftp.root.join("exports");
+    write(&exports, "a.csv", b"alpha");
+    write(&exports, "deep/é ü 名.csv", "unicode".as_bytes());
+    write(&exports, "deep/big.csv", &big);
+    write(&exports, "tmp/skip.csv", b"excluded");
+    write(&exports, "notes.txt", b"not included");
+    published(&site).await;
+
+    // SFTP -> SMB, filtered, hash-verified.
+    let sftp_to_smb = json!({
+        "source": {"endpoint": "drop", "folder": "exports", "include": ["**/*.csv"], "exclude": ["tmp/**"]},
+        "destination": {"endpoint": "nas", "folder": "in"},
+        "delivery": {"verify": "hash"},
+    });
+    let id = start(&site, sftp_to_smb.clone()).await;
+    let (job, report) = ended(&site, &id).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job:#}\n{}",
+        site.executor.log()
+    );
+    let copied = outcomes(&[
+        ("exports/a.csv", "copied"),
+        ("exports/deep/big.csv", "copied"),
+        ("exports/deep/é ü 名.csv", "copied"),
+    ]);
+    assert_eq!(report, copied);
+    let landed = tree(&site.smb.root.join("in"));
+    let want: BTreeMap<String, Vec<u8>> = [
+        ("a.csv".to_owned(), b"alpha".to_vec()),
+        ("deep/big.csv".to_owned(), big.clone()),
+        ("deep/é ü 名.csv".to_owned(), "unicode".as_bytes().to_vec()),
+    ]
+    .into();
+    assert!(
+        landed == want,
+        "the share holds {:?}",
+        landed.keys().collect::<Vec<_>>()
+    );
+
+    // Nothing changed: the second run copies nothing and says so for every file.
+    let again = start(&site, sftp_to_smb).await;
+    let (job, report) = ended(&site, &again).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["files"], 0, "{job:#}");
+    assert!(report.values().all(|o| o == "unchanged"), "{report:?}");
+    assert_eq!(report.len(), 3);
+
+    // SMB -> SMB, SFTP -> SFTP, SMB -> S3 and local -> S3, small files.
+    write(site.outbox.path(), "out/x.txt", b"from the outbox");
+    write(site.outbox.path(), "out/sub/y z.txt", b"and below");
+    let routes = [
+        ("nas", "in", "nas", "copy-of-in"),
+        ("drop", "exports", "drop", "mirror"),
+        ("nas", "in", "vault", "from-nas"),
+        ("outbox", "out", "vault", "from-outbox"),
+    ];
+    for (source, folder, dest, to) in routes {
+        let id = start(
+            &site,
+            json!({
+                "source": {"endpoint": source, "folder": folder, "exclude": ["**/big.csv"]},
+                "destination": {"endpoint": dest, "folder": to},
+                "delivery": {"verify": "hash"},
+            }),
+        )
+        .await;
+        let (job, report) = ended(&site, &id).await;
+        assert_eq!(job["state"], "succeeded", "{source} -> {dest}: {job:#}");
+        assert!(
+            !report.is_empty() && report.values().all(|o| o == "copied"),
+            "{source} -> {dest}: {report:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(site.smb.root.join("copy-of-in/deep/é ü 名.csv")).unwrap(),
+        "unicode".as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(site.sftp.root.join("mirror/notes.txt")).unwrap(),
+        b"not included"
+    );
+    assert_eq!(site.vault_object("from-nas/a.csv").await.unwrap(), b"alpha");
+    assert_eq!(
+        site.vault_object("from-outbox/sub/y z.txt").await.unwrap(),
+        b"and below"
+    );
+    assert!(
+        site.vault_object("from-nas/deep/big.csv").await.is_none(),
+        "excluded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_mirrors_within_its_delete_guard_and_a_move_keeps_what_it_could_not_deliver() {
+    let site = Site::start("sync", ExecutorOptions::default()).await;
+    let (src, mirror) = (site.sftp.root.join("src"), site.smb.root.join("mirror"));
+    write(&src, "keep.txt", b"kept");
+    write(&src, "new.txt", b"new");
+    write(&mirror, "old1.txt", b"gone 1");
+    write(&mirror, "old2.txt", b"gone 2");
+    published(&site).await;
+    let sync = |extra: Value| {
+        let mut body = json!({
+            "source": {"endpoint": "drop", "folder": "src"},
+            "destination": {"endpoint": "nas", "folder": "mirror"},
+            "mode": "sync",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let before = tree(&mirror);
+
+    // Over the guard: fails before copying or deleting anything.
+    let id = start(&site, sync(json!({"max_delete": 1}))).await;
+    let (job, _) = ended(&site, &id).await;
+    assert_eq!(
+        (job["state"].as_str(), job["error_class"].as_str()),
+        (Some("failed"), Some("conflict")),
+        "{job:#}"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("would delete 2 file(s)"),
+        "{job:#}"
+    );
+    assert_eq!(tree(&mirror), before, "nothing changed");
+
+    // A dry run says what a run would do, and does nothing.
+    let id = start(&site, sync(json!({"dry_run": true}))).await;
+    let (job, report) = ended(&site, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let plan = outcomes(&[
+        ("src/keep.txt", "would_copy"),
+        ("src/new.txt", "would_copy"),
+        ("mirror/old1.txt", "would_delete"),
+        ("mirror/old2.txt", "would_delete"),
+    ]);
+    assert_eq!(report, plan);
+    assert_eq!(tree(&mirror), before, "a dry run changes nothing");
+
+    // With a backup folder: what the source lost moves there.
+    let id = start(&site, sync(json!({"backup_folder": "attic"}))).await;
+    let (job, report) = ended(&site, &id).await;
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job:#}\n{}",
+        site.executor.log()
+    );
+    assert_eq!(report["mirror/old1.txt"], "backed_up", "{report:?}");
+    let mirrored: Vec<String> = tree(&mirror).into_keys().collect();
+    assert_eq!(mirrored, ["keep.txt", "new.txt"]);
+    assert_eq!(
+        std::fs::read(site.smb.root.join("attic/old2.txt")).unwrap(),
+        b"gone 2"
+    );
+
+    // Without one: deleted. What is unchanged is not copied again.
+    write(&mirror, "stray.txt", b"stray");
+    std::fs::remove_file(src.join("new.txt")).unwrap();
+    let id = start(&site, sync(json!({}))).await;
+    let (job, report) = ended(&site, &id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let want = outcomes(&[
+        ("src/keep.txt", "unchanged"),
+        ("mirror/new.txt", "deleted"),
+        ("mirror/stray.txt", "deleted"),
+    ]);
+    assert_eq!(report, want);
+    let mirrored: Vec<String> = tree(&mirror).into_keys().collect();
+    assert_eq!(mirrored, ["keep.txt"]);
+
+    // Move: delivered and verified files leave the source; one the destination cannot take stays.
+    let outgoing = site.sftp.root.join("outgoing");
+    write(&outgoing, "one.txt", b"one");
+    write(&outgoing, "two/two.txt", b"two");
+    write(&outgoing, "back\\slash.txt", b"no such name on a share");
+    // The server's account owns what a partner would have uploaded.
+    let owned = std::process::Command::new("chown")
+        .args(["-R", site.sftp.user])
+        .arg(&outgoing)
+        .status()
+        .unwrap();
+    assert!(owned.success());
+    let id = start(
+        &site,
+        json!({
+            "source": {"endpoint": "drop", "folder": "outgoing"},
+            "destination": {"endpoint": "nas", "folder": "picked-up"},
+            "mode": "move",
+            "delivery": {"verify": "hash"},
+        }),
+    )
+    .await;
+    let (job, report) = ended(&site, &id).await;
+    assert_eq!(
+        job["state"], "failed",
+        "one file could not be delivered: {job:#}"
+    );
+    assert_eq!(report["outgoing/one.txt"], "moved", "{report:?}\n{job:#}");
+    assert_eq!(report["outgoing/two/two.txt"], "moved", "{report:?}");
+    assert_eq!(
+        report["outgoing/back\\slash.txt"], "not_delivered",
+        "{report:?}"
+    );
+    let left: Vec<String> = tree(&outgoing).into_keys().collect();
+    assert_eq!(
+        left,
+        ["back\\slash.txt"],
+        "only the undelivered file stays at the source"
+    );
+    assert_eq!(
+        std::fs::read(site.smb.root.join("picked-up/two/two.txt")).unwrap(),
+        b"two"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_the_site_does_not_offer_is_refused_naming_the_endpoint() {
+    let site = Site::start_with("offer", ExecutorOptions::default(), |_, _| {
+        "[endpoints.sealed]\ntype = \"local\"\nroot = \"/tmp\"\ncloud = \"write\"\n".to_owned()
+    })
+    .await;
+    published(&site).await;
+    let ask = |source: &str, dest: &str, mode: &str| {
+        json!({
+            "source": {"pool": site.pool, "endpoint": source, "folder": "x"},
+            "destination": {"pool": site.pool, "endpoint": dest, "folder": "y"},
+            "mode": mode,
+        })
+    };
+    for (body, field, says) in [
+        (
+            ask("ghost", "nas", "copy"),
+            "source.endpoint",
+            "publishes an endpoint named ghost",
+        ),
+        (
+            ask("sealed", "nas", "copy"),
+            "source.endpoint",
+            "endpoint sealed of pool",
+        ),
+        (
+            ask("drop", "sealed", "sync"),
+            "destination.endpoint",
+            "may not be deleted from (a sync)",
+        ),
+    ] {
+        let (status, answer) = site
+            .stack
+            .call("POST", "/api/v1/transfers", Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+}
