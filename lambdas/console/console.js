@@ -198,6 +198,8 @@ async function jobView(id) {
         el("dt", {}, "Template"), el("dd", {}, job.template_id || ""),
         el("dt", {}, "Pool / executor"), el("dd", {}, `${job.pool || ""} / ${job.executor_id || "—"}`),
         el("dt", {}, "Destination"), el("dd", {}, job.destination || ""),
+        job.transfer ? [el("dt", {}, "Transfer"), el("dd", { id: "job-transfer" },
+          `${job.transfer.mode}${job.transfer.dry_run ? " (dry run)" : ""}: ${job.source_endpoint}:${job.transfer.folder || "/"} → ${job.destination}:${job.transfer.dest_folder || "/"}`)] : null,
         el("dt", {}, "Attempt"), el("dd", {}, String(job.attempt)),
         el("dt", {}, "Created"), el("dd", {}, `${when(job.created_at)}${job.created_by ? ` by ${job.created_by}` : ""}`),
         job.retry_of ? [el("dt", {}, "Retry of"), el("dd", {}, el("a", { href: `#/jobs/${job.retry_of}` }, job.retry_of))] : null,
@@ -210,7 +212,7 @@ async function jobView(id) {
         (job.notifications || []).length ? [el("dt", {}, "Notifications"), el("dd", {}, el("ul", { id: "notifications" },
           job.notifications.map((n) => el("li", { "data-state": n.state },
             `${n.target}: ${n.state} after ${n.attempts} attempt${n.attempts === 1 ? "" : "s"}${n.http_status ? ` (HTTP ${n.http_status})` : ""}${n.error ? ` — ${n.error}` : ""}`))))] : null,
-        el("dt", {}, `Files (${job.file_count})`), el("dd", {}, el("ul", {}, files))),
+        job.transfer ? null : [el("dt", {}, `Files (${job.file_count})`), el("dd", {}, el("ul", {}, files))]),
       el("div", { class: "actions" },
         ["queued", "running"].includes(job.state) ? el("button", { id: "cancel", class: "danger", onclick: act("cancel") }, "Cancel") : null,
         ["failed", "cancelled"].includes(job.state) ? el("button", { id: "retry", class: "primary", onclick: act("retry") }, "Retry") : null)));
@@ -260,6 +262,95 @@ async function newJobView() {
   show(el("h1", {}, "New manual job"), el("form", { class: "card", onsubmit: submit },
     el("p", {}, el("label", {}, "Template ", select)), keys, problem,
     el("div", { class: "actions" }, el("button", { class: "primary", type: "submit" }, "Create job"))));
+}
+
+// ---------------------------------------------------------------- transfers
+
+const MODES = {
+  copy: "Copies new and changed files into the destination folder. Nothing is deleted anywhere.",
+  sync: "Makes the destination folder a mirror of the source: copies new and changed files, then deletes (or moves to the backup folder) the files the source no longer has. It stops before changing anything if it would delete more than the limit.",
+  move: "Copies new and changed files, then removes each source file once its copy is verified. A file that fails stays at the source.",
+};
+
+function lines(text) { return text.split(/[\n,]/).map((t) => t.trim()).filter(Boolean); }
+
+async function newTransferView() {
+  const problem = el("div");
+  const executors = (await api("GET", "/executors")).executors;
+  // What each pool's executors publish: endpoint name -> {type, cloud}.
+  const pools = {};
+  for (const e of executors) {
+    const offered = pools[e.pool] = pools[e.pool] || {};
+    for (const ep of e.endpoints || []) offered[ep.name] = ep;
+  }
+  const names = Object.keys(pools).filter((p) => Object.keys(pools[p]).length).sort();
+  if (!names.length) {
+    show(el("h1", {}, "New transfer"), el("p", { class: "card" },
+      "No executor has published its endpoints yet: they do with their first heartbeat."));
+    return;
+  }
+  const pool = el("select", { id: "tr-pool" }, names.map((p) => el("option", { value: p }, p)));
+  const source = el("select", { id: "tr-source" });
+  const dest = el("select", { id: "tr-dest" });
+  const folder = el("input", { id: "tr-folder", placeholder: "folder under the endpoint's root (empty: the root)" });
+  const destFolder = el("input", { id: "tr-dest-folder", placeholder: "folder under the endpoint's root" });
+  const include = el("input", { id: "tr-include", placeholder: "e.g. **/*.csv (comma-separated; empty: every file)" });
+  const exclude = el("input", { id: "tr-exclude", placeholder: "e.g. tmp/**" });
+  const recursive = el("input", { id: "tr-recursive", type: "checkbox", checked: true });
+  const mode = el("select", { id: "tr-mode" }, Object.keys(MODES).map((m) => el("option", { value: m }, m)));
+  const modeText = el("p", { id: "tr-mode-text", class: "hint" });
+  const maxDelete = el("input", { id: "tr-max-delete", type: "number", min: "0", value: "100" });
+  const backup = el("input", { id: "tr-backup", placeholder: "optional: move deletions here instead" });
+  const verify = el("select", { id: "tr-verify" }, ["size", "hash"].map((v) => el("option", { value: v }, v)));
+  const syncOnly = el("div", { id: "tr-sync-options" },
+    el("p", {}, el("label", {}, "Delete at most ", maxDelete, " files")),
+    el("p", {}, el("label", {}, "Backup folder ", backup)));
+  const option = (name, ep) => el("option", { value: name }, `${name} (${ep.type}, cloud: ${ep.cloud})`);
+  const fill = () => {
+    const offered = pools[pool.value] || {};
+    const all = Object.keys(offered).sort();
+    source.replaceChildren(...all.filter((n) => ["read", "read-write"].includes(offered[n].cloud)).map((n) => option(n, offered[n])));
+    dest.replaceChildren(...all.filter((n) => ["write", "read-write"].includes(offered[n].cloud)).map((n) => option(n, offered[n])));
+  };
+  const describe = () => {
+    modeText.textContent = MODES[mode.value];
+    syncOnly.hidden = mode.value !== "sync";
+  };
+  pool.addEventListener("change", fill);
+  mode.addEventListener("change", describe);
+  fill();
+  describe();
+  const start = (dryRun) => async (ev) => {
+    ev.preventDefault();
+    const body = {
+      source: { pool: pool.value, endpoint: source.value, folder: folder.value, include: lines(include.value),
+        exclude: lines(exclude.value), recursive: recursive.checked },
+      destination: { pool: pool.value, endpoint: dest.value, folder: destFolder.value },
+      mode: mode.value, dry_run: dryRun, delivery: { verify: verify.value },
+    };
+    if (mode.value === "sync") {
+      body.max_delete = Number(maxDelete.value);
+      if (backup.value.trim()) body.backup_folder = backup.value.trim();
+    }
+    try {
+      const job = await api("POST", "/transfers", JSON.stringify(body));
+      location.hash = `#/jobs/${encodeURIComponent(job.job_id)}`;
+    } catch (err) { problem.replaceChildren(errorBox(err, "transfer-error")); }
+  };
+  show(el("h1", {}, "New transfer"), el("form", { id: "transfer", class: "card", onsubmit: start(false) },
+    el("p", {}, el("label", {}, "Pool ", pool)),
+    el("fieldset", {}, el("legend", {}, "From"),
+      el("p", {}, el("label", {}, "Endpoint ", source)), el("p", {}, el("label", {}, "Folder ", folder)),
+      el("p", {}, el("label", {}, "Include ", include)), el("p", {}, el("label", {}, "Exclude ", exclude)),
+      el("p", {}, el("label", {}, recursive, " and its sub-folders"))),
+    el("fieldset", {}, el("legend", {}, "To"),
+      el("p", {}, el("label", {}, "Endpoint ", dest)), el("p", {}, el("label", {}, "Folder ", destFolder))),
+    el("p", {}, el("label", {}, "Mode ", mode)), modeText, syncOnly,
+    el("p", {}, el("label", {}, "Verify each file by ", verify)),
+    problem,
+    el("div", { class: "actions" },
+      el("button", { id: "tr-dry-run", type: "button", onclick: start(true) }, "Dry run: list what it would do"),
+      el("button", { id: "tr-start", class: "primary", type: "submit" }, "Start transfer"))));
 }
 
 // ---------------------------------------------------------------- templates
@@ -392,6 +483,7 @@ async function route() {
       document.getElementById("who").textContent = `${me.name} · ${me.role}`;
     }
     if (parts[0] === "jobs" && parts[1] === "new") return await newJobView();
+    if (parts[0] === "transfers") return await newTransferView();
     if (parts[0] === "jobs" && parts[1]) return await jobView(parts[1]);
     if (parts[0] === "templates" && parts[1]) return await templateView(parts[1]);
     if (parts[0] === "templates") return await templatesView();

@@ -3,14 +3,16 @@
 //! executor with rclone: filters, unicode names, a 100 MiB file, byte-identical and verified; a
 //! second run that finds nothing new copies nothing; `sync` with its delete guard and backup
 //! folder; `move` that keeps the source of a file it could not deliver; dry runs; and transfers
-//! refused for endpoints the site does not publish or keeps from the cloud.
+//! refused for endpoints the site does not publish or keeps from the cloud; and the console's
+//! New transfer form in Chromium (screenshots in `artifacts/console/`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use pbs_e2e::browser::Browser;
 use pbs_e2e::site::Site;
-use pbs_e2e::{ExecutorOptions, body, eventually};
+use pbs_e2e::{ExecutorOptions, body, eventually, workspace_root};
 use serde_json::{Value, json};
 
 const MIB: usize = 1024 * 1024;
@@ -374,4 +376,119 @@ async fn a_transfer_the_site_does_not_offer_is_refused_naming_the_endpoint() {
             "{answer}"
         );
     }
+}
+
+/// The value of `data-state` of the element at `css`, once it is `state`.
+async fn shown_state(browser: &Browser, css: &str, state: &str) {
+    let script =
+        "const e = document.querySelector(arguments[0]); return e ? e.dataset.state : null;";
+    eventually(
+        Duration::from_secs(120),
+        &format!("{css} to be {state}"),
+        || async {
+            let now = browser.execute(script, json!([css])).await?;
+            Ok((now.as_str() == Some(state)).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The outcomes in the job page's delivery report table, sorted.
+async fn shown_outcomes(browser: &Browser) -> Vec<String> {
+    browser
+        .wait_for("#report tbody tr", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let v = browser
+        .execute(
+            "return [...document.querySelectorAll('#report tbody tr')].map((r) => r.dataset.outcome).sort();",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// The New transfer form, from the site's SFTP `console-in` to its share's `console-out`.
+async fn fill_form(browser: &Browser, console: &str, pool: &str, mode: &str) {
+    browser
+        .goto(&format!("{console}#/transfers"))
+        .await
+        .unwrap();
+    browser
+        .wait_for("#tr-pool", Duration::from_secs(20))
+        .await
+        .unwrap();
+    browser.fill("#tr-pool", pool).await.unwrap();
+    browser.fill("#tr-source", "drop").await.unwrap();
+    browser.fill("#tr-folder", "console-in").await.unwrap();
+    browser.fill("#tr-dest", "nas").await.unwrap();
+    browser
+        .fill("#tr-dest-folder", "console-out")
+        .await
+        .unwrap();
+    browser.fill("#tr-mode", mode).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
+    let site = Site::start("console-tr", ExecutorOptions::default()).await;
+    write(&site.sftp.root.join("console-in"), "a.txt", b"alpha");
+    write(&site.sftp.root.join("console-in"), "b/c d.txt", b"charlie");
+    write(&site.smb.root.join("console-out"), "old.txt", b"stale");
+    published(&site).await;
+    let console = format!("{}/console", site.stack.output("LocalApiUrl"));
+    let token = site.stack.token("operator").unwrap();
+    let browser = Browser::start(1280, 1000).await.unwrap();
+    browser
+        .goto(&format!("{console}#id_token={token}"))
+        .await
+        .unwrap();
+    browser
+        .wait_for("#jobs", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let shot = |name: &str| workspace_root().join(format!("artifacts/console/{name}.png"));
+
+    // A sync's dry run: the form says what a sync does, the job lists what it would copy and
+    // delete, and nothing changes.
+    fill_form(&browser, &console, &site.pool, "sync").await;
+    let said = browser.text("#tr-mode-text").await.unwrap();
+    assert!(
+        said.contains("mirror") && said.contains("deletes"),
+        "{said}"
+    );
+    browser.screenshot(&shot("transfer-form")).await.unwrap();
+    browser.click("#tr-dry-run").await.unwrap();
+    shown_state(&browser, "#job-state", "succeeded").await;
+    assert!(
+        browser
+            .text("#job-transfer")
+            .await
+            .unwrap()
+            .starts_with("sync (dry run)")
+    );
+    assert_eq!(
+        shown_outcomes(&browser).await,
+        ["would_copy", "would_copy", "would_delete"]
+    );
+    browser.screenshot(&shot("transfer-dry-run")).await.unwrap();
+    assert!(
+        !site.smb.root.join("console-out/a.txt").exists(),
+        "a dry run copies nothing"
+    );
+
+    // The transfer itself, a copy.
+    fill_form(&browser, &console, &site.pool, "copy").await;
+    browser.click("#tr-start").await.unwrap();
+    shown_state(&browser, "#job-state", "succeeded").await;
+    assert_eq!(shown_outcomes(&browser).await, ["copied", "copied"]);
+    browser.screenshot(&shot("transfer-done")).await.unwrap();
+    let landed = tree(&site.smb.root.join("console-out"));
+    assert_eq!(
+        landed.keys().collect::<Vec<_>>(),
+        ["a.txt", "b/c d.txt", "old.txt"]
+    );
+    assert_eq!(landed["b/c d.txt"], b"charlie");
 }
