@@ -21,9 +21,10 @@ use pbs_shared::message::{JobResult, JobStatus, STAGING_ENDPOINT, V1};
 use pbs_shared::notify::{JobEvent, NotifyMessage};
 use pbs_shared::path_template::RenderContext;
 use pbs_shared::template::Trigger;
+use pbs_shared::transfer::{RelayTo, TRANSFER_TEMPLATE};
 use pbs_shared::{
-    DeliveredFile, EndpointName, FileOutcome, JobFile, JobId, JobMessage, JobSource, JobState,
-    PoolName, Template, TemplateId,
+    DeliveredFile, DestPath, EndpointName, FileOutcome, JobFile, JobId, JobMessage, JobSource,
+    JobState, PoolName, RefusedFile, Template, TemplateId,
 };
 
 use crate::dispatch::{Dispatched, Dispatcher};
@@ -98,26 +99,67 @@ impl FollowUp {
         if job.followed_up || job.state != st.state.as_str() || job.attempt != st.attempt {
             return Ok(());
         }
-        let Some(template) = self.template(job.template_id.as_deref()).await? else {
-            return Ok(());
-        };
-        let staged = st.state == JobState::Succeeded
-            && job.source_endpoint.as_deref() == Some(STAGING_ENDPOINT)
-            && !template.options.keep_staging;
-        let chained = st.state == JobState::Succeeded && template.options.next_template.is_some();
-        if !staged && !chained && !template.options.notify.iter().any(|n| n.fires_on(st.state)) {
+        // A transfer started by hand has no template: what follows it is on its job.
+        let transfer = job.template_id.as_deref() == Some(TRANSFER_TEMPLATE);
+        let template = self.template(job.template_id.as_deref()).await?;
+        if template.is_none() && !transfer {
             return Ok(());
         }
-        let next_job = if st.state == JobState::Succeeded {
-            self.start_next(&job, st, &template).await?
-        } else {
-            None
+        let succeeded = st.state == JobState::Succeeded;
+        let staged = succeeded
+            && job.source_endpoint.as_deref() == Some(STAGING_ENDPOINT)
+            && !template.as_ref().is_some_and(|t| t.options.keep_staging);
+        let chained = template
+            .as_ref()
+            .is_some_and(|t| t.options.next_template.is_some());
+        let notifies = template
+            .as_ref()
+            .is_some_and(|t| t.options.notify.iter().any(|n| n.fires_on(st.state)));
+        let relayed = job.relay.is_some();
+        if !staged && !(succeeded && (chained || relayed)) && !notifies {
+            return Ok(());
+        }
+        let next_job = match (&job.relay, &template) {
+            (Some(relay), _) if succeeded => self.start_relay(&job, st, relay).await?,
+            (None, Some(t)) if succeeded => self.start_next(&job, st, t).await?,
+            _ => None,
         };
-        self.notify(&job, st, &template, next_job.as_ref()).await?;
+        if let Some(t) = &template {
+            self.notify(&job, st, t, next_job.as_ref()).await?;
+        }
         if staged {
             self.remove_staged(&job).await?;
         }
         self.finish(st.job_id).await
+    }
+
+    /// Starts the second step of a transfer between pools: the files the first step staged,
+    /// delivered in the destination's pool.
+    async fn start_relay(
+        &self,
+        job: &JobView,
+        st: &Ended<'_>,
+        relay: &RelayTo,
+    ) -> Result<Option<JobId>, String> {
+        let delivered = st
+            .result
+            .map(|r| r.delivered.as_slice())
+            .unwrap_or_default();
+        match relay_step(job, delivered, relay, Utc::now()) {
+            Ok(Some(message)) => self.launch(st.job_id, message).await.map(Some),
+            Ok(None) => {
+                info!(job_id = %st.job_id, "the transfer staged no file: no second step");
+                Ok(None)
+            }
+            Err(reason) => {
+                warn!(job_id = %st.job_id, reason = %reason, "transfer stopped after staging");
+                self.jobs
+                    .note_chain_error(st.job_id, &reason)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+        }
     }
 
     /// The job's template, from the cache when read within [`TEMPLATE_TTL`].
@@ -194,7 +236,12 @@ impl FollowUp {
                 return Ok(None);
             }
         };
-        let parent = st.job_id;
+        self.launch(st.job_id, message).await.map(Some)
+    }
+
+    /// Records `message` as the step after `parent` and sends it (once: a step already sent is
+    /// not sent again when the parent's end is followed up twice).
+    async fn launch(&self, parent: &JobId, message: JobMessage) -> Result<JobId, String> {
         let dispatched = match self
             .jobs
             .insert_queued(&message)
@@ -215,7 +262,7 @@ impl FollowUp {
                 .map_err(|e| e.to_string())?;
         }
         info!(job_id = %parent, next_job = %message.job_id, template = %message.template_id, "chain: next step started");
-        Ok(Some(message.job_id))
+        Ok(message.job_id)
     }
 
     /// Queues one message per notification that fires on this end.
@@ -400,6 +447,69 @@ pub fn next_step(
     }))
 }
 
+/// The second step of a transfer between pools after `parent` staged `delivered`: each staged
+/// file (under `<pool>/<parent job>/` of the staging area, whatever the report says) delivered to
+/// the relay's folder in its pool; a name the destination cannot take fails alone. `Ok(None)`:
+/// nothing was staged.
+pub fn relay_step(
+    parent: &JobView,
+    delivered: &[DeliveredFile],
+    relay: &RelayTo,
+    now: DateTime<Utc>,
+) -> Result<Option<JobMessage>, String> {
+    let Some(pool) = parent.pool.as_deref() else {
+        return Err("the job's pool is not recorded".into());
+    };
+    let (mut files, mut refused) = (Vec::new(), Vec::new());
+    for f in delivered
+        .iter()
+        .filter(|f| matches!(f.outcome, FileOutcome::Copied | FileOutcome::Unchanged))
+    {
+        let key = format!("{pool}/{}/{}", parent.job_id, f.dest_path);
+        let to = match relay.folder.as_str() {
+            "" => f.dest_path.clone(),
+            folder => format!("{folder}/{}", f.dest_path),
+        };
+        match DestPath::parse(&to) {
+            Ok(dest_path) => files.push(JobFile {
+                key,
+                size: f.size,
+                etag: None,
+                version_id: None,
+                sequencer: None,
+                dest_path,
+            }),
+            Err(e) => refused.push(RefusedFile {
+                key,
+                size: f.size,
+                error: format!("{:?} cannot be delivered: {e}", f.dest_path),
+            }),
+        }
+    }
+    if files.is_empty() && refused.is_empty() {
+        return Ok(None);
+    }
+    let template = TemplateId::parse(TRANSFER_TEMPLATE).expect("a valid template id");
+    Ok(Some(JobMessage {
+        v: V1,
+        job_id: chain_job_id(&parent.job_id, &template),
+        template_id: template,
+        pool: relay.pool.clone(),
+        source: JobSource::Endpoint {
+            endpoint: EndpointName::parse(STAGING_ENDPOINT).expect("a valid endpoint name"),
+        },
+        files,
+        destination: relay.endpoint.clone(),
+        retry: relay.retry,
+        delivery: relay.delivery,
+        origin: None,
+        bandwidth: None,
+        created_at: now,
+        refused,
+        folder: None,
+    }))
+}
+
 /// The files of `next` (the step after `parent`, which wrote to a `staged` area or endpoint of
 /// `pool`): each file the parent delivered, read where it landed.
 fn next_files(
@@ -475,6 +585,65 @@ mod tests {
             md5: None,
             outcome,
         }
+    }
+
+    #[test]
+    fn a_relay_step_delivers_what_was_staged_under_its_own_prefix() {
+        let parent = parent("site-b", "staging");
+        let relay: RelayTo = serde_json::from_value(serde_json::json!({
+            "pool": "site-c", "endpoint": "nas", "folder": "from-b", "delivery": {"verify": "hash"}
+        }))
+        .unwrap();
+        let staged = [
+            delivered("a.txt", FileOutcome::Copied),
+            delivered("deep/b.txt", FileOutcome::Unchanged),
+            delivered("old.txt", FileOutcome::Superseded),
+            delivered("x\\y.txt", FileOutcome::Copied),
+        ];
+        let step = relay_step(&parent, &staged, &relay, Utc::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (step.pool.as_str(), step.destination.as_str()),
+            ("site-c", "nas")
+        );
+        assert_eq!(
+            step.source,
+            JobSource::Endpoint {
+                endpoint: EndpointName::parse("staging").unwrap()
+            }
+        );
+        let files: Vec<(&str, &str)> = step
+            .files
+            .iter()
+            .map(|f| (f.key.as_str(), f.dest_path.as_str()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("site-b/ev-parent/a.txt", "from-b/a.txt"),
+                ("site-b/ev-parent/deep/b.txt", "from-b/deep/b.txt")
+            ]
+        );
+        assert_eq!(
+            step.refused.len(),
+            1,
+            "a name the share cannot take fails alone"
+        );
+        assert_eq!(step.delivery.verify, pbs_shared::Verify::Hash);
+        assert_eq!(step.template_id.as_str(), TRANSFER_TEMPLATE);
+        let again = relay_step(&parent, &staged, &relay, Utc::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            step.job_id, again.job_id,
+            "a repeated end starts the same step"
+        );
+        assert!(
+            relay_step(&parent, &staged[2..3], &relay, Utc::now())
+                .unwrap()
+                .is_none()
+        );
     }
 
     fn archive(pool: &str) -> Template {

@@ -5,6 +5,27 @@
 use serde::{Deserialize, Serialize};
 
 use crate::rule_spec::{Filter, relative_folder};
+use crate::{Delivery, EndpointName, PoolName, RetryPolicy};
+
+/// The template id of transfers started by hand: a name templates may not take.
+pub const TRANSFER_TEMPLATE: &str = "transfer";
+
+/// A transfer between two pools (sites that cannot reach each other): its first step copies the
+/// folder into the stack's staging area; when that succeeds, a second step in the destination's
+/// pool delivers the staged files here. Kept on the first step's job; never sent to executors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayTo {
+    pub pool: PoolName,
+    pub endpoint: EndpointName,
+    /// Folder under the endpoint's root; files keep their path relative to the source folder.
+    #[serde(default)]
+    pub folder: String,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
 
 /// What a folder transfer does besides copying new and changed files.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

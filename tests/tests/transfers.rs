@@ -3,7 +3,8 @@
 //! executor with rclone: filters, unicode names, a 100 MiB file, byte-identical and verified; a
 //! second run that finds nothing new copies nothing; `sync` with its delete guard and backup
 //! folder; `move` that keeps the source of a file it could not deliver; dry runs; and transfers
-//! refused for endpoints the site does not publish or keeps from the cloud; and the console's
+//! refused for endpoints the site does not publish or keeps from the cloud; a transfer between
+//! two sites through the staging area, shown as one flow of two steps; and the console's
 //! New transfer form in Chromium (screenshots in `artifacts/console/`).
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use pbs_e2e::browser::Browser;
 use pbs_e2e::site::Site;
-use pbs_e2e::{ExecutorOptions, body, eventually, workspace_root};
+use pbs_e2e::{Executor, ExecutorOptions, Stack, body, eventually, unique, workspace_root};
 use serde_json::{Value, json};
 
 const MIB: usize = 1024 * 1024;
@@ -36,16 +37,21 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Waits until the site's executor has published its endpoints with a heartbeat.
 async fn published(site: &Site) {
+    publishing(&site.stack, &site.executor.id).await;
+}
+
+/// Waits until executor `id` has published its endpoints with a heartbeat.
+async fn publishing(stack: &Stack, id: &str) {
     eventually(
         Duration::from_secs(60),
-        "the site's endpoints in the API",
+        "the executor's endpoints in the API",
         || async {
-            let (_, answer) = site.stack.call("GET", "/api/v1/executors", None).await?;
+            let (_, answer) = stack.call("GET", "/api/v1/executors", None).await?;
             let mine = answer["executors"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|e| e["executor_id"] == site.executor.id.as_str())
+                .find(|e| e["executor_id"] == id)
                 .cloned();
             Ok(mine.filter(|e| e["endpoints"].as_array().is_some_and(|a| !a.is_empty())))
         },
@@ -491,4 +497,105 @@ async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
         ["a.txt", "b/c d.txt", "old.txt"]
     );
     assert_eq!(landed["b/c d.txt"], b"charlie");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_between_two_sites_goes_through_staging_as_one_flow_of_two_steps() {
+    let site = Site::start("site-a", ExecutorOptions::default()).await;
+    let stack = &site.stack;
+    let pool_b = unique("site-b");
+    let queue_b = stack.create_pool(&pool_b).await.unwrap();
+    let site_b =
+        Executor::start_with(stack, &pool_b, &queue_b.url, ExecutorOptions::default()).unwrap();
+    let big = body(8 * MIB, 3);
+    let outgoing = site.sftp.root.join("to-site-b");
+    write(&outgoing, "reel/r1.bin", &big);
+    write(&outgoing, "notes é.txt", b"for site b");
+    published(&site).await;
+    publishing(stack, &site_b.id).await;
+
+    let body = json!({
+        "source": {"pool": site.pool, "endpoint": "drop", "folder": "to-site-b"},
+        "destination": {"pool": pool_b, "endpoint": "disk", "folder": "from-a"},
+        "delivery": {"verify": "hash"},
+        "retry": {"max_attempts": 1},
+    });
+    let (status, answer) = stack
+        .call("POST", "/api/v1/transfers", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let first = answer["job_id"].as_str().unwrap().to_owned();
+    let staged = stack
+        .job_when(
+            &first,
+            Duration::from_secs(120),
+            "the staging step's end and next step",
+            |j| j["state"] == "failed" || (j["state"] == "succeeded" && j["next_job"].is_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        staged["state"],
+        "succeeded",
+        "{staged:#}\n{}",
+        site.executor.log()
+    );
+    assert_eq!(staged["destination"], "staging");
+    let second = staged["next_job"].as_str().unwrap().to_owned();
+    let delivered = stack
+        .job_when(
+            &second,
+            Duration::from_secs(120),
+            "the delivery step's end",
+            |j| matches!(j["state"].as_str(), Some("succeeded" | "failed")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered["state"],
+        "succeeded",
+        "{delivered:#}\n{}",
+        site_b.log()
+    );
+    assert_eq!(
+        (delivered["pool"].as_str(), delivered["parent_job"].as_str()),
+        (Some(pool_b.as_str()), Some(first.as_str()))
+    );
+    assert_eq!(site_b.landed("from-a/reel/r1.bin").await.unwrap(), big);
+    assert_eq!(
+        site_b.landed("from-a/notes é.txt").await.unwrap(),
+        b"for site b"
+    );
+
+    // One flow of two steps, and the staged copy removed once delivered.
+    let (_, flow) = stack
+        .call("GET", &format!("/api/v1/jobs/{second}/flow"), None)
+        .await
+        .unwrap();
+    let steps: Vec<&str> = flow["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, [first.as_str(), second.as_str()]);
+    let prefix = format!("staging/{}/{first}/", site.pool);
+    let bucket = stack.output("ConfigBucketName").to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the staged objects removed",
+        || async {
+            let out = stack
+                .s3
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix(&prefix)
+                .send()
+                .await?;
+            Ok((out.key_count().unwrap_or(0) == 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
 }

@@ -106,6 +106,14 @@ impl ApiStore for StackStore {
         self.jobs.note_origin(job, created_by, retry_of).await
     }
 
+    async fn note_relay(
+        &self,
+        job: &JobId,
+        relay: &pbs_shared::transfer::RelayTo,
+    ) -> Result<(), JobTableError> {
+        self.jobs.note_relay(job, relay).await
+    }
+
     async fn fail_undispatchable(
         &self,
         job: &JobId,

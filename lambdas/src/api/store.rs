@@ -84,6 +84,12 @@ pub trait ApiStore: Send + Sync + 'static {
         created_by: &str,
         retry_of: Option<&str>,
     ) -> impl Future<Output = Result<(), JobTableError>> + Send;
+    /// Records where a transfer between pools delivers after its staging step.
+    fn note_relay(
+        &self,
+        job: &JobId,
+        relay: &pbs_shared::transfer::RelayTo,
+    ) -> impl Future<Output = Result<(), JobTableError>> + Send;
     /// Fails a recorded job whose message could not be sent.
     fn fail_undispatchable(
         &self,

@@ -18,7 +18,7 @@ fn parse_id(raw: &str) -> Result<TemplateId, ApiError> {
 
 fn parse_body(body: &[u8]) -> Result<Template, ApiError> {
     let template = Template::from_json(body).map_err(ApiError::BadRequest)?;
-    if template.id.as_str() == super::transfers::TRANSFER_TEMPLATE {
+    if template.id.as_str() == pbs_shared::transfer::TRANSFER_TEMPLATE {
         return Err(ApiError::field(
             "id",
             "\"transfer\" names the transfers started by hand (POST /api/v1/transfers); choose another id",

@@ -122,6 +122,16 @@ impl ApiStore for Memory {
         Ok(Inserted::New)
     }
 
+    async fn note_relay(
+        &self,
+        job: &JobId,
+        relay: &pbs_shared::transfer::RelayTo,
+    ) -> Result<(), JobTableError> {
+        let json = serde_json::to_string(relay).unwrap();
+        self.set(job.as_str(), &[("relay_json", json.as_str())]);
+        Ok(())
+    }
+
     async fn note_origin(
         &self,
         job: &JobId,
@@ -948,10 +958,20 @@ async fn a_transfer_names_endpoints_its_pool_publishes_open_to_what_it_does() {
         "destination.endpoint",
         "a sync deletes at its destination: {answer}"
     );
+    // Between pools: the destination is checked against its own pool's endpoints, and only a
+    // copy crosses sites.
     let mut other_pool = transfer("partner-sftp", "nas", "copy");
     other_pool["destination"]["pool"] = json!("default");
     let (_, answer) = api.post("operator", "/api/v1/transfers", other_pool).await;
-    assert_eq!(field(&answer), "destination.pool");
+    assert_eq!(field(&answer), "destination.endpoint", "{answer}");
+    assert!(
+        refused(&answer).contains("pool default publishes an endpoint named nas"),
+        "{answer}"
+    );
+    let mut moved = transfer("partner-sftp", "vault", "move");
+    moved["destination"]["pool"] = json!("default");
+    let (_, answer) = api.post("operator", "/api/v1/transfers", moved).await;
+    assert_eq!(field(&answer), "mode", "{answer}");
     let mut inside = transfer("partner-sftp", "partner-sftp", "copy");
     inside["destination"]["folder"] = json!("drop/2026/copy");
     let (_, answer) = api.post("operator", "/api/v1/transfers", inside).await;
@@ -998,6 +1018,36 @@ async fn a_transfer_names_endpoints_its_pool_publishes_open_to_what_it_does() {
         api.store.audited().last().unwrap(),
         &("POST".into(), "/api/v1/transfers".into(), 201, Some(id))
     );
+}
+
+#[tokio::test]
+async fn a_transfer_between_pools_stages_the_folder_and_keeps_where_it_goes_next() {
+    let store = Memory::default();
+    store.executors.lock().unwrap().extend([
+        site("b-1", "site-b", &[("partner-sftp", "sftp", "read")]),
+        site("a-1", "default", &[("vault", "local", "write")]),
+    ]);
+    let api = Api::new(store);
+    let mut body = transfer("partner-sftp", "vault", "copy");
+    body["destination"]["pool"] = json!("default");
+    body["delivery"] = json!({"verify": "hash"});
+    let (status, answer) = api.post("operator", "/api/v1/transfers", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let sent = api.store.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "one step now; the second when it succeeds");
+    assert_eq!(
+        (sent[0].pool.as_str(), sent[0].destination.as_str()),
+        ("site-b", "staging")
+    );
+    assert_eq!(
+        sent[0].folder.as_ref().unwrap().dest_folder,
+        "",
+        "staged under the job's own prefix"
+    );
+    assert_eq!(answer["relay"]["pool"], "default", "{answer}");
+    assert_eq!(answer["relay"]["endpoint"], "vault");
+    assert_eq!(answer["relay"]["folder"], "in");
+    assert_eq!(answer["relay"]["delivery"]["verify"], "hash");
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
-//! `POST /api/v1/transfers`: a person moves a folder between two endpoints of a pool, now. The
-//! job names the folder; an executor of the pool lists it when the job runs
-//! ([`FolderTransfer`]). What the sites publish with their heartbeats decides what may be
+//! `POST /api/v1/transfers`: a person moves a folder between two endpoints, now. The job names
+//! the folder; an executor of the source's pool lists it when the job runs ([`FolderTransfer`]).
+//! Between pools (sites that cannot reach each other) the transfer is a flow of two steps: the
+//! folder is copied into the staging area, then delivered from there by the destination's pool
+//! ([`RelayTo`], started by the status function when the first step succeeds). What the sites publish with their heartbeats decides what may be
 //! asked: an endpoint no executor of the pool has, or one its site keeps from the cloud, is a 400
 //! naming it, before anything is queued.
 
@@ -8,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::Utc;
-use pbs_shared::message::{OfferedEndpoint, V1};
-use pbs_shared::transfer::{FolderTransfer, TransferMode};
+use pbs_shared::message::{OfferedEndpoint, STAGING_ENDPOINT, V1};
+use pbs_shared::transfer::{FolderTransfer, RelayTo, TRANSFER_TEMPLATE, TransferMode};
 use pbs_shared::{
     Bandwidth, Delivery, EndpointName, JobId, JobMessage, JobSource, PoolName, RetryPolicy,
     TemplateId,
@@ -21,9 +23,6 @@ use super::error::json_body;
 use super::jobs::{created, find, send_or_fail};
 use super::{ApiError, ApiState, ApiStore};
 use crate::store::jobs::Inserted;
-
-/// The template id of transfers started by hand: a name templates may not take.
-pub const TRANSFER_TEMPLATE: &str = "transfer";
 
 /// A sync deletes at most this many files unless the request says otherwise.
 pub const DEFAULT_MAX_DELETE: u64 = 100;
@@ -85,17 +84,20 @@ pub async fn create<S: ApiStore>(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Operator)?;
     let req: TransferBody = json_body(&body)?;
-    let spec = folder_transfer(&req)?;
-    if req.source.pool != req.destination.pool {
+    let mut spec = folder_transfer(&req)?;
+    let relayed = req.source.pool != req.destination.pool;
+    if relayed && spec.mode != TransferMode::Copy {
         return Err(ApiError::field(
-            "destination.pool",
+            "mode",
             format!(
-                "a transfer runs within one pool; pool {} cannot reach pool {}'s endpoints (relay it through a chain of templates with a staging step: docs/flows.md#relays)",
-                req.source.pool, req.destination.pool
+                "a {} between pools is not offered (it would remove files across sites); copy between pools, or {} within one",
+                spec.mode.as_str(),
+                spec.mode.as_str()
             ),
         ));
     }
-    if req.source.endpoint == req.destination.endpoint
+    if !relayed
+        && req.source.endpoint == req.destination.endpoint
         && (within(&spec.folder, &spec.dest_folder) || within(&spec.dest_folder, &spec.folder))
     {
         return Err(ApiError::field(
@@ -106,8 +108,25 @@ pub async fn create<S: ApiStore>(
             ),
         ));
     }
-    let offered = offered(&state, &req.source.pool).await?;
-    check_offered(&offered, &req, spec.mode)?;
+    let from = offered(&state, &req.source.pool).await?;
+    let to = match relayed {
+        true => offered(&state, &req.destination.pool).await?,
+        false => from.clone(),
+    };
+    check_offered((&from, &to), &req, spec.mode)?;
+    // Between pools the first step stages the folder (under staging/<pool>/<job id>/); the
+    // second, started when it succeeds, delivers from there in the destination's pool.
+    let relay = relayed.then(|| RelayTo {
+        pool: req.destination.pool.clone(),
+        endpoint: req.destination.endpoint.clone(),
+        folder: std::mem::take(&mut spec.dest_folder),
+        delivery: req.delivery,
+        retry: req.retry,
+    });
+    let destination = match relay {
+        Some(_) => EndpointName::parse(STAGING_ENDPOINT).expect("a valid endpoint name"),
+        None => req.destination.endpoint.clone(),
+    };
     let message = JobMessage {
         v: V1,
         job_id: JobId::parse(format!("tr-{}", uuid::Uuid::new_v4().simple()))
@@ -118,7 +137,7 @@ pub async fn create<S: ApiStore>(
             endpoint: req.source.endpoint.clone(),
         },
         files: Vec::new(),
-        destination: req.destination.endpoint.clone(),
+        destination,
         retry: req.retry,
         delivery: req.delivery,
         origin: None,
@@ -137,6 +156,9 @@ pub async fn create<S: ApiStore>(
         .store
         .note_origin(&message.job_id, &principal.name, None)
         .await?;
+    if let Some(relay) = &relay {
+        state.store.note_relay(&message.job_id, relay).await?;
+    }
     send_or_fail(&state, &message).await?;
     tracing::info!(job_id = %message.job_id, principal = %principal.name, pool = %message.pool, mode = req.mode.as_str(), dry_run = req.dry_run, "transfer started");
     Ok(created(find(&state, message.job_id.as_str()).await?))
@@ -195,76 +217,78 @@ async fn offered<S: ApiStore>(
         .collect())
 }
 
+/// What a transfer does with an endpoint: the check of its published setting, and the words.
+type Need = (fn(&OfferedEndpoint) -> bool, &'static str);
+
 /// Each endpoint of the request is published by an executor of its pool, open to what the
 /// transfer does with it; else a 400 naming the endpoint and its site's setting.
 fn check_offered(
-    offered: &[OfferedEndpoint],
+    (from, to): (&[OfferedEndpoint], &[OfferedEndpoint]),
     req: &TransferBody,
     mode: TransferMode,
 ) -> Result<(), ApiError> {
-    let pool = &req.source.pool;
-    let find = |field: &str, name: &EndpointName| {
-        let found: Vec<&OfferedEndpoint> = offered.iter().filter(|o| &o.name == name).collect();
-        if found.is_empty() {
-            let mut names: Vec<&str> = offered.iter().map(|o| o.name.as_str()).collect();
-            names.sort_unstable();
-            names.dedup();
+    let read: Need = (OfferedEndpoint::may_read, "read");
+    let write: Need = (OfferedEndpoint::may_write, "written");
+    let (remove_source, remove_dest): (Need, Need) = (
+        (OfferedEndpoint::may_delete, "deleted from (a move)"),
+        (OfferedEndpoint::may_delete, "deleted from (a sync)"),
+    );
+    let mut source = vec![read];
+    let mut dest = vec![write];
+    match mode {
+        TransferMode::Move => source.push(remove_source),
+        TransferMode::Sync => dest.push(remove_dest),
+        TransferMode::Copy => {}
+    }
+    usable(
+        "source.endpoint",
+        (&req.source.pool, from),
+        &req.source.endpoint,
+        &source,
+    )?;
+    usable(
+        "destination.endpoint",
+        (&req.destination.pool, to),
+        &req.destination.endpoint,
+        &dest,
+    )
+}
+
+/// `name` is published by an executor of `pool` (`offered` is what they publish) and allows each
+/// of `needs`; else a 400 for `field`.
+fn usable(
+    field: &str,
+    (pool, offered): (&PoolName, &[OfferedEndpoint]),
+    name: &EndpointName,
+    needs: &[Need],
+) -> Result<(), ApiError> {
+    let found: Vec<&OfferedEndpoint> = offered.iter().filter(|o| &o.name == name).collect();
+    if found.is_empty() {
+        let mut names: Vec<&str> = offered.iter().map(|o| o.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let published = if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        };
+        return Err(ApiError::field(
+            field,
+            format!(
+                "no executor of pool {pool} publishes an endpoint named {name} (published: {published})"
+            ),
+        ));
+    }
+    for (allows, what) in needs {
+        if !found.iter().any(|o| allows(o)) {
             return Err(ApiError::field(
                 field,
                 format!(
-                    "no executor of pool {pool} publishes an endpoint named {name} (published: {})",
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
+                    "endpoint {name} of pool {pool} may not be {what} by the cloud (its site set cloud = \"{}\"; the site's [endpoints.{name}] must allow it)",
+                    found[0].cloud
                 ),
             ));
         }
-        Ok(found)
-    };
-    let closed = |field: &str, name: &EndpointName, found: &[&OfferedEndpoint], what: &str| {
-        ApiError::field(
-            field,
-            format!(
-                "endpoint {name} of pool {pool} may not be {what} by the cloud (its site set cloud = \"{}\"; the site's [endpoints.{name}] must allow it)",
-                found[0].cloud
-            ),
-        )
-    };
-    let source = find("source.endpoint", &req.source.endpoint)?;
-    if !source.iter().any(|o| o.may_read()) {
-        return Err(closed(
-            "source.endpoint",
-            &req.source.endpoint,
-            &source,
-            "read",
-        ));
-    }
-    if mode == TransferMode::Move && !source.iter().any(|o| o.may_delete()) {
-        return Err(closed(
-            "source.endpoint",
-            &req.source.endpoint,
-            &source,
-            "deleted from (a move)",
-        ));
-    }
-    let dest = find("destination.endpoint", &req.destination.endpoint)?;
-    if !dest.iter().any(|o| o.may_write()) {
-        return Err(closed(
-            "destination.endpoint",
-            &req.destination.endpoint,
-            &dest,
-            "written",
-        ));
-    }
-    if mode == TransferMode::Sync && !dest.iter().any(|o| o.may_delete()) {
-        return Err(closed(
-            "destination.endpoint",
-            &req.destination.endpoint,
-            &dest,
-            "deleted from (a sync)",
-        ));
     }
     Ok(())
 }

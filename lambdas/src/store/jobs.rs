@@ -643,6 +643,17 @@ impl JobTable {
             .await
     }
 
+    /// Records where a transfer between pools delivers once its first step has staged the files.
+    pub async fn note_relay(
+        &self,
+        job: &JobId,
+        relay: &pbs_shared::transfer::RelayTo,
+    ) -> Result<(), JobTableError> {
+        let json = serde_json::to_string(relay).expect("relays serialise");
+        self.set_fields(job, Update::new().set("relay_json", s(json)))
+            .await
+    }
+
     /// Records why a succeeded job's next step could not start.
     pub async fn note_chain_error(&self, job: &JobId, reason: &str) -> Result<(), JobTableError> {
         self.set_fields(job, Update::new().set("chain_error", s(reason)))
@@ -876,6 +887,9 @@ pub struct JobView {
     /// when it runs: see its result and report).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<serde_json::Value>,
+    /// A transfer between pools: where its second step delivers what this one staged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<pbs_shared::transfer::RelayTo>,
     /// Who made a manual job or retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
@@ -989,6 +1003,7 @@ impl JobView {
             cancel_requested_at: opt("cancel_requested_at"),
             cancel_requested_by: opt("cancel_requested_by"),
             transfer: get_s(item, "transfer_json").and_then(|j| serde_json::from_str(j).ok()),
+            relay: get_s(item, "relay_json").and_then(|j| serde_json::from_str(j).ok()),
             created_by: opt("created_by"),
             retry_of: opt("retry_of"),
             parent_job: opt("parent_job"),
