@@ -274,9 +274,23 @@ const MODES = {
 
 function lines(text) { return text.split(/[\n,]/).map((t) => t.trim()).filter(Boolean); }
 
+// Saved transfers (templates of trigger type `manual`), each with Run now.
+function savedTransfers(templates, problem) {
+  const saved = templates.filter((t) => t.trigger && t.trigger.type === "manual");
+  if (!saved.length) return el("p", { class: "hint" }, "No saved transfers: an admin saves one as a template of trigger type \"manual\".");
+  return el("div", { class: "scroll" }, el("table", { id: "saved-transfers" },
+    el("thead", {}, el("tr", {}, ["Id", "What", "To", ""].map((h) => el("th", {}, h)))),
+    el("tbody", {}, saved.map((t) => el("tr", { "data-template": t.id },
+      el("td", {}, el("a", { href: `#/templates/${encodeURIComponent(t.id)}` }, t.id)),
+      el("td", { class: "wrap" }, describeTrigger(t.trigger)),
+      el("td", { class: "wrap" }, `${t.destination.pool} / ${t.destination.endpoint} / ${t.destination.path}`),
+      el("td", {}, t.enabled === false ? "disabled" : el("button", { class: "run-now", onclick: runNow(t.id, problem) }, "Run now")))))));
+}
+
 async function newTransferView() {
   const problem = el("div");
   const executors = (await api("GET", "/executors")).executors;
+  const templates = (await api("GET", "/templates")).templates;
   // What each pool's executors publish: endpoint name -> {type, cloud}.
   const pools = {};
   for (const e of executors) {
@@ -350,27 +364,46 @@ async function newTransferView() {
     problem,
     el("div", { class: "actions" },
       el("button", { id: "tr-dry-run", type: "button", onclick: start(true) }, "Dry run: list what it would do"),
-      el("button", { id: "tr-start", class: "primary", type: "submit" }, "Start transfer"))));
+      el("button", { id: "tr-start", class: "primary", type: "submit" }, "Start transfer"))),
+    el("h2", {}, "Saved transfers"), savedTransfers(templates, problem));
 }
 
 // ---------------------------------------------------------------- templates
 
 async function templatesView() {
   const data = await api("GET", "/templates");
+  const problem = el("div");
   show(el("h1", {}, "Templates"), el("div", { class: "toolbar" }, el("a", { href: "#/templates/new", id: "new-template" }, "New template")),
+    problem,
     el("div", { class: "scroll" }, el("table", { id: "templates" },
-      el("thead", {}, el("tr", {}, ["Id", "Trigger", "Destination", "Enabled"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["Id", "Trigger", "Destination", "Enabled", ""].map((h) => el("th", {}, h)))),
       el("tbody", {}, data.templates.map((t) => el("tr", { "data-template": t.id },
         el("td", {}, el("a", { href: `#/templates/${encodeURIComponent(t.id)}` }, t.id)),
         el("td", { class: "wrap" }, t.invalid ? `invalid: ${t.invalid}` : describeTrigger(t.trigger)),
         el("td", { class: "wrap" }, t.destination ? `${t.destination.pool} / ${t.destination.endpoint} / ${t.destination.path}` : ""),
-        el("td", {}, t.enabled === false ? "no" : "yes")))))));
+        el("td", {}, t.enabled === false ? "no" : "yes"),
+        el("td", {}, !t.invalid && t.enabled !== false && t.trigger && RUNNABLE.includes(t.trigger.type)
+          ? el("button", { class: "run-now", onclick: runNow(t.id, problem) }, "Run now") : null)))))));
 }
 
 function describeTrigger(tr) {
   if (!tr) return "";
   if (tr.type === "s3") return `s3://${tr.bucket}/${tr.key_glob}`;
+  if (tr.type === "manual") return `saved transfer: ${tr.mode || "copy"} from ${tr.source}:${tr.folder || "/"}`;
+  if (tr.type === "watch" || tr.type === "schedule") return `${tr.type} ${tr.source}:${tr.folder || "/"}${tr.cron ? ` (${tr.cron})` : ""}`;
   return `${tr.type}`;
+}
+
+// Templates an operator can run now: saved transfers, and watch and schedule folders.
+const RUNNABLE = ["manual", "watch", "schedule"];
+
+function runNow(id, problem) {
+  return async () => {
+    try {
+      const job = await api("POST", `/templates/${encodeURIComponent(id)}/run`);
+      location.hash = `#/jobs/${encodeURIComponent(job.job_id)}`;
+    } catch (err) { problem.replaceChildren(errorBox(err, "run-error")); }
+  };
 }
 
 const NEW_TEMPLATE = {

@@ -52,7 +52,9 @@ impl CompiledTemplate {
                 Some(compile_glob(key_glob)?),
                 literal_prefix(key_glob).to_owned(),
             ),
-            Trigger::Watch(_) | Trigger::Schedule(_) | Trigger::Chain {} => (None, String::new()),
+            Trigger::Watch(_) | Trigger::Schedule(_) | Trigger::Chain {} | Trigger::Manual(_) => {
+                (None, String::new())
+            }
         };
         Ok(Self {
             template,

@@ -106,6 +106,8 @@ pub enum Trigger {
     /// A step of a chain: started by the template that names it in `options.next_template`,
     /// with the files that step delivered.
     Chain {},
+    /// A saved transfer of a folder, run on demand.
+    Manual(crate::transfer::ManualTrigger),
 }
 
 fn match_all() -> String {
@@ -164,6 +166,9 @@ impl Template {
             Trigger::Schedule(s) => crate::rule_spec::check_schedule(s)
                 .map_err(|(f, m)| FieldError::new(format!("trigger.{f}"), m))?,
             Trigger::Chain {} => {}
+            Trigger::Manual(m) => m
+                .check(&self.destination)
+                .map_err(|(f, m)| FieldError::new(f, m))?,
         }
         for (i, n) in self.options.notify.iter().enumerate() {
             n.check()

@@ -56,6 +56,86 @@ impl TransferMode {
     }
 }
 
+/// A saved transfer: a template of trigger type `manual`, run on demand
+/// (`POST /api/v1/templates/{id}/run`). Its destination's `path` is the destination folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualTrigger {
+    /// The pool whose executors read the source; default: the destination's. Another pool makes
+    /// the transfer a flow of two steps through the staging area (a copy only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_pool: Option<PoolName>,
+    pub source: EndpointName,
+    #[serde(default)]
+    pub folder: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    #[serde(default)]
+    pub mode: TransferMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_folder: Option<String>,
+}
+
+impl ManualTrigger {
+    /// The folder transfer of a run to `dest_folder` (the template's destination path).
+    pub fn transfer(&self, dest_folder: &str) -> FolderTransfer {
+        FolderTransfer {
+            folder: self.folder.trim_matches('/').to_owned(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            recursive: self.recursive,
+            dest_folder: dest_folder.trim_matches('/').to_owned(),
+            mode: self.mode,
+            max_delete: match self.mode {
+                TransferMode::Sync => Some(self.max_delete.unwrap_or(DEFAULT_MAX_DELETE)),
+                _ => self.max_delete,
+            },
+            backup_folder: self.backup_folder.clone(),
+            dry_run: false,
+        }
+    }
+
+    /// Checks the trigger with its template's destination folder; the failing field (relative
+    /// to the template) and why.
+    pub fn check(&self, dest: &crate::template::Destination) -> Result<(), (String, String)> {
+        let path = dest.path.as_str();
+        if path.contains('{') {
+            return Err((
+                "destination.path".into(),
+                format!(
+                    "{path:?}: a saved transfer's path is the destination folder (files keep their path relative to the source folder), without placeholders"
+                ),
+            ));
+        }
+        let pool = self.source_pool.as_ref().unwrap_or(&dest.pool);
+        if pool != &dest.pool && self.mode != TransferMode::Copy {
+            return Err((
+                "trigger.mode".into(),
+                format!(
+                    "a {} between pools is not offered; copy between pools",
+                    self.mode.as_str()
+                ),
+            ));
+        }
+        self.transfer(path).check().map_err(|(field, why)| {
+            let field = match field {
+                "dest_folder" => "destination.path".to_owned(),
+                other => format!("trigger.{other}"),
+            };
+            (field, why)
+        })
+    }
+}
+
+/// A sync deletes at most this many files unless it says otherwise.
+pub const DEFAULT_MAX_DELETE: u64 = 100;
+
 /// The folder a transfer job lists when it runs, and what it does with what it finds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

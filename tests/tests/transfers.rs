@@ -497,6 +497,39 @@ async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
         ["a.txt", "b/c d.txt", "old.txt"]
     );
     assert_eq!(landed["b/c d.txt"], b"charlie");
+
+    // A saved transfer (an admin's template of trigger type manual), run from the list.
+    let saved = unique("saved");
+    let template = json!({
+        "id": saved,
+        "trigger": {"type": "manual", "source": "drop", "folder": "console-in", "include": ["b/**"]},
+        "destination": {"pool": site.pool, "endpoint": "nas", "path": "saved-out"},
+    });
+    site.stack.create_template(&template).await.unwrap();
+    browser
+        .goto(&format!("{console}#/transfers"))
+        .await
+        .unwrap();
+    let row = format!("#saved-transfers tr[data-template='{saved}']");
+    browser
+        .wait_for(&row, Duration::from_secs(20))
+        .await
+        .unwrap();
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView();",
+            json!([row]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot(&shot("saved-transfers")).await.unwrap();
+    browser.click(&format!("{row} .run-now")).await.unwrap();
+    shown_state(&browser, "#job-state", "succeeded").await;
+    assert_eq!(shown_outcomes(&browser).await, ["copied"]);
+    assert_eq!(
+        std::fs::read(site.smb.root.join("saved-out/b/c d.txt")).unwrap(),
+        b"charlie"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -222,7 +222,7 @@ fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
         let source = match &t.trigger {
             Trigger::Watch(w) => &w.source,
             Trigger::Schedule(s) => &s.source,
-            Trigger::S3 { .. } | Trigger::Chain {} => continue,
+            Trigger::S3 { .. } | Trigger::Chain {} | Trigger::Manual(_) => continue,
         };
         if let Err(why) = cloud_may(config, source, &t.destination.endpoint) {
             error!(rule = %name, "cloud rule ignored: {why}");
@@ -243,7 +243,7 @@ fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
                 let c = check_schedule_rule(config, &r);
                 (Rule::Schedule(r), c)
             }
-            Trigger::S3 { .. } | Trigger::Chain {} => continue,
+            Trigger::S3 { .. } | Trigger::Chain {} | Trigger::Manual(_) => continue,
         };
         match checked {
             Ok(()) => out.push((name, rule)),

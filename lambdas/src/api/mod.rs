@@ -80,6 +80,7 @@ pub fn router<S: ApiStore>(state: ApiState<S>) -> Router {
             get(templates::list::<S>).post(templates::create::<S>),
         )
         .route("/templates/dry-run", post(templates::dry_run::<S>))
+        .route("/templates/{id}/run", post(transfers::run_template::<S>))
         .route(
             "/templates/{id}",
             get(templates::show::<S>)

@@ -1083,3 +1083,125 @@ async fn a_sync_is_limited_to_a_hundred_deletes_unless_it_says_otherwise() {
     assert_eq!(limits, [Some(100), Some(3)]);
     assert!(sent[1].folder.as_ref().unwrap().dry_run);
 }
+
+#[tokio::test]
+async fn saved_transfers_and_rule_templates_run_now_as_jobs_of_their_template() {
+    let store = Memory::default();
+    store.executors.lock().unwrap().push(site(
+        "b-1",
+        "site-b",
+        &[
+            ("partner-sftp", "sftp", "read-write"),
+            ("nas", "smb", "read-write"),
+        ],
+    ));
+    let api = Api::new(store);
+    let saved = |path: &str, mode: &str, source_pool: Option<&str>| {
+        let mut trigger =
+            json!({"type": "manual", "source": "partner-sftp", "folder": "exports", "mode": mode});
+        if let Some(p) = source_pool {
+            trigger["source_pool"] = json!(p);
+        }
+        json!({"id": "nightly-pull", "trigger": trigger,
+               "destination": {"pool": "site-b", "endpoint": "nas", "path": path},
+               "options": {"delivery": {"verify": "hash"}}})
+    };
+    let (status, answer) = api
+        .post(
+            "admin",
+            "/api/v1/templates",
+            saved("in/{yyyy}", "copy", None),
+        )
+        .await;
+    assert_eq!(
+        (status, field(&answer)),
+        (StatusCode::BAD_REQUEST, "destination.path"),
+        "{answer}"
+    );
+    let (_, answer) = api
+        .post(
+            "admin",
+            "/api/v1/templates",
+            saved("in", "sync", Some("default")),
+        )
+        .await;
+    assert_eq!(field(&answer), "trigger.mode", "{answer}");
+    let mut reserved = saved("in", "copy", None);
+    reserved["id"] = json!("transfer");
+    let (_, answer) = api.post("admin", "/api/v1/templates", reserved).await;
+    assert_eq!(field(&answer), "id", "{answer}");
+    let (status, answer) = api
+        .post("admin", "/api/v1/templates", saved("in", "sync", None))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+
+    let (status, _) = api
+        .post("viewer", "/api/v1/templates/nightly-pull/run", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, answer) = api
+        .post("operator", "/api/v1/templates/nightly-pull/run", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["template_id"], "nightly-pull");
+    let sent = api.store.sent.lock().unwrap().clone();
+    let spec = sent[0].folder.as_ref().unwrap();
+    assert_eq!(
+        (spec.folder.as_str(), spec.dest_folder.as_str()),
+        ("exports", "in")
+    );
+    assert_eq!(spec.max_delete, Some(100), "a sync's default delete limit");
+    assert_eq!(
+        sent[0].delivery.verify,
+        pbs_shared::Verify::Hash,
+        "the template's options"
+    );
+
+    // A schedule runs now as a copy of its folder to the folder of its path.
+    let schedule = |path: &str| {
+        json!({"id": "hourly", "trigger": {"type": "schedule", "cron": "0 * * * *", "source": "partner-sftp", "folder": "drop", "include": ["*.csv"]},
+               "destination": {"pool": "site-b", "endpoint": "nas", "path": path}})
+    };
+    let (status, answer) = api
+        .post("admin", "/api/v1/templates", schedule("landed/{key}"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, answer) = api
+        .post("operator", "/api/v1/templates/hourly/run", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let sent = api.store.sent.lock().unwrap().clone();
+    let spec = sent[1].folder.as_ref().unwrap();
+    assert_eq!(
+        (
+            spec.folder.as_str(),
+            spec.dest_folder.as_str(),
+            spec.include.as_slice()
+        ),
+        ("drop", "landed", ["*.csv".to_owned()].as_slice())
+    );
+    let (status, _) = api
+        .call(
+            Some("admin"),
+            Method::PUT,
+            "/api/v1/templates/hourly",
+            Some(schedule("{yyyy}/{key}")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = api
+        .post("operator", "/api/v1/templates/hourly/run", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"{yyyy}/{key}\""),
+        "{answer}"
+    );
+    let (status, _) = api
+        .post("operator", "/api/v1/templates/no-such/run", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -7,14 +7,17 @@
 //! naming it, before anything is queued.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::Utc;
 use pbs_shared::message::{OfferedEndpoint, STAGING_ENDPOINT, V1};
-use pbs_shared::transfer::{FolderTransfer, RelayTo, TRANSFER_TEMPLATE, TransferMode};
+use pbs_shared::template::Trigger;
+use pbs_shared::transfer::{
+    DEFAULT_MAX_DELETE, FolderTransfer, RelayTo, TRANSFER_TEMPLATE, TransferMode,
+};
 use pbs_shared::{
     Bandwidth, Delivery, EndpointName, JobId, JobMessage, JobSource, PoolName, RetryPolicy,
-    TemplateId,
+    Template, TemplateId,
 };
 use serde::Deserialize;
 
@@ -22,10 +25,7 @@ use super::auth::{Principal, Role};
 use super::error::json_body;
 use super::jobs::{created, find, send_or_fail};
 use super::{ApiError, ApiState, ApiStore};
-use crate::store::jobs::Inserted;
-
-/// A sync deletes at most this many files unless the request says otherwise.
-pub const DEFAULT_MAX_DELETE: u64 = 100;
+use crate::store::jobs::{Inserted, JobView};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,8 +84,141 @@ pub async fn create<S: ApiStore>(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Operator)?;
     let req: TransferBody = json_body(&body)?;
-    let mut spec = folder_transfer(&req)?;
-    let relayed = req.source.pool != req.destination.pool;
+    let planned = Planned {
+        spec: folder_transfer(&req)?,
+        source: (req.source.pool, req.source.endpoint),
+        destination: (req.destination.pool, req.destination.endpoint),
+        delivery: req.delivery,
+        retry: req.retry,
+        bandwidth: req.bandwidth,
+        template: TemplateId::parse(TRANSFER_TEMPLATE).expect("a valid template id"),
+    };
+    Ok(created(start(&state, &principal, planned).await?))
+}
+
+/// `POST /api/v1/templates/{id}/run`: a saved transfer (`manual`), or a watch or schedule
+/// template's folder, transferred now. The job is the template's: its notifications and next
+/// step follow it.
+pub async fn run_template<S: ApiStore>(
+    State(state): State<ApiState<S>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Role::Operator)?;
+    let template_id = TemplateId::parse(&id).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let template = match state.store.template(&template_id).await? {
+        Some(Ok(t)) => t,
+        Some(Err((_, why))) => {
+            return Err(ApiError::Conflict(format!(
+                "template {id} is invalid: {why}"
+            )));
+        }
+        None => return Err(ApiError::NotFound(format!("template {id} not found"))),
+    };
+    if !template.enabled {
+        return Err(ApiError::Conflict(format!("template {id} is disabled")));
+    }
+    let dest = &template.destination;
+    let rule = |source: &EndpointName, folder: &str, filters: (&[String], &[String]), recursive| {
+        Ok::<_, ApiError>(Planned::of(
+            &template,
+            (dest.pool.clone(), source.clone()),
+            FolderTransfer {
+                folder: folder.to_owned(),
+                include: filters.0.to_vec(),
+                exclude: filters.1.to_vec(),
+                recursive,
+                dest_folder: rule_dest_folder(&template)?,
+                mode: TransferMode::Copy,
+                max_delete: None,
+                backup_folder: None,
+                dry_run: false,
+            },
+        ))
+    };
+    let planned = match &template.trigger {
+        Trigger::Manual(m) => {
+            let pool = m.source_pool.clone().unwrap_or_else(|| dest.pool.clone());
+            Planned::of(
+                &template,
+                (pool, m.source.clone()),
+                m.transfer(dest.path.as_str()),
+            )
+        }
+        Trigger::Schedule(s) => rule(&s.source, &s.folder, (&s.include, &s.exclude), s.recursive)?,
+        Trigger::Watch(w) => rule(&w.source, &w.folder, (&w.include, &w.exclude), w.recursive)?,
+        Trigger::S3 { .. } => {
+            return Err(ApiError::Conflict(format!(
+                "template {id} takes S3 objects: deliver named objects with POST /api/v1/jobs"
+            )));
+        }
+        Trigger::Chain {} => {
+            return Err(ApiError::Conflict(format!(
+                "template {id} is a chain step: it runs on what the step before it delivered"
+            )));
+        }
+    };
+    Ok(created(start(&state, &principal, planned).await?))
+}
+
+/// Where a watch or schedule template's files land when it runs now: the folder of a path
+/// `<folder>/{key}` (or `{key}`, the root); other paths are refused, naming the path.
+fn rule_dest_folder(template: &Template) -> Result<String, ApiError> {
+    let path = template.destination.path.as_str();
+    let folder = match path.strip_suffix("{key}") {
+        Some(rest) if !rest.contains('{') => rest.trim_end_matches('/'),
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "template {} delivers to {path:?}: Run now copies a folder keeping each file's relative path, so it needs a destination path \"{{key}}\" or \"<folder>/{{key}}\"",
+                template.id
+            )));
+        }
+    };
+    Ok(folder.to_owned())
+}
+
+/// A transfer to start: what is read where, where it goes, how, and for which template.
+struct Planned {
+    spec: FolderTransfer,
+    /// `(pool, endpoint)` of each side.
+    source: (PoolName, EndpointName),
+    destination: (PoolName, EndpointName),
+    delivery: Delivery,
+    retry: RetryPolicy,
+    bandwidth: Option<Bandwidth>,
+    template: TemplateId,
+}
+
+impl Planned {
+    /// A run of `template` reading `source`, with its destination and options.
+    fn of(template: &Template, source: (PoolName, EndpointName), spec: FolderTransfer) -> Self {
+        let dest = &template.destination;
+        Self {
+            spec,
+            source,
+            destination: (dest.pool.clone(), dest.endpoint.clone()),
+            delivery: template.options.delivery,
+            retry: template.options.retry,
+            bandwidth: template.options.bandwidth.clone(),
+            template: template.id.clone(),
+        }
+    }
+}
+
+/// Checks `p` against what the sites publish, records and queues its job (and where a transfer
+/// between pools goes next); the job as recorded.
+async fn start<S: ApiStore>(
+    state: &ApiState<S>,
+    principal: &Principal,
+    p: Planned,
+) -> Result<JobView, ApiError> {
+    let Planned {
+        mut spec,
+        source: (src_pool, src),
+        destination: (dst_pool, dst),
+        ..
+    } = p;
+    let relayed = src_pool != dst_pool;
     if relayed && spec.mode != TransferMode::Copy {
         return Err(ApiError::field(
             "mode",
@@ -97,51 +230,61 @@ pub async fn create<S: ApiStore>(
         ));
     }
     if !relayed
-        && req.source.endpoint == req.destination.endpoint
+        && src == dst
         && (within(&spec.folder, &spec.dest_folder) || within(&spec.dest_folder, &spec.folder))
     {
         return Err(ApiError::field(
             "destination.folder",
             format!(
-                "{:?} and the source folder {:?} of endpoint {} hold one another",
-                spec.dest_folder, spec.folder, req.source.endpoint
+                "{:?} and the source folder {:?} of endpoint {src} hold one another",
+                spec.dest_folder, spec.folder
             ),
         ));
     }
-    let from = offered(&state, &req.source.pool).await?;
+    let from = offered(state, &src_pool).await?;
     let to = match relayed {
-        true => offered(&state, &req.destination.pool).await?,
+        true => offered(state, &dst_pool).await?,
         false => from.clone(),
     };
-    check_offered((&from, &to), &req, spec.mode)?;
+    usable(
+        "source.endpoint",
+        (&src_pool, &from),
+        &src,
+        &source_needs(spec.mode),
+    )?;
+    usable(
+        "destination.endpoint",
+        (&dst_pool, &to),
+        &dst,
+        &dest_needs(spec.mode),
+    )?;
     // Between pools the first step stages the folder (under staging/<pool>/<job id>/); the
     // second, started when it succeeds, delivers from there in the destination's pool.
     let relay = relayed.then(|| RelayTo {
-        pool: req.destination.pool.clone(),
-        endpoint: req.destination.endpoint.clone(),
+        pool: dst_pool,
+        endpoint: dst.clone(),
         folder: std::mem::take(&mut spec.dest_folder),
-        delivery: req.delivery,
-        retry: req.retry,
+        delivery: p.delivery,
+        retry: p.retry,
     });
     let destination = match relay {
         Some(_) => EndpointName::parse(STAGING_ENDPOINT).expect("a valid endpoint name"),
-        None => req.destination.endpoint.clone(),
+        None => dst,
     };
+    let (mode, dry_run) = (spec.mode, spec.dry_run);
     let message = JobMessage {
         v: V1,
         job_id: JobId::parse(format!("tr-{}", uuid::Uuid::new_v4().simple()))
             .expect("transfer job ids are valid"),
-        template_id: TemplateId::parse(TRANSFER_TEMPLATE).expect("a valid template id"),
-        pool: req.source.pool.clone(),
-        source: JobSource::Endpoint {
-            endpoint: req.source.endpoint.clone(),
-        },
+        template_id: p.template,
+        pool: src_pool,
+        source: JobSource::Endpoint { endpoint: src },
         files: Vec::new(),
         destination,
-        retry: req.retry,
-        delivery: req.delivery,
+        retry: p.retry,
+        delivery: p.delivery,
         origin: None,
-        bandwidth: req.bandwidth.clone(),
+        bandwidth: p.bandwidth,
         created_at: Utc::now(),
         refused: Vec::new(),
         folder: Some(spec),
@@ -159,9 +302,9 @@ pub async fn create<S: ApiStore>(
     if let Some(relay) = &relay {
         state.store.note_relay(&message.job_id, relay).await?;
     }
-    send_or_fail(&state, &message).await?;
-    tracing::info!(job_id = %message.job_id, principal = %principal.name, pool = %message.pool, mode = req.mode.as_str(), dry_run = req.dry_run, "transfer started");
-    Ok(created(find(&state, message.job_id.as_str()).await?))
+    send_or_fail(state, &message).await?;
+    tracing::info!(job_id = %message.job_id, principal = %principal.name, template = %message.template_id, pool = %message.pool, mode = mode.as_str(), dry_run, "transfer started");
+    find(state, message.job_id.as_str()).await
 }
 
 /// The request's folder transfer, checked field by field.
@@ -220,38 +363,22 @@ async fn offered<S: ApiStore>(
 /// What a transfer does with an endpoint: the check of its published setting, and the words.
 type Need = (fn(&OfferedEndpoint) -> bool, &'static str);
 
-/// Each endpoint of the request is published by an executor of its pool, open to what the
-/// transfer does with it; else a 400 naming the endpoint and its site's setting.
-fn check_offered(
-    (from, to): (&[OfferedEndpoint], &[OfferedEndpoint]),
-    req: &TransferBody,
-    mode: TransferMode,
-) -> Result<(), ApiError> {
-    let read: Need = (OfferedEndpoint::may_read, "read");
-    let write: Need = (OfferedEndpoint::may_write, "written");
-    let (remove_source, remove_dest): (Need, Need) = (
-        (OfferedEndpoint::may_delete, "deleted from (a move)"),
-        (OfferedEndpoint::may_delete, "deleted from (a sync)"),
-    );
-    let mut source = vec![read];
-    let mut dest = vec![write];
-    match mode {
-        TransferMode::Move => source.push(remove_source),
-        TransferMode::Sync => dest.push(remove_dest),
-        TransferMode::Copy => {}
+/// What a transfer in `mode` does with its source.
+fn source_needs(mode: TransferMode) -> Vec<Need> {
+    let mut needs: Vec<Need> = vec![(OfferedEndpoint::may_read, "read")];
+    if mode == TransferMode::Move {
+        needs.push((OfferedEndpoint::may_delete, "deleted from (a move)"));
     }
-    usable(
-        "source.endpoint",
-        (&req.source.pool, from),
-        &req.source.endpoint,
-        &source,
-    )?;
-    usable(
-        "destination.endpoint",
-        (&req.destination.pool, to),
-        &req.destination.endpoint,
-        &dest,
-    )
+    needs
+}
+
+/// What a transfer in `mode` does with its destination.
+fn dest_needs(mode: TransferMode) -> Vec<Need> {
+    let mut needs: Vec<Need> = vec![(OfferedEndpoint::may_write, "written")];
+    if mode == TransferMode::Sync {
+        needs.push((OfferedEndpoint::may_delete, "deleted from (a sync)"));
+    }
+    needs
 }
 
 /// `name` is published by an executor of `pool` (`offered` is what they publish) and allows each
