@@ -471,14 +471,7 @@ pub fn relay_step(
             folder => format!("{folder}/{}", f.dest_path),
         };
         match DestPath::parse(&to) {
-            Ok(dest_path) => files.push(JobFile {
-                key,
-                size: f.size,
-                etag: None,
-                version_id: None,
-                sequencer: None,
-                dest_path,
-            }),
+            Ok(dest_path) => files.push(JobFile::at(key, f.size, dest_path)),
             Err(e) => refused.push(RefusedFile {
                 key,
                 size: f.size,
@@ -547,14 +540,7 @@ fn next_files(
             } else {
                 f.dest_path.clone()
             };
-            Ok(JobFile {
-                key,
-                size: f.size,
-                etag: None,
-                version_id: None,
-                sequencer: None,
-                dest_path,
-            })
+            Ok(JobFile::at(key, f.size, dest_path))
         })
         .collect()
 }

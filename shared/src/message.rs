@@ -102,6 +102,20 @@ pub struct JobFile {
     pub dest_path: DestPath,
 }
 
+impl JobFile {
+    /// A file read from an endpoint (no S3 version, ETag or sequencer).
+    pub fn at(key: String, size: u64, dest_path: DestPath) -> Self {
+        Self {
+            key,
+            size,
+            etag: None,
+            version_id: None,
+            sequencer: None,
+            dest_path,
+        }
+    }
+}
+
 /// Orders two S3 event sequencers of the same key: hexadecimal strings compared after padding
 /// the shorter with leading zeros (as S3 documents).
 pub fn sequencer_cmp(a: &str, b: &str) -> std::cmp::Ordering {

@@ -344,6 +344,28 @@ impl Stack {
         .await
     }
 
+    /// Waits (up to a minute) until nothing is left of what job `job_id` of `pool` staged in the
+    /// relay staging area (`staging/<pool>/<job id>/` of the config bucket).
+    pub async fn staged_removed(&self, pool: &str, job_id: &str) -> Result<()> {
+        let prefix = format!("staging/{pool}/{job_id}/");
+        let bucket = self.output("ConfigBucketName");
+        eventually(
+            Duration::from_secs(60),
+            "the staged objects removed",
+            || async {
+                let out = self
+                    .s3
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&prefix)
+                    .send()
+                    .await?;
+                Ok((out.key_count().unwrap_or(0) == 0).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Waits until `template_id` has `count` jobs, all in a terminal state.
     pub async fn finished_jobs(&self, template_id: &str, count: usize) -> Result<Vec<Value>> {
         eventually(

@@ -437,20 +437,10 @@ async fn a_relay_carries_files_between_pools_that_share_no_endpoint() {
     assert_eq!(leg_c["parent_job"], leg_b["job_id"]);
 
     // The staged copy is removed once site C's delivery is verified.
-    let prefix = format!("staging/{pool_b}/{}/", leg_b["job_id"].as_str().unwrap());
-    let bucket = stack.output("ConfigBucketName").to_owned();
-    eventually(WAIT, "the staged objects removed", || async {
-        let out = stack
-            .s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(&prefix)
-            .send()
-            .await?;
-        Ok((out.key_count().unwrap_or(0) == 0).then_some(()))
-    })
-    .await
-    .unwrap();
+    stack
+        .staged_removed(&pool_b, leg_b["job_id"].as_str().unwrap())
+        .await
+        .unwrap();
 }
 
 /// Bytes per second of one copy of `len` bytes through a template with `bandwidth` (or none).

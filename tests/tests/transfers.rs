@@ -613,22 +613,5 @@ async fn a_transfer_between_two_sites_goes_through_staging_as_one_flow_of_two_st
         .map(|s| s["job_id"].as_str().unwrap())
         .collect();
     assert_eq!(steps, [first.as_str(), second.as_str()]);
-    let prefix = format!("staging/{}/{first}/", site.pool);
-    let bucket = stack.output("ConfigBucketName").to_owned();
-    eventually(
-        Duration::from_secs(60),
-        "the staged objects removed",
-        || async {
-            let out = stack
-                .s3
-                .list_objects_v2()
-                .bucket(&bucket)
-                .prefix(&prefix)
-                .send()
-                .await?;
-            Ok((out.key_count().unwrap_or(0) == 0).then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    stack.staged_removed(&site.pool, &first).await.unwrap();
 }

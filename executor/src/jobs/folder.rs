@@ -234,14 +234,7 @@ fn copy_job(job: &JobMessage, spec: &FolderTransfer, files: &[(String, u64)]) ->
     for (rel, size) in files {
         let key = join(&spec.folder, rel);
         match DestPath::parse(&join(&spec.dest_folder, rel)) {
-            Ok(dest_path) => out.files.push(JobFile {
-                key,
-                size: *size,
-                etag: None,
-                version_id: None,
-                sequencer: None,
-                dest_path,
-            }),
+            Ok(dest_path) => out.files.push(JobFile::at(key, *size, dest_path)),
             Err(e) => out.refused.push(RefusedFile {
                 key,
                 size: *size,
@@ -256,14 +249,8 @@ fn copy_job(job: &JobMessage, spec: &FolderTransfer, files: &[(String, u64)]) ->
 fn files(spec: &FolderTransfer, list: &[(String, u64)]) -> Vec<JobFile> {
     list.iter()
         .filter_map(|(rel, size)| {
-            Some(JobFile {
-                key: join(&spec.folder, rel),
-                size: *size,
-                etag: None,
-                version_id: None,
-                sequencer: None,
-                dest_path: DestPath::parse(&join(&spec.dest_folder, rel)).ok()?,
-            })
+            let dest_path = DestPath::parse(&join(&spec.dest_folder, rel)).ok()?;
+            Some(JobFile::at(join(&spec.folder, rel), *size, dest_path))
         })
         .collect()
 }
@@ -274,14 +261,8 @@ fn removals(spec: &FolderTransfer, delete: &[(String, u64)]) -> Vec<(Option<Stri
     delete
         .iter()
         .filter_map(|(rel, size)| {
-            let file = JobFile {
-                key: String::new(),
-                size: *size,
-                etag: None,
-                version_id: None,
-                sequencer: None,
-                dest_path: DestPath::parse(&join(&spec.dest_folder, rel)).ok()?,
-            };
+            let dest_path = DestPath::parse(&join(&spec.dest_folder, rel)).ok()?;
+            let file = JobFile::at(String::new(), *size, dest_path);
             Some((spec.backup_folder.as_ref().map(|b| join(b, rel)), file))
         })
         .collect()

@@ -189,14 +189,7 @@ impl<'a> RuleJob<'a> {
                 event_time: self.now,
             });
             match rendered {
-                Ok(dest_path) => taken.push(JobFile {
-                    key,
-                    size: *size,
-                    etag: None,
-                    version_id: None,
-                    sequencer: None,
-                    dest_path,
-                }),
+                Ok(dest_path) => taken.push(JobFile::at(key, *size, dest_path)),
                 Err(e) => refused.push(RefusedFile {
                     key,
                     size: *size,
