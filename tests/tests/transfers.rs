@@ -144,6 +144,10 @@ async fn folder_transfers_between_sftp_smb_s3_and_local_are_identical_and_a_reru
         ("exports/deep/é ü 名.csv", "copied"),
     ]);
     assert_eq!(report, copied);
+    // Progress, when the copy lasted long enough to report any, counts the files it found.
+    if let Some(progress) = job.get("progress") {
+        assert_eq!(progress["files_total"], 3, "{job:#}");
+    }
     let landed = tree(&site.smb.root.join("in"));
     let want: BTreeMap<String, Vec<u8>> = [
         ("a.csv".to_owned(), b"alpha".to_vec()),

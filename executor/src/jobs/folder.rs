@@ -205,7 +205,9 @@ pub async fn run(
             delivered: Vec::new(),
         }
     } else {
-        copy_jobs(ctx, &[(&to_copy, attempt)], abort)
+        let one = [(&to_copy, attempt)];
+        let copy = copy_jobs(ctx, &one, abort);
+        crate::jobs::runner::watched(ctx, &to_copy, attempt, copy)
             .await
             .pop()
             .expect("one result per job")

@@ -232,25 +232,22 @@ async fn run(
         None => {
             let stop = abort.child_token();
             let _running = ctx.cancels.register([&job.job_id], &stop);
-            let watch_stop = CancellationToken::new();
-            let watching = ctx.progress.as_ref().map(|sink| {
-                tokio::spawn(sink.watch(job.clone(), attempt, log.clone(), watch_stop.clone()))
-            });
             let copied = match &job.folder {
+                // A folder transfer reports progress once it knows its files.
                 Some(spec) => {
                     let done = folder::run(ctx, &job, spec, attempt, &stop).await;
                     report = done.report;
                     done.copied
                 }
-                None => copy_jobs(ctx, &[(&job, attempt)], &stop)
-                    .await
-                    .pop()
-                    .expect("one result per job"),
+                None => {
+                    let one = [(&job, attempt)];
+                    let copy = copy_jobs(ctx, &one, &stop);
+                    watched(ctx, &job, attempt, copy)
+                        .await
+                        .pop()
+                        .expect("one result per job")
+                }
             };
-            watch_stop.cancel();
-            if let Some(w) = watching {
-                let _ = w.await;
-            }
             cancelled_or(ctx, &job, abort, copied)
         }
     };
@@ -262,6 +259,26 @@ async fn run(
             record(ctx, &job, attempt, started, (outcome, delivered), artifacts).await
         }
     }
+}
+
+/// Runs `work`, the copy of `attempt` of `job`, with its progress reported from its rclone log
+/// while it runs (when the executor reports to the cloud).
+pub async fn watched<T>(
+    ctx: &JobContext,
+    job: &JobMessage,
+    attempt: u32,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(sink) = ctx.progress.as_ref() else {
+        return work.await;
+    };
+    let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+    let stop = CancellationToken::new();
+    let watching = tokio::spawn(sink.watch(job.clone(), attempt, log, stop.clone()));
+    let out = work.await;
+    stop.cancel();
+    let _ = watching.await;
+    out
 }
 
 /// An interrupted copy whose job an operator cancelled (and not the executor's shutdown) is
