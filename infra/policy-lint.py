@@ -24,8 +24,14 @@ ACCOUNT, REGION, STACK = "123456789012", "us-east-1", "pbs"
 EMULATOR_ONLY_ACTIONS = {"sqs:sendmessagebatch", "sqs:deletemessagebatch", "sqs:changemessagevisibilitybatch"}
 # Values for parameters without a default that appear in ARNs.
 EXAMPLE_PARAMETERS = {"MainStack": STACK, "Pool": "site-b"}
-# Each template is audited at its defaults and with source prefixes named.
-VARIANTS = [{}, {"SourcePrefixes": "invoices/,site-b/", "DefaultPoolSourcePrefixes": "invoices/,site-b/"}]
+# Each template is audited at its defaults, with source prefixes named, and with each way the
+# source bucket's events can arrive.
+VARIANTS = [
+    {},
+    {"SourcePrefixes": "invoices/,site-b/", "DefaultPoolSourcePrefixes": "invoices/,site-b/"},
+    {"SourceEvents": "sns"},
+    {"SourceEvents": "eventbridge"},
+]
 SEVERITIES = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 # Findings reviewed and kept, each with its reason: (resource, issue) -> why.
 ACCEPTED = {

@@ -465,6 +465,37 @@ impl Stack {
     }
 
     /// Sends raw bodies to the EventsQueue in one batch, as S3 would (possibly duplicated).
+    /// Waits (up to a minute) until the EventsQueue holds no message, visible or in flight: every
+    /// event sent so far has been taken by the trigger.
+    pub async fn events_drained(&self) -> Result<()> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        eventually(
+            Duration::from_secs(60),
+            "the EventsQueue drained",
+            || async {
+                let out = self
+                    .sqs
+                    .get_queue_attributes()
+                    .queue_url(self.output("EventsQueueUrl"))
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send()
+                    .await?;
+                let attrs = out.attributes().cloned().unwrap_or_default();
+                let count = |a: A| {
+                    attrs
+                        .get(&a)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                let left = count(A::ApproximateNumberOfMessages)
+                    + count(A::ApproximateNumberOfMessagesNotVisible);
+                Ok((left == 0).then_some(()))
+            },
+        )
+        .await
+    }
+
     pub async fn send_events(&self, bodies: &[String]) -> Result<()> {
         let entries = bodies
             .iter()

@@ -1,8 +1,13 @@
-//! The trigger's parsing of one SQS message body into object events, pure: the S3 notification
-//! parsed with `aws_lambda_events`, keys decoded. With the planning of `pbs_shared::plan`, it is
-//! tested against the fixtures the emulator's S3 emits.
+//! The trigger's parsing of one SQS message body into object events, pure. S3 event
+//! notifications come straight from S3, or wrapped by SNS (a `Notification` whose `Message` is the
+//! S3 event; with raw delivery the body is the S3 event itself), or as EventBridge `Object
+//! Created` events. Each becomes the same [`ObjectEvent`] (sequencers in one canonical form), so
+//! the same upload announced through two envelopes plans the same job. Tested against the
+//! fixtures the emulator's S3 emits and the shapes AWS documents.
 
 use aws_lambda_events::s3::S3Event;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use pbs_shared::ObjectRef;
 use pbs_shared::plan::ObjectEvent;
@@ -28,12 +33,40 @@ pub enum BadBody {
     NoRecords,
     #[error("record {index}: {reason}")]
     BadRecord { index: usize, reason: String },
+    #[error("EventBridge event: {0}")]
+    BadEventBridge(String),
 }
 
-/// Parses one SQS message body as an S3 event notification.
+/// Parses one SQS message body: an S3 event notification, direct or in an SNS or EventBridge
+/// envelope.
 pub fn parse_body(body: &str) -> Result<Body, BadBody> {
-    let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| BadBody::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| BadBody::NotJson(e.to_string()))?;
+    match value.get("Type").and_then(Value::as_str) {
+        // SNS (not raw delivery): the S3 event is the notification's message, as text.
+        Some("Notification") if value.get("TopicArn").is_some() => {
+            let message = value
+                .get("Message")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    BadBody::NotS3Event("an SNS notification without a \"Message\"".into())
+                })?;
+            let inner: Value = serde_json::from_str(message).map_err(|e| {
+                BadBody::NotS3Event(format!("the SNS notification's Message is not JSON: {e}"))
+            })?;
+            s3_notification(inner)
+        }
+        Some(kind @ ("SubscriptionConfirmation" | "UnsubscribeConfirmation")) => {
+            Err(BadBody::NotS3Event(format!(
+                "an SNS {kind}: confirm the events queue's subscription to the topic (its SubscribeURL), or subscribe it with CloudFormation, which needs no confirmation"
+            )))
+        }
+        _ if value.get("detail-type").is_some() => eventbridge(&value),
+        _ => s3_notification(value),
+    }
+}
+
+/// An S3 event notification (`Records`), or S3's test event.
+fn s3_notification(value: Value) -> Result<Body, BadBody> {
     if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
         return Ok(Body::TestEvent);
     }
@@ -64,30 +97,103 @@ pub fn parse_body(body: &str) -> Result<Body, BadBody> {
             .bucket
             .name
             .ok_or_else(|| bad("s3.bucket.name is missing".into()))?;
-        let raw_key = record
-            .s3
-            .object
+        let o = record.s3.object;
+        let raw_key = o
             .key
             .ok_or_else(|| bad("s3.object.key is missing".into()))?;
+        // Keys of S3 notifications are URL-encoded (`+` for a space).
         let key = decode_event_key(&raw_key).map_err(|e| bad(e.to_string()))?;
-        let size = match record.s3.object.size {
+        let size = match o.size {
             Some(s) if s >= 0 => s as u64,
             Some(s) => return Err(bad(format!("s3.object.size is negative ({s})"))),
             None => return Err(bad("s3.object.size is missing".into())),
         };
-        objects.push(ObjectEvent {
-            object: ObjectRef {
-                bucket,
-                key,
-                size,
-                etag: record.s3.object.e_tag.filter(|e| !e.is_empty()),
-                version_id: record.s3.object.version_id.filter(|v| !v.is_empty()),
-                sequencer: record.s3.object.sequencer.filter(|s| !s.is_empty()),
-            },
-            event_time: record.event_time,
-        });
+        objects.push(object_event(
+            (bucket, key, size),
+            (o.e_tag, o.version_id, o.sequencer),
+            record.event_time,
+        ));
     }
     Ok(Body::Objects(objects))
+}
+
+/// An EventBridge event from S3: `Object Created` is one object event; S3's other events start
+/// nothing. Its key is the object's key as it is (EventBridge does not URL-encode it).
+fn eventbridge(value: &Value) -> Result<Body, BadBody> {
+    let bad = |reason: String| BadBody::BadEventBridge(reason);
+    let source = value.get("source").and_then(Value::as_str).unwrap_or("");
+    if source != "aws.s3" {
+        return Err(BadBody::NotS3Event(format!(
+            "an EventBridge event from {source:?}, not from \"aws.s3\""
+        )));
+    }
+    if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
+        return Ok(Body::Objects(Vec::new()));
+    }
+    let detail = value
+        .get("detail")
+        .ok_or_else(|| bad("\"detail\" is missing".into()))?;
+    let text = |path: &[&str]| {
+        path.iter()
+            .try_fold(detail, |v, k| v.get(*k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let bucket =
+        text(&["bucket", "name"]).ok_or_else(|| bad("detail.bucket.name is missing".into()))?;
+    let key = text(&["object", "key"]).ok_or_else(|| bad("detail.object.key is missing".into()))?;
+    let size = detail
+        .get("object")
+        .and_then(|o| o.get("size"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("detail.object.size is missing or not a whole number".into()))?;
+    let time = value
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| bad("\"time\" is missing or not an RFC 3339 time".into()))?;
+    let tags = (
+        text(&["object", "etag"]),
+        text(&["object", "version-id"]),
+        text(&["object", "sequencer"]),
+    );
+    Ok(Body::Objects(vec![object_event(
+        (bucket, key, size),
+        tags,
+        time,
+    )]))
+}
+
+/// The object event of `(bucket, key, size)` with its `(etag, version id, sequencer)`.
+fn object_event(
+    (bucket, key, size): (String, String, u64),
+    (etag, version_id, sequencer): (Option<String>, Option<String>, Option<String>),
+    event_time: DateTime<Utc>,
+) -> ObjectEvent {
+    ObjectEvent {
+        object: ObjectRef {
+            bucket,
+            key,
+            size,
+            etag: etag.filter(|e| !e.is_empty()),
+            version_id: version_id.filter(|v| !v.is_empty()),
+            sequencer: sequencer.as_deref().and_then(canonical_sequencer),
+        },
+        event_time,
+    }
+}
+
+/// A sequencer in one form whichever envelope carried it: upper-case hexadecimal without leading
+/// zeros (S3 compares sequencers as numbers, so `00A1` and `a1` are the same write).
+fn canonical_sequencer(s: &str) -> Option<String> {
+    let trimmed = s.trim().trim_start_matches('0').to_ascii_uppercase();
+    match (s.trim().is_empty(), trimmed.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some("0".into()),
+        (false, false) => Some(trimmed),
+    }
 }
 
 #[cfg(test)]
@@ -125,7 +231,66 @@ mod tests {
         assert_eq!(objs[0].object.size, 5);
         assert_eq!(
             objs[0].object.sequencer.as_deref(),
-            Some("000006611C4FBF030B")
+            Some("6611C4FBF030B"),
+            "sequencers are kept without their leading zeros"
+        );
+    }
+
+    const SNS: &str = include_str!("../../../tests/fixtures/s3-event-sns.json");
+    const EVENTBRIDGE: &str = include_str!("../../../tests/fixtures/s3-event-eventbridge.json");
+
+    #[test]
+    fn every_envelope_of_one_upload_plans_the_same_job() {
+        let direct = &objects(PUT)[0];
+        let wrapped = &objects(SNS)[0];
+        let bridged = &objects(EVENTBRIDGE)[0];
+        assert_eq!(direct.object, wrapped.object, "SNS");
+        assert_eq!(
+            direct.object, bridged.object,
+            "EventBridge: raw key, sequencer in another case and width"
+        );
+        let now = Utc::now();
+        let ids: Vec<_> = [direct, wrapped, bridged]
+            .iter()
+            .map(|o| plan(&templates("{key}"), o, now)[0].job_id().clone())
+            .collect();
+        assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+        // SNS raw delivery is the S3 event itself; S3's test event can come through SNS too.
+        let mut test = serde_json::from_str::<serde_json::Value>(SNS).unwrap();
+        test["Message"] = TEST_EVENT.trim().into();
+        assert!(matches!(
+            parse_body(&test.to_string()).unwrap(),
+            Body::TestEvent
+        ));
+    }
+
+    #[test]
+    fn envelopes_that_are_not_object_events_say_why() {
+        let mut v: serde_json::Value = serde_json::from_str(EVENTBRIDGE).unwrap();
+        v["detail-type"] = "Object Deleted".into();
+        assert!(
+            objects(&v.to_string()).is_empty(),
+            "other S3 events start nothing"
+        );
+        v["source"] = "aws.ec2".into();
+        let e = parse_body(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("\"aws.ec2\""), "{e}");
+        let mut v: serde_json::Value = serde_json::from_str(EVENTBRIDGE).unwrap();
+        v["detail"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("size");
+        let e = parse_body(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("detail.object.size"), "{e}");
+        let mut v: serde_json::Value = serde_json::from_str(SNS).unwrap();
+        v["Message"] = "not json".into();
+        let e = parse_body(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("Message is not JSON"), "{e}");
+        v["Type"] = "SubscriptionConfirmation".into();
+        let e = parse_body(&v.to_string()).unwrap_err().to_string();
+        assert!(
+            e.contains("SubscriptionConfirmation") && e.contains("SubscribeURL"),
+            "{e}"
         );
     }
 
