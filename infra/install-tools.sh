@@ -38,11 +38,12 @@ venv() {
 # Real file servers for the endpoint tests: Samba (SMB) and OpenSSH (SFTP), started per test on
 # 127.0.0.1 by the test library. A policy-rc.d keeps the packages from starting system-wide
 # daemons on install.
-# systemd-analyze checks the executor's unit in the packaging test; openssl makes and signs with
-# the local dev issuer's key (infra/dev-issuer.sh).
+# systemd-analyze checks the executor's unit in the packaging test, systemd-creds seals the
+# endpoint password of the credentials test; openssl makes and signs with the local dev issuer's
+# key (infra/dev-issuer.sh).
 if ! command -v smbd >/dev/null || ! command -v pdbedit >/dev/null || ! [ -x /usr/sbin/sshd ] \
   || ! command -v ssh-keygen >/dev/null || ! command -v systemd-analyze >/dev/null \
-  || ! command -v openssl >/dev/null; then
+  || ! command -v systemd-creds >/dev/null || ! command -v openssl >/dev/null; then
   log "installing samba, openssh-server and systemd (Debian packages)"
   policy=/usr/sbin/policy-rc.d
   made_policy=

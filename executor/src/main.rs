@@ -85,6 +85,29 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Endpoint passwords as systemd encrypted credentials.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Seal the password read from standard input as credential NAME (systemd-creds), write the
+    /// unit drop-in that loads it, and print the endpoint's `password_credential` line.
+    Seal {
+        name: String,
+        /// Which key seals it.
+        #[arg(long, value_enum, default_value_t = cli::secrets::SealKey::Auto)]
+        with_key: cli::secrets::SealKey,
+        /// Where the sealed file goes.
+        #[arg(long, default_value_os_t = cli::secrets::default_dir())]
+        dir: PathBuf,
+        /// Where the unit's drop-in goes.
+        #[arg(long, default_value_os_t = cli::secrets::default_unit_dir())]
+        unit_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +164,19 @@ fn init_tracing(format: LogFormat) {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // Sealing needs no configuration: it comes before one that uses the credential.
+    if let Command::Secrets {
+        command:
+            SecretsCommand::Seal {
+                name,
+                with_key,
+                dir,
+                unit_dir,
+            },
+    } = &cli.command
+    {
+        return cli::secrets::seal(name, *with_key, dir, unit_dir);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) if matches!(cli.command, Command::Doctor) => {
@@ -169,6 +205,7 @@ async fn main() -> Result<()> {
         Command::Jobs {
             command: JobsCommand::List { limit, json },
         } => cli::jobs::list(&config.state_dir, limit, json),
+        Command::Secrets { .. } => unreachable!("handled before the configuration is read"),
     }
 }
 

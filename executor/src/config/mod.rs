@@ -434,6 +434,11 @@ pub struct SmbEndpoint {
     /// File holding the password (its first line), readable only by the executor's user.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// A systemd credential holding the password, sealed on this host (`pbs-executor secrets
+    /// seal`) and given to the unit with `LoadCredentialEncrypted=`: read from
+    /// `$CREDENTIALS_DIRECTORY/<name>`.
+    #[serde(default)]
+    pub password_credential: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -459,6 +464,10 @@ pub struct SftpEndpoint {
     /// File holding the password (or the key's passphrase with `key_file`).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// A systemd credential holding the password (or the key's passphrase), read from
+    /// `$CREDENTIALS_DIRECTORY/<name>` (see [`SmbEndpoint::password_credential`]).
+    #[serde(default)]
+    pub password_credential: Option<String>,
     /// known_hosts file that pins the server's host key. Required: an unknown or changed host
     /// key fails the connection.
     pub known_hosts_file: PathBuf,
@@ -578,7 +587,7 @@ impl EndpointConfig {
                 if e.user.is_empty() {
                     return Err(("user", "must not be empty".into()));
                 }
-                one_password(&e.password_env, &e.password_file, true)
+                one_password(e.password_source(), true)
             }
             Self::Sftp(e) => {
                 host(&e.host)?;
@@ -588,7 +597,7 @@ impl EndpointConfig {
                 if e.root.split('/').any(|s| s == "..") {
                     return Err(("root", format!("{:?} must not contain '..'", e.root)));
                 }
-                one_password(&e.password_env, &e.password_file, e.key_file.is_none())?;
+                one_password(e.password_source(), e.key_file.is_none())?;
                 if let Some(k) = &e.key_file
                     && !k.is_absolute()
                 {
@@ -642,27 +651,86 @@ fn check_relative_root(root: &str) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// At most one of `password_env` and `password_file`; exactly one when `required`.
+/// Where an endpoint's password comes from, as its configuration says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSource<'a> {
+    Env(&'a str),
+    File(&'a Path),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(&'a str),
+}
+
+impl PasswordSource<'_> {
+    /// The configuration field that names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Env(_) => "password_env",
+            Self::File(_) => "password_file",
+            Self::Credential(_) => "password_credential",
+        }
+    }
+}
+
+/// The sources set among `password_env`, `password_file` and `password_credential`.
+fn sources<'a>(
+    env: &'a Option<String>,
+    file: &'a Option<PathBuf>,
+    credential: &'a Option<String>,
+) -> Vec<PasswordSource<'a>> {
+    let env = env.as_deref().map(PasswordSource::Env);
+    let file = file.as_deref().map(PasswordSource::File);
+    let credential = credential.as_deref().map(PasswordSource::Credential);
+    [env, file, credential].into_iter().flatten().collect()
+}
+
+impl SmbEndpoint {
+    pub fn password_source(&self) -> Vec<PasswordSource<'_>> {
+        sources(
+            &self.password_env,
+            &self.password_file,
+            &self.password_credential,
+        )
+    }
+}
+
+impl SftpEndpoint {
+    pub fn password_source(&self) -> Vec<PasswordSource<'_>> {
+        sources(
+            &self.password_env,
+            &self.password_file,
+            &self.password_credential,
+        )
+    }
+}
+
+/// At most one password source; exactly one when `required`.
 fn one_password(
-    env: &Option<String>,
-    file: &Option<PathBuf>,
+    set: Vec<PasswordSource<'_>>,
     required: bool,
 ) -> Result<(), (&'static str, String)> {
-    match (env, file) {
-        (Some(_), Some(_)) => Err((
-            "password_env",
-            "set either password_env or password_file, not both".into(),
+    match set.as_slice() {
+        [first, _, ..] => Err((
+            first.field(),
+            "set one of password_env, password_file and password_credential, not several".into(),
         )),
-        (None, None) if required => Err((
+        [] if required => Err((
             "password_env",
-            "a password is required: set password_env (an environment variable) or password_file"
+            "a password is required: set password_env (an environment variable), password_file or password_credential (a systemd credential)"
                 .into(),
         )),
-        (Some(v), None) if v.is_empty() => Err(("password_env", "must not be empty".into())),
-        (None, Some(f)) if !f.is_absolute() => Err((
+        [PasswordSource::Env("")] => Err(("password_env", "must not be empty".into())),
+        [PasswordSource::File(f)] if !f.is_absolute() => Err((
             "password_file",
             format!("must be an absolute path, got {}", f.display()),
         )),
+        [PasswordSource::Credential(name)]
+            if name.is_empty() || name.contains('/') || *name == "." || *name == ".." =>
+        {
+            Err((
+                "password_credential",
+                format!("{name:?} must be a credential name (a file name, as in LoadCredentialEncrypted=<name>:...)"),
+            ))
+        }
         _ => Ok(()),
     }
 }

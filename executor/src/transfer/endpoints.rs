@@ -13,7 +13,8 @@ use aws_credential_types::Credentials;
 use pbs_shared::EndpointName;
 
 use crate::config::{
-    CloudConfig, Config, EndpointConfig, S3Endpoint, SftpEndpoint, SftpHash, SmbEndpoint,
+    CloudConfig, Config, EndpointConfig, PasswordSource, S3Endpoint, SftpEndpoint, SftpHash,
+    SmbEndpoint,
 };
 use crate::transfer::rclone::{self, Remote, Secret};
 
@@ -140,8 +141,8 @@ impl Endpoints {
                 field,
                 message,
             };
-            let (env, file) = match ep {
-                EndpointConfig::Smb(e) => (e.password_env.as_deref(), e.password_file.as_deref()),
+            let source = match ep {
+                EndpointConfig::Smb(e) => e.password_source().first().copied(),
                 EndpointConfig::Sftp(e) => {
                     if let Some(k) = &e.key_file {
                         readable(k)
@@ -149,37 +150,24 @@ impl Endpoints {
                             .map_err(|m| err("key_file", m))?;
                     }
                     readable(&e.known_hosts_file).map_err(|m| err("known_hosts_file", m))?;
-                    (e.password_env.as_deref(), e.password_file.as_deref())
+                    e.password_source().first().copied()
                 }
-                EndpointConfig::Local(_) | EndpointConfig::S3(_) => (None, None),
+                EndpointConfig::Local(_) | EndpointConfig::S3(_) => None,
             };
-            let clear = match (env, file) {
-                (Some(var), _) => Some(match std::env::var(var) {
-                    Ok(v) if !v.is_empty() => Secret::new(v),
-                    _ => {
-                        return Err(err(
-                            "password_env",
-                            format!("environment variable {var} is not set or empty"),
-                        ));
-                    }
-                }),
-                (None, Some(path)) => {
-                    Some(read_secret_file(path).map_err(|m| err("password_file", m))?)
-                }
-                (None, None) => None,
-            };
-            let obscured = match &clear {
-                Some(c) => Some(rclone::obscure(&config.rclone, c).await.map_err(|e| {
-                    err(
-                        if env.is_some() {
-                            "password_env"
-                        } else {
-                            "password_file"
-                        },
-                        format!("cannot obscure the password with rclone: {e}"),
-                    )
-                })?),
+            let clear = match source {
+                Some(s) => Some(read_password(s).map_err(|m| err(s.field(), m))?),
                 None => None,
+            };
+            let obscured = match (&clear, source) {
+                (Some(c), Some(s)) => {
+                    Some(rclone::obscure(&config.rclone, c).await.map_err(|e| {
+                        err(
+                            s.field(),
+                            format!("cannot obscure the password with rclone: {e}"),
+                        )
+                    })?)
+                }
+                _ => None,
             };
             map.insert(
                 name.clone(),
@@ -246,6 +234,26 @@ fn private(path: &Path) -> Result<(), String> {
 }
 
 /// The first line of a secret file (readable by its owner only), without its line ending.
+/// The password `source` names: an environment variable, a file, or a systemd credential.
+fn read_password(source: PasswordSource<'_>) -> Result<Secret, String> {
+    match source {
+        PasswordSource::Env(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+            _ => Err(format!("environment variable {var} is not set or empty")),
+        },
+        PasswordSource::File(path) => read_secret_file(path),
+        PasswordSource::Credential(name) => {
+            let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                return Err(format!(
+                    "credential {name}: $CREDENTIALS_DIRECTORY is not set, so the executor is not running under a unit that loads it (add LoadCredentialEncrypted={name}:<file>; `pbs-executor secrets seal {name}` writes the drop-in)"
+                ));
+            };
+            read_secret_file(&Path::new(&dir).join(name))
+                .map_err(|e| format!("credential {name}: {e}"))
+        }
+    }
+}
+
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
     private(path)?;
     let text = std::fs::read_to_string(path)
