@@ -467,18 +467,73 @@ function dryRunCard() {
 // ---------------------------------------------------------------- executors and audit
 
 async function executorsView() {
+  const table = el("div", { class: "scroll" });
+  const endpoints = el("div", { class: "scroll" });
+  show(el("h1", {}, "Executors"), table,
+    el("h2", {}, "Endpoints"),
+    el("p", { class: "hint" }, "What each pool's executors publish. An admin can ask one executor of the pool to test an endpoint: it writes, lists, reads and deletes a probe file there."),
+    endpoints);
   const refresh = async () => {
     const data = await api("GET", "/executors");
-    show(el("h1", {}, "Executors"), el("div", { class: "scroll" }, el("table", { id: "executors" },
+    table.replaceChildren(el("table", { id: "executors" },
       el("thead", {}, el("tr", {}, ["Executor", "Pool", "Status", "Last seen", "Version", "Running jobs"].map((h) => el("th", {}, h)))),
       el("tbody", {}, data.executors.map((e) => el("tr", { "data-executor": e.executor_id },
         el("td", {}, e.executor_id), el("td", {}, e.pool || ""),
         el("td", {}, badge(e.online ? "online" : "offline")),
         el("td", {}, `${when(e.last_seen)}${e.silent_seconds !== undefined ? ` (${e.silent_seconds}s ago)` : ""}`),
-        el("td", {}, e.version || ""), el("td", {}, e.running_jobs ?? "")))))));
+        el("td", {}, e.version || ""), el("td", {}, e.running_jobs ?? ""))))));
+    // Built once: a test's answer stays while the executors refresh.
+    if (!endpoints.firstChild) endpoints.replaceChildren(endpointTable(data.executors));
   };
   await refresh();
   timer = setInterval(() => refresh().catch(() => {}), 5000);
+}
+
+// Each pool's published endpoints, each with a Test button and the answer of its last test.
+function endpointTable(executors) {
+  const rows = new Map();
+  for (const e of executors) {
+    for (const ep of e.endpoints || []) rows.set(`${e.pool}/${ep.name}`, { pool: e.pool, ep });
+  }
+  if (!rows.size) return el("p", {}, "No executor has published its endpoints yet.");
+  return el("table", { id: "endpoints" },
+    el("thead", {}, el("tr", {}, ["Pool", "Endpoint", "Type", "Cloud", "", "Last test"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, [...rows.values()].sort((a, b) => `${a.pool}/${a.ep.name}`.localeCompare(`${b.pool}/${b.ep.name}`)).map(({ pool, ep }) => {
+      const answer = el("td", { class: "wrap test-answer" });
+      const button = el("button", { class: "test-endpoint", type: "button" }, "Test");
+      button.addEventListener("click", () => testEndpoint(pool, ep.name, answer, button));
+      return el("tr", { "data-pool": pool, "data-endpoint": ep.name },
+        el("td", {}, pool), el("td", {}, ep.name), el("td", {}, ep.type), el("td", {}, ep.cloud),
+        el("td", {}, button), answer);
+    })));
+}
+
+async function testEndpoint(pool, name, answer, button) {
+  button.disabled = true;
+  answer.dataset.state = "queued";
+  answer.replaceChildren("testing…");
+  try {
+    const started = await api("POST", `/pools/${encodeURIComponent(pool)}/endpoints/${encodeURIComponent(name)}/test`);
+    for (let i = 0; i < 90; i++) {
+      const t = await api("GET", `/endpoint-tests/${encodeURIComponent(started.test_id)}`);
+      if (t.state !== "queued") {
+        answer.dataset.state = t.state;
+        answer.replaceChildren(t.state === "passed"
+          ? el("span", {}, badge("passed"), ` in ${(t.elapsed_ms / 1000).toFixed(1)} s by ${t.executor_id} (${t.location})`)
+          : el("span", {}, badge("failed"), ` at ${t.step || "?"} [${t.problem || "other"}] by ${t.executor_id}: ${t.message || ""}`,
+            el("br"), el("strong", {}, "Fix: "), t.hint || ""));
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    answer.dataset.state = "timeout";
+    answer.replaceChildren("No executor of the pool answered within 90 s: is one online?");
+  } catch (err) {
+    answer.dataset.state = "error";
+    answer.replaceChildren(errorBox(err));
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function auditView() {

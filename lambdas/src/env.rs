@@ -83,6 +83,8 @@ pub struct StatusEnv {
     pub notify_queue_url: Option<String>,
     /// The bucket of the relay staging area (`staging/…`).
     pub staging_bucket: Option<String>,
+    /// Endpoint tests asked by admins, completed with what executors report.
+    pub endpoint_tests_table: String,
 }
 
 impl StatusEnv {
@@ -97,6 +99,7 @@ impl StatusEnv {
             templates_table: required("TEMPLATES_TABLE")?,
             notify_queue_url: optional("NOTIFY_QUEUE_URL"),
             staging_bucket: optional("STAGING_BUCKET"),
+            endpoint_tests_table: required("ENDPOINT_TESTS_TABLE")?,
         })
     }
 }
@@ -176,6 +179,8 @@ pub struct ApiEnv {
     pub notify_queue_url: Option<String>,
     /// The status dead-letter queue, whose refused reports an admin may look at.
     pub status_dlq_url: Option<String>,
+    /// Endpoint tests asked by admins.
+    pub endpoint_tests_table: String,
 }
 
 impl ApiEnv {
@@ -194,6 +199,7 @@ impl ApiEnv {
             auth_jwks: required("AUTH_JWKS")?,
             notify_queue_url: optional("NOTIFY_QUEUE_URL"),
             status_dlq_url: optional("STATUS_DLQ_URL"),
+            endpoint_tests_table: required("ENDPOINT_TESTS_TABLE")?,
         })
     }
 }

@@ -287,6 +287,68 @@ pub enum StatusMessage {
     Probe(Probe),
     /// How far a running job has got (sent at most every few seconds while it runs).
     Progress(JobProgress),
+    /// What one executor found when it tested an endpoint an admin asked about.
+    EndpointTest(EndpointTestResult),
+}
+
+/// An admin's request that one executor of a pool test one of its endpoints, sent on the pool's
+/// work queue (which only the stack's functions may send to): the first executor to receive it
+/// runs the same probe as `pbs-executor endpoints test` and reports on its status queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTestRequest {
+    pub v: V1,
+    /// Always `endpoint_test`: what tells it from a job on the same queue.
+    pub kind: EndpointTestKind,
+    pub test_id: String,
+    pub pool: PoolName,
+    pub endpoint: EndpointName,
+    pub requested_by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The `kind` of an [`EndpointTestRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointTestKind {
+    EndpointTest,
+}
+
+impl EndpointTestRequest {
+    /// `Some` when `body` is an endpoint test request (`"kind": "endpoint_test"`), with the
+    /// request or why it cannot be read; `None` for anything else (a job).
+    pub fn recognise(body: &str) -> Option<Result<Self, MessageError>> {
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        (value.get("kind")?.as_str()? == "endpoint_test").then(|| parse_versioned(body))
+    }
+}
+
+/// The outcome of an endpoint test, as the executor that ran it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTestResult {
+    pub v: V1,
+    pub test_id: String,
+    pub executor_id: ExecutorId,
+    pub pool: PoolName,
+    pub endpoint: EndpointName,
+    pub ok: bool,
+    /// Type and address, without credentials.
+    pub location: String,
+    /// The step that failed: `setup`, `list`, `write`, `read`, `delete` or `verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// `dns`, `connect`, `host_key`, `tls`, `auth`, `permission`, `not_found`, `throttled`,
+    /// `forbidden` (the site keeps the endpoint from the cloud) or `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What to check, in an operator's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    pub elapsed_ms: u64,
+    pub at: DateTime<Utc>,
 }
 
 /// A running job's figures, from rclone's statistics.

@@ -366,6 +366,28 @@ impl Stack {
         .await
     }
 
+    /// Waits (up to a minute) until executor `id` has published its endpoints with a heartbeat
+    /// (`GET /api/v1/executors`).
+    pub async fn endpoints_published(&self, id: &str) -> Result<()> {
+        eventually(
+            Duration::from_secs(60),
+            "the executor's endpoints in the API",
+            || async {
+                let (_, answer) = self.call("GET", "/api/v1/executors", None).await?;
+                let mine = answer["executors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["executor_id"] == id)
+                    .cloned();
+                Ok(mine
+                    .filter(|e| e["endpoints"].as_array().is_some_and(|a| !a.is_empty()))
+                    .map(drop))
+            },
+        )
+        .await
+    }
+
     /// Waits until `template_id` has `count` jobs, all in a terminal state.
     pub async fn finished_jobs(&self, template_id: &str, count: usize) -> Result<Vec<Value>> {
         eventually(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use pbs_e2e::browser::Browser;
 use pbs_e2e::site::Site;
 use pbs_e2e::{ExecutorOptions, body, eventually, unique};
 use serde_json::{Value, json};
@@ -826,4 +827,121 @@ async fn doctor_passes_a_good_setup_and_names_each_broken_part_with_a_fix() {
         text.lines().any(|l| l.starts_with("ok    endpoint nas: ")),
         "{text}"
     );
+}
+
+/// Asks the site's pool to test `endpoint` through the API; the test once an executor answered.
+async fn test_endpoint(site: &Site, endpoint: &str) -> Value {
+    let path = format!("/api/v1/pools/{}/endpoints/{endpoint}/test", site.pool);
+    let (status, asked) = site.stack.call("POST", &path, None).await.unwrap();
+    assert_eq!(status, 202, "{asked}");
+    let id = asked["test_id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the endpoint test's answer",
+        || async {
+            let (_, t) = site
+                .stack
+                .call("GET", &format!("/api/v1/endpoint-tests/{id}"), None)
+                .await?;
+            Ok((t["state"] != "queued").then_some(t))
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_test_asked_from_the_cloud_runs_on_site_and_shows_the_fix() {
+    let opts = ExecutorOptions {
+        env: vec![("PBS_WRONG_PASSWORD".into(), "not-the-password".into())],
+        ..Default::default()
+    };
+    let site = Site::start_with("probe", opts, |smb, _| {
+        format!(
+            "[endpoints.wrong-pass]\ntype = \"smb\"\ncloud = \"write\"\nhost = \"127.0.0.1\"\nport = {}\nshare = \"{}\"\nuser = \"{}\"\npassword_env = \"PBS_WRONG_PASSWORD\"\n",
+            smb.port, smb.share, smb.user
+        )
+    })
+    .await;
+    site.stack
+        .endpoints_published(&site.executor.id)
+        .await
+        .unwrap();
+
+    let good = test_endpoint(&site, "nas").await;
+    assert_eq!(good["state"], "passed", "{good:#}");
+    assert_eq!(good["executor_id"], site.executor.id.as_str());
+    let bad = test_endpoint(&site, "wrong-pass").await;
+    assert_eq!(
+        (bad["state"].as_str(), bad["problem"].as_str()),
+        (Some("failed"), Some("auth")),
+        "{bad:#}"
+    );
+    assert!(
+        bad["hint"].as_str().unwrap().contains("password"),
+        "{bad:#}"
+    );
+    let (status, _) = site
+        .stack
+        .call(
+            "POST",
+            &format!("/api/v1/pools/{}/endpoints/ghost/test", site.pool),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "an endpoint no executor of the pool publishes");
+
+    // The same from the console's Executors page.
+    let console = format!("{}/console", site.stack.output("LocalApiUrl"));
+    let browser = Browser::start(1280, 1000).await.unwrap();
+    let token = site.stack.token("admin").unwrap();
+    browser
+        .goto(&format!("{console}#id_token={token}"))
+        .await
+        .unwrap();
+    browser
+        .wait_for("#jobs", Duration::from_secs(20))
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{console}#/executors"))
+        .await
+        .unwrap();
+    let row = format!(
+        "#endpoints tr[data-pool='{}'][data-endpoint='wrong-pass']",
+        site.pool
+    );
+    browser
+        .click(&format!("{row} .test-endpoint"))
+        .await
+        .unwrap();
+    let answer = format!("{row} .test-answer");
+    eventually(Duration::from_secs(60), "the console's test answer", || async {
+        let state = browser
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.dataset.state : null;",
+                json!([answer]),
+            )
+            .await?;
+        Ok((state.as_str() == Some("failed")).then_some(()))
+    })
+    .await
+    .unwrap();
+    let shown = browser.text(&answer).await.unwrap();
+    assert!(
+        shown.contains("[auth]") && shown.contains("Fix:") && shown.contains("password"),
+        "{shown}"
+    );
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView();",
+            json!([row]),
+        )
+        .await
+        .unwrap();
+    browser
+        .screenshot(&pbs_e2e::workspace_root().join("artifacts/console/endpoint-test.png"))
+        .await
+        .unwrap();
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pbs_e2e::browser::Browser;
 use pbs_e2e::site::Site;
-use pbs_e2e::{Executor, ExecutorOptions, Stack, body, eventually, unique, workspace_root};
+use pbs_e2e::{Executor, ExecutorOptions, body, eventually, unique, workspace_root};
 use serde_json::{Value, json};
 
 const MIB: usize = 1024 * 1024;
@@ -37,27 +37,10 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Waits until the site's executor has published its endpoints with a heartbeat.
 async fn published(site: &Site) {
-    publishing(&site.stack, &site.executor.id).await;
-}
-
-/// Waits until executor `id` has published its endpoints with a heartbeat.
-async fn publishing(stack: &Stack, id: &str) {
-    eventually(
-        Duration::from_secs(60),
-        "the executor's endpoints in the API",
-        || async {
-            let (_, answer) = stack.call("GET", "/api/v1/executors", None).await?;
-            let mine = answer["executors"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| e["executor_id"] == id)
-                .cloned();
-            Ok(mine.filter(|e| e["endpoints"].as_array().is_some_and(|a| !a.is_empty())))
-        },
-    )
-    .await
-    .unwrap();
+    site.stack
+        .endpoints_published(&site.executor.id)
+        .await
+        .unwrap();
 }
 
 /// Starts a transfer in the site's pool; its job id.
@@ -549,7 +532,7 @@ async fn a_transfer_between_two_sites_goes_through_staging_as_one_flow_of_two_st
     write(&outgoing, "reel/r1.bin", &big);
     write(&outgoing, "notes é.txt", b"for site b");
     published(&site).await;
-    publishing(stack, &site_b.id).await;
+    stack.endpoints_published(&site_b.id).await.unwrap();
 
     let body = json!({
         "source": {"pool": site.pool, "endpoint": "drop", "folder": "to-site-b"},

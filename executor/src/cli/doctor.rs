@@ -334,14 +334,6 @@ async fn endpoint(config: &Config, ep: &Endpoint, creds: Option<&Credentials>) -
     if r.ok {
         return Check::ok(name, r.line());
     }
-    let hint = match r.problem {
-        Some("dns") => "check the host name and the site's DNS",
-        Some("connect") => "check that the server is up and the port open from this machine",
-        Some("host_key") => "check known_hosts_file against the server's host key fingerprint",
-        Some("auth") => "check the user, domain and password or key",
-        Some("permission") => "grant the account access to the share, folder or bucket",
-        Some("not_found") => "check share, bucket and root",
-        _ => "run `pbs-executor endpoints test` and read the message",
-    };
+    let hint = probe::hint(r.problem);
     Check::fail(name, r.line(), hint)
 }

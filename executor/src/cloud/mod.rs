@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod control;
+pub mod endpoint_test;
 pub mod poller;
 pub mod progress;
 pub mod rules_feed;

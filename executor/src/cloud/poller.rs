@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use pbs_shared::JobMessage;
+use pbs_shared::message::EndpointTestRequest;
 use pbs_shared::retry::Backoff;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -287,7 +288,18 @@ impl Poller {
                 .as_ref()
                 .is_none_or(|j| j.files.len() < 2 || batch::key(j).is_none())
         };
+        let test = |m: &Incoming| {
+            m.job
+                .is_none()
+                .then(|| EndpointTestRequest::recognise(&m.received.body))
+                .flatten()
+                .and_then(Result::ok)
+        };
         let dispositions = match unit.as_slice() {
+            // An admin's endpoint test rides the work queue: the stack's functions alone send there.
+            [one] if let Some(request) = test(one) => {
+                vec![super::endpoint_test::run(&self.ctx, &self.sqs, &request).await]
+            }
             [one] if alone(one) => vec![runner::handle(&self.ctx, &one.received, &abort).await],
             many => {
                 let batch: Vec<(Received, JobMessage)> = many

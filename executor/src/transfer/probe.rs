@@ -56,6 +56,19 @@ impl ProbeReport {
     }
 }
 
+/// What to check when a probe fails with `problem`, in an operator's words.
+pub fn hint(problem: Option<&str>) -> &'static str {
+    match problem {
+        Some("dns") => "check the host name and the site's DNS",
+        Some("connect") => "check that the server is up and the port open from this machine",
+        Some("host_key") => "check known_hosts_file against the server's host key fingerprint",
+        Some("auth") => "check the user, domain and password or key",
+        Some("permission") => "grant the account access to the share, folder or bucket",
+        Some("not_found") => "check share, bucket and root",
+        _ => "run `pbs-executor endpoints test` and read the message",
+    }
+}
+
 /// Where an endpoint is, for messages (never a credential).
 pub fn location(config: &EndpointConfig) -> String {
     match config {

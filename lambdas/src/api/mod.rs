@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod console;
+mod endpoint_tests;
 mod error;
 mod executors;
 mod jobs;
@@ -89,6 +90,11 @@ pub fn router<S: ApiStore>(state: ApiState<S>) -> Router {
         )
         .route("/executors", get(executors::list::<S>))
         .route("/pools", get(executors::pools::<S>))
+        .route(
+            "/pools/{pool}/endpoints/{endpoint}/test",
+            post(endpoint_tests::start::<S>),
+        )
+        .route("/endpoint-tests/{id}", get(endpoint_tests::show::<S>))
         .route("/audit", get(executors::audit::<S>))
         .route("/refused-reports", get(executors::refused_reports::<S>))
         .route("/me", get(me))

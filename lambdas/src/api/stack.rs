@@ -2,7 +2,7 @@
 //! tables, the logs and source buckets, the pools' work and control queues.
 
 use chrono::{DateTime, Utc};
-use pbs_shared::message::ControlMessage;
+use pbs_shared::message::{ControlMessage, EndpointTestRequest};
 use pbs_shared::{
     ErrorClass, ExecutorId, JobId, JobMessage, ObjectRef, PoolName, Template, TemplateId,
 };
@@ -37,6 +37,7 @@ pub struct StackStore {
     /// What follows a job's end, for queued jobs the API cancels itself (notifications).
     follow_up: FollowUp,
     status_dlq_url: Option<String>,
+    tests: crate::store::endpoint_tests::EndpointTests,
 }
 
 impl StackStore {
@@ -67,6 +68,10 @@ impl StackStore {
                 .as_ref()
                 .map(|bucket| RulesPublisher::new(s3.clone(), bucket)),
             audit: AuditLog::new(dynamo.clone(), &env.audit_table),
+            tests: crate::store::endpoint_tests::EndpointTests::new(
+                dynamo.clone(),
+                &env.endpoint_tests_table,
+            ),
             jobs,
             templates,
             executors_table: env.executors_table,
@@ -232,6 +237,28 @@ impl ApiStore for StackStore {
 
     fn pool_queue(&self, pool: &str) -> String {
         format!("{}{pool}", self.dispatcher.pool_queue_prefix())
+    }
+
+    async fn record_endpoint_test(&self, request: &EndpointTestRequest) -> Result<(), String> {
+        self.tests.create(request).await
+    }
+
+    async fn send_endpoint_test(&self, request: &EndpointTestRequest) -> Result<bool, String> {
+        let Some(url) = self.dispatcher.queue_url(&request.pool).await? else {
+            return Ok(false);
+        };
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(serde_json::to_string(request).expect("requests serialise"))
+            .send()
+            .await
+            .map(|_| true)
+            .map_err(|e| crate::store::items::describe_error(&e))
+    }
+
+    async fn endpoint_test(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
+        self.tests.get(id).await
     }
 
     async fn executors(&self, now: DateTime<Utc>) -> Result<Vec<ExecutorView>, String> {

@@ -5,10 +5,11 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use pbs_shared::message::ControlMessage;
+use pbs_shared::message::{ControlMessage, EndpointTestRequest};
 use pbs_shared::{
     ErrorClass, ExecutorId, JobId, JobMessage, ObjectRef, PoolName, Template, TemplateId,
 };
+use serde_json::Value;
 
 use crate::dispatch::Dispatched;
 use crate::flow::Ended;
@@ -157,6 +158,21 @@ pub trait ApiStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// The name of `pool`'s work queue.
     fn pool_queue(&self, pool: &str) -> String;
+
+    // Endpoint tests.
+    /// Records a test asked of a pool, `queued`.
+    fn record_endpoint_test(
+        &self,
+        request: &EndpointTestRequest,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Puts `request` on its pool's work queue; `Ok(false)` when the pool has no queue.
+    fn send_endpoint_test(
+        &self,
+        request: &EndpointTestRequest,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+    /// A test as the API shows it.
+    fn endpoint_test(&self, id: &str)
+    -> impl Future<Output = Result<Option<Value>, String>> + Send;
 
     // Executors and the audit log.
     fn executors(

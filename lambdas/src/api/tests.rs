@@ -53,6 +53,9 @@ struct Memory {
     published: Mutex<Vec<PoolName>>,
     audit: Mutex<Vec<AuditEntry>>,
     executors: Mutex<Vec<ExecutorView>>,
+    /// Endpoint tests: the items as recorded, and the requests sent to pool queues.
+    endpoint_tests: Mutex<BTreeMap<String, Item>>,
+    tests_sent: Mutex<Vec<pbs_shared::message::EndpointTestRequest>>,
     /// Sending to a pool queue fails while set.
     queue_down: AtomicBool,
 }
@@ -120,6 +123,31 @@ impl ApiStore for Memory {
         }
         self.record(job);
         Ok(Inserted::New)
+    }
+
+    async fn record_endpoint_test(
+        &self,
+        request: &pbs_shared::message::EndpointTestRequest,
+    ) -> Result<(), String> {
+        let item = crate::store::endpoint_tests::queued_item(request);
+        self.endpoint_tests
+            .lock()
+            .unwrap()
+            .insert(request.test_id.clone(), item);
+        Ok(())
+    }
+
+    async fn send_endpoint_test(
+        &self,
+        request: &pbs_shared::message::EndpointTestRequest,
+    ) -> Result<bool, String> {
+        self.tests_sent.lock().unwrap().push(request.clone());
+        Ok(true)
+    }
+
+    async fn endpoint_test(&self, id: &str) -> Result<Option<Value>, String> {
+        let tests = self.endpoint_tests.lock().unwrap();
+        Ok(tests.get(id).map(crate::store::endpoint_tests::view))
     }
 
     async fn note_relay(
@@ -1204,4 +1232,68 @@ async fn saved_transfers_and_rule_templates_run_now_as_jobs_of_their_template() 
         .post("operator", "/api/v1/templates/no-such/run", json!({}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_admin_asks_a_pool_to_test_an_endpoint_it_publishes() {
+    let store = Memory::default();
+    store
+        .executors
+        .lock()
+        .unwrap()
+        .push(site("b-1", "site-b", &[("nas", "smb", "write")]));
+    let api = Api::new(store);
+    let path = "/api/v1/pools/site-b/endpoints/nas/test";
+    let (status, _) = api.post("operator", path, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins only");
+    let (status, answer) = api
+        .post(
+            "admin",
+            "/api/v1/pools/site-b/endpoints/vault/test",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(published: nas)"),
+        "{answer}"
+    );
+    let (status, answer) = api.post("admin", path, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        (answer["state"].as_str(), answer["requested_by"].as_str()),
+        (Some("queued"), Some("ana"))
+    );
+    let id = answer["test_id"].as_str().unwrap().to_owned();
+    let sent = api.store.tests_sent.lock().unwrap().clone();
+    assert_eq!(
+        (sent[0].pool.as_str(), sent[0].endpoint.as_str()),
+        ("site-b", "nas")
+    );
+    let body = serde_json::to_value(&sent[0]).unwrap();
+    assert_eq!(
+        body["kind"], "endpoint_test",
+        "told apart from jobs on the pool queue"
+    );
+    assert!(
+        pbs_shared::message::EndpointTestRequest::recognise(&body.to_string())
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        pbs_shared::message::EndpointTestRequest::recognise(JOB).is_none(),
+        "a job is not a test"
+    );
+    let (status, shown) = api.get(&format!("/api/v1/endpoint-tests/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["endpoint"], "nas");
+    let (status, _) = api.get("/api/v1/endpoint-tests/et-none").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.store.audited().last().unwrap(),
+        &("POST".into(), path.into(), 202, Some(id))
+    );
 }

@@ -18,7 +18,9 @@ use std::future::Future;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
-use pbs_shared::message::{CancelRequest, ControlMessage, Heartbeat, JobProgress, JobStatus, V1};
+use pbs_shared::message::{
+    CancelRequest, ControlMessage, EndpointTestResult, Heartbeat, JobProgress, JobStatus, V1,
+};
 use pbs_shared::{ExecutorId, JobId, JobState, PoolName, StatusMessage};
 use tokio::sync::Mutex;
 use tracing::{Instrument, info, info_span, warn};
@@ -87,6 +89,12 @@ pub trait StatusStore: Send + Sync {
         st: &JobStatus,
         job: Option<JobView>,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Completes the queued endpoint test `result` answers, when its pool and endpoint are the
+    /// ones asked; `false` when there is no such queued test.
+    fn complete_endpoint_test(
+        &self,
+        result: &EndpointTestResult,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
     /// Puts a body that can never be applied on the dead-letter queue, with the reason.
     fn dead_letter(
         &self,
@@ -141,6 +149,7 @@ fn claimed_pool(message: &StatusMessage) -> &PoolName {
         StatusMessage::Progress(p) => &p.pool,
         StatusMessage::Probe(p) => &p.pool,
         StatusMessage::Job(st) => &st.pool,
+        StatusMessage::EndpointTest(t) => &t.pool,
     }
 }
 
@@ -265,6 +274,17 @@ impl<S: StatusStore> Status<S> {
             StatusMessage::Probe(probe) => {
                 info!(executor = %probe.executor_id, pool = %probe.pool, "doctor probe received");
                 Ok(())
+            }
+            StatusMessage::EndpointTest(t) => {
+                if self.store.complete_endpoint_test(&t).await? {
+                    info!(test_id = %t.test_id, endpoint = %t.endpoint, executor = %t.executor_id, ok = t.ok, "endpoint test completed");
+                    return Ok(());
+                }
+                let reason = format!(
+                    "no queued test {} of endpoint {} in pool {} (unknown, already answered, or asked of another pool or endpoint)",
+                    t.test_id, t.endpoint, t.pool
+                );
+                self.refuse(body, &reason).await
             }
             StatusMessage::Job(st) if st.state == JobState::Queued => {
                 self.refuse(body, "a job status report cannot set state \"queued\"")
@@ -582,6 +602,14 @@ mod tests {
             Ok(())
         }
 
+        async fn complete_endpoint_test(
+            &self,
+            result: &EndpointTestResult,
+        ) -> Result<bool, String> {
+            self.log(format!("endpoint test {} ok={}", result.test_id, result.ok));
+            Ok(result.test_id == "asked")
+        }
+
         async fn dead_letter(&self, _body: &str, reason: &str) -> Result<(), String> {
             self.log(format!("dead letter: {reason}"));
             Ok(())
@@ -627,6 +655,41 @@ mod tests {
         let seen: Vec<&String> = calls.iter().filter(|c| c.starts_with("seen")).collect();
         assert_eq!(seen.len(), 1, "{calls:?}");
         assert!(seen[0].starts_with("seen default/edit-bay-1"), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_test_answer_completes_only_the_test_its_pool_was_asked() {
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
+        let answer = |id: &str, pool: &str| {
+            serde_json::json!({
+                "kind": "endpoint_test", "v": 1, "test_id": id, "executor_id": "edit-bay-1",
+                "pool": pool, "endpoint": "nas", "ok": true, "location": "smb://nas/media",
+                "elapsed_ms": 120, "at": "2026-11-30T09:00:00Z"
+            })
+            .to_string()
+        };
+        let bodies = [
+            answer("asked", "default"),
+            answer("forged", "default"),
+            answer("asked", "site-b"),
+        ];
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        assert!(handle_each(&status, &bodies).await.is_empty());
+        let calls = status.store.calls();
+        let dead: Vec<&String> = calls
+            .iter()
+            .filter(|c| c.starts_with("dead letter"))
+            .collect();
+        assert_eq!(dead.len(), 2, "{calls:?}");
+        assert!(
+            dead[0].contains("no queued test forged of endpoint nas in pool default"),
+            "{dead:?}"
+        );
+        assert!(dead[1].contains("speaks for pool site-b"), "{dead:?}");
+        assert!(
+            calls.iter().any(|c| c == "endpoint test asked ok=true"),
+            "{calls:?}"
+        );
     }
 
     #[tokio::test]

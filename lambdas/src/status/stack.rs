@@ -2,7 +2,7 @@
 //! tables, executors' control queues, follow-ups (notifications, chains, staging), the DLQ.
 
 use chrono::{DateTime, Utc};
-use pbs_shared::message::{ControlMessage, JobProgress, JobStatus};
+use pbs_shared::message::{ControlMessage, EndpointTestResult, JobProgress, JobStatus};
 use pbs_shared::{ExecutorId, JobId, JobState, PoolName};
 
 use super::{Seen, StatusStore};
@@ -18,6 +18,7 @@ pub struct StackStore {
     dynamo: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
     jobs: JobTable,
+    tests: crate::store::endpoint_tests::EndpointTests,
 }
 
 impl StackStore {
@@ -47,6 +48,10 @@ impl StackStore {
                 cache: Default::default(),
             },
             jobs,
+            tests: crate::store::endpoint_tests::EndpointTests::new(
+                dynamo.clone(),
+                &env.endpoint_tests_table,
+            ),
             env,
             dynamo,
             sqs,
@@ -161,6 +166,10 @@ impl StatusStore for StackStore {
 
     async fn after_end(&self, st: &JobStatus, job: Option<JobView>) -> Result<(), String> {
         self.follow_up.after_end(&st.into(), job).await
+    }
+
+    async fn complete_endpoint_test(&self, result: &EndpointTestResult) -> Result<bool, String> {
+        self.tests.complete(result).await
     }
 
     async fn dead_letter(&self, body: &str, reason: &str) -> Result<(), String> {
