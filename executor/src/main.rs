@@ -58,9 +58,9 @@ struct Cli {
         global = true
     )]
     config: PathBuf,
-    /// Log format.
-    #[arg(long, env = "PBS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// Log format; default: JSON lines under systemd (its journal is stderr), text elsewhere.
+    #[arg(long, env = "PBS_LOG_FORMAT", value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -145,6 +145,15 @@ enum JobsCommand {
     },
 }
 
+/// JSON lines when stderr goes to systemd's journal (it sets `JOURNAL_STREAM`), text elsewhere.
+fn default_log_format(under_systemd: bool) -> LogFormat {
+    if under_systemd {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr; stdout is for command output (`jobs list --json`). Colour codes only
@@ -163,7 +172,8 @@ fn init_tracing(format: LogFormat) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    init_tracing(cli.log_format.unwrap_or(default_log_format(under_systemd)));
     // Sealing needs no configuration: it comes before one that uses the credential.
     if let Command::Secrets {
         command:
@@ -224,4 +234,21 @@ async fn check_config(config: &Config) -> Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod log_format_tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_under_systemd_text_elsewhere_unless_asked() {
+        assert_eq!(default_log_format(true), LogFormat::Json);
+        assert_eq!(default_log_format(false), LogFormat::Text);
+        let cli = Cli::parse_from(["pbs-executor", "--log-format", "text", "doctor"]);
+        assert_eq!(
+            cli.log_format,
+            Some(LogFormat::Text),
+            "an explicit choice wins"
+        );
+    }
 }

@@ -167,7 +167,7 @@ impl Template {
                 .map_err(|(f, m)| FieldError::new(format!("trigger.{f}"), m))?,
             Trigger::Chain {} => {}
             Trigger::Manual(m) => m
-                .check(&self.destination)
+                .check((&self.destination.pool, self.destination.path.as_str()))
                 .map_err(|(f, m)| FieldError::new(f, m))?,
         }
         for (i, n) in self.options.notify.iter().enumerate() {

@@ -101,10 +101,9 @@ impl ManualTrigger {
         }
     }
 
-    /// Checks the trigger with its template's destination folder; the failing field (relative
-    /// to the template) and why.
-    pub fn check(&self, dest: &crate::template::Destination) -> Result<(), (String, String)> {
-        let path = dest.path.as_str();
+    /// Checks the trigger with its template's destination pool and path (the destination
+    /// folder); the failing field (relative to the template) and why.
+    pub fn check(&self, (dest_pool, path): (&PoolName, &str)) -> Result<(), (String, String)> {
         if path.contains('{') {
             return Err((
                 "destination.path".into(),
@@ -113,8 +112,8 @@ impl ManualTrigger {
                 ),
             ));
         }
-        let pool = self.source_pool.as_ref().unwrap_or(&dest.pool);
-        if pool != &dest.pool && self.mode != TransferMode::Copy {
+        let pool = self.source_pool.as_ref().unwrap_or(dest_pool);
+        if pool != dest_pool && self.mode != TransferMode::Copy {
             return Err((
                 "trigger.mode".into(),
                 format!(

@@ -61,6 +61,26 @@ pub fn failed(class: ErrorClass, error: impl Into<String>) -> Copied {
     }
 }
 
+/// Runs `work`, the copy of `attempt` of `job`, with its progress reported from its rclone log
+/// while it runs (when the executor reports to the cloud).
+pub async fn watched<T>(
+    ctx: &JobContext,
+    job: &JobMessage,
+    attempt: u32,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(sink) = ctx.progress.as_ref() else {
+        return work.await;
+    };
+    let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
+    let stop = CancellationToken::new();
+    let watching = tokio::spawn(sink.watch(job.clone(), attempt, log, stop.clone()));
+    let out = work.await;
+    stop.cancel();
+    let _ = watching.await;
+    out
+}
+
 /// One file of the batch and its job: `(job index, file)`.
 type Planned<'a> = (usize, &'a JobFile);
 

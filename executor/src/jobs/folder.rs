@@ -207,7 +207,7 @@ pub async fn run(
     } else {
         let one = [(&to_copy, attempt)];
         let copy = copy_jobs(ctx, &one, abort);
-        crate::jobs::runner::watched(ctx, &to_copy, attempt, copy)
+        copy::watched(ctx, &to_copy, attempt, copy)
             .await
             .pop()
             .expect("one result per job")

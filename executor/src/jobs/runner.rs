@@ -11,7 +11,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::jobs::admit::admit;
 use crate::jobs::context::JobContext;
-use crate::jobs::copy::{Copied, copy_jobs};
+use crate::jobs::copy::{Copied, copy_jobs, watched};
 use crate::jobs::folder;
 use crate::ledger::{Claim, Outcome};
 use crate::metrics::{self, METRICS};
@@ -259,26 +259,6 @@ async fn run(
             record(ctx, &job, attempt, started, (outcome, delivered), artifacts).await
         }
     }
-}
-
-/// Runs `work`, the copy of `attempt` of `job`, with its progress reported from its rclone log
-/// while it runs (when the executor reports to the cloud).
-pub async fn watched<T>(
-    ctx: &JobContext,
-    job: &JobMessage,
-    attempt: u32,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    let Some(sink) = ctx.progress.as_ref() else {
-        return work.await;
-    };
-    let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
-    let stop = CancellationToken::new();
-    let watching = tokio::spawn(sink.watch(job.clone(), attempt, log, stop.clone()));
-    let out = work.await;
-    stop.cancel();
-    let _ = watching.await;
-    out
 }
 
 /// An interrupted copy whose job an operator cancelled (and not the executor's shutdown) is
