@@ -1,5 +1,6 @@
-//! The executor's Debian package (`cargo deb -p pbs-executor`): what it installs, its systemd
-//! unit checked by systemd's own verifier and security analyser, and its maintainer scripts.
+//! The executor's Debian package (`cargo deb -p pbs-executor`): what it holds (read with
+//! `dpkg-deb`, not installed), its systemd unit checked by systemd's own verifier and security
+//! analyser, and its maintainer scripts.
 //! Packages the debug build the end-to-end run already made (`--no-build --profile dev`): the
 //! release package differs only in the binary's optimisation.
 
@@ -40,7 +41,7 @@ fn host_units_into(root: &Path) {
 }
 
 #[test]
-fn the_deb_installs_the_binary_a_verified_hardened_unit_and_a_private_config() {
+fn the_deb_holds_the_binary_a_verified_hardened_unit_and_a_private_config() {
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("pbs-executor.deb");
     run(Command::new("cargo")
