@@ -1,7 +1,8 @@
 //! Folder transfers: a job naming a folder ([`FolderTransfer`]) is planned when it runs. Both sides
 //! are listed once; a file at the destination with the source's size and modification time is
-//! `unchanged` and not copied; the rest go through the one copy path (`copy`), then the mode
-//! acts: `move` removes each source file whose delivery was verified, `sync` deletes (or moves to
+//! `unchanged` and not copied (except in a `move`, which delivers and verifies every file it
+//! removes); the rest go through the one copy path (`copy`), then the mode acts: `move` removes
+//! each source file whose delivery was verified, `sync` deletes (or moves to
 //! the backup folder) what the destination has and the source no longer has, only when every
 //! file was delivered, and never more than `max_delete`: a run that would delete more fails
 //! before it copies or deletes anything. A dry run reports the plan and changes nothing.
@@ -49,8 +50,11 @@ pub fn plan(spec: &FolderTransfer, source: &[Listed], dest: &[Listed]) -> Result
         .map(|d| (d.path.as_str(), d))
         .collect();
     let mut out = Plan::default();
+    // A move removes each source it delivered and verified in this run: nothing is taken as
+    // unchanged on the strength of its size and time alone.
+    let skips = spec.mode != TransferMode::Move;
     for f in source.iter().filter(|f| filter.matches(&f.path)) {
-        let same = there.get(f.path.as_str()).is_some_and(|d| unchanged(f, d));
+        let same = skips && there.get(f.path.as_str()).is_some_and(|d| unchanged(f, d));
         let list = if same {
             &mut out.unchanged
         } else {
@@ -504,6 +508,14 @@ mod tests {
         assert_eq!(p.unchanged, [("a.txt".into(), 3), ("c.txt".into(), 3)]);
         assert_eq!(p.copy, [("b.txt".into(), 3), ("d.txt".into(), 3)]);
         assert!(p.delete.is_empty(), "a copy deletes nothing");
+    }
+
+    #[test]
+    fn a_move_verifies_every_file_it_removes_even_one_that_looks_unchanged() {
+        let s = spec(serde_json::json!({"mode": "move"}));
+        let p = plan(&s, &[at("a.txt", 3, 0)], &[at("a.txt", 3, 0)]).unwrap();
+        assert_eq!(p.copy, [("a.txt".into(), 3)]);
+        assert!(p.unchanged.is_empty());
     }
 
     #[test]
