@@ -90,6 +90,15 @@ impl Browser {
         Ok(res["value"].clone())
     }
 
+    /// A browser on the console at `console` (`<api>/console`), signed in with `token` as a
+    /// user pool's hosted sign-in returns a user (`#id_token=`), once the jobs page shows.
+    pub async fn signed_in(console: &str, token: &str) -> Result<Self> {
+        let browser = Self::start(1280, 1000).await?;
+        browser.goto(&format!("{console}#id_token={token}")).await?;
+        browser.wait_for("#jobs", Duration::from_secs(20)).await?;
+        Ok(browser)
+    }
+
     pub async fn goto(&self, url: &str) -> Result<()> {
         self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await?;

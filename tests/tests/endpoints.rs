@@ -894,16 +894,8 @@ async fn an_endpoint_test_asked_from_the_cloud_runs_on_site_and_shows_the_fix() 
 
     // The same from the console's Executors page.
     let console = format!("{}/console", site.stack.output("LocalApiUrl"));
-    let browser = Browser::start(1280, 1000).await.unwrap();
     let token = site.stack.token("admin").unwrap();
-    browser
-        .goto(&format!("{console}#id_token={token}"))
-        .await
-        .unwrap();
-    browser
-        .wait_for("#jobs", Duration::from_secs(20))
-        .await
-        .unwrap();
+    let browser = Browser::signed_in(&console, &token).await.unwrap();
     browser
         .goto(&format!("{console}#/executors"))
         .await

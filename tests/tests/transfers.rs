@@ -433,15 +433,7 @@ async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
     published(&site).await;
     let console = format!("{}/console", site.stack.output("LocalApiUrl"));
     let token = site.stack.token("operator").unwrap();
-    let browser = Browser::start(1280, 1000).await.unwrap();
-    browser
-        .goto(&format!("{console}#id_token={token}"))
-        .await
-        .unwrap();
-    browser
-        .wait_for("#jobs", Duration::from_secs(20))
-        .await
-        .unwrap();
+    let browser = Browser::signed_in(&console, &token).await.unwrap();
     let shot = |name: &str| workspace_root().join(format!("artifacts/console/{name}.png"));
 
     // A sync's dry run: the form says what a sync does, the job lists what it would copy and
