@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rule_spec::{Filter, relative_folder};
+use crate::rule_spec::{Filter, relative_folder, yes};
 use crate::{Delivery, EndpointName, PoolName, RetryPolicy};
 
 /// The template id of transfers started by hand: a name templates may not take.
@@ -86,19 +86,17 @@ impl ManualTrigger {
     /// The folder transfer of a run to `dest_folder` (the template's destination path).
     pub fn transfer(&self, dest_folder: &str) -> FolderTransfer {
         FolderTransfer {
-            folder: self.folder.trim_matches('/').to_owned(),
+            folder: self.folder.clone(),
             include: self.include.clone(),
             exclude: self.exclude.clone(),
             recursive: self.recursive,
-            dest_folder: dest_folder.trim_matches('/').to_owned(),
+            dest_folder: dest_folder.to_owned(),
             mode: self.mode,
-            max_delete: match self.mode {
-                TransferMode::Sync => Some(self.max_delete.unwrap_or(DEFAULT_MAX_DELETE)),
-                _ => self.max_delete,
-            },
+            max_delete: self.max_delete,
             backup_folder: self.backup_folder.clone(),
             dry_run: false,
         }
+        .normalized()
     }
 
     /// Checks the trigger with its template's destination pool and path (the destination
@@ -167,11 +165,24 @@ pub struct FolderTransfer {
     pub dry_run: bool,
 }
 
-fn yes() -> bool {
-    true
-}
-
 impl FolderTransfer {
+    /// As a run takes it: folders without leading or trailing `/`, and a sync limited to
+    /// [`DEFAULT_MAX_DELETE`] deletes unless it says otherwise.
+    pub fn normalized(mut self) -> Self {
+        self.folder = self.folder.trim_matches('/').to_owned();
+        self.dest_folder = self.dest_folder.trim_matches('/').to_owned();
+        if self.mode == TransferMode::Sync {
+            self.max_delete = Some(self.max_delete.unwrap_or(DEFAULT_MAX_DELETE));
+        }
+        self
+    }
+
+    /// Whether source and destination folders hold one another, which matters when both are on
+    /// the same endpoint (a copy into itself).
+    pub fn folders_overlap(&self) -> bool {
+        within(&self.folder, &self.dest_folder) || within(&self.dest_folder, &self.folder)
+    }
+
     /// Checks folders and filters; the failing field (relative to the transfer) and why.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         relative_folder(&self.folder).map_err(|m| ("folder", m))?;

@@ -134,6 +134,17 @@ impl Browser {
         .await
     }
 
+    /// Waits (up to `timeout`) until the element at `css` carries `data-state` = `state`.
+    pub async fn wait_state(&self, css: &str, state: &str, timeout: Duration) -> Result<()> {
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.dataset.state : null;";
+        eventually(timeout, &format!("{css} to be {state}"), || async {
+            let now = self.execute(script, json!([css])).await?;
+            Ok((now.as_str() == Some(state)).then_some(()))
+        })
+        .await
+    }
+
     pub async fn click(&self, css: &str) -> Result<()> {
         self.wait_for(css, Duration::from_secs(20)).await?;
         let id = self.element(css).await?;

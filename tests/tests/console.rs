@@ -15,18 +15,6 @@ fn shot(name: &str) -> PathBuf {
         .join(format!("{name}.png"))
 }
 
-/// Waits until the element at `css` carries `data-state` = `state`.
-async fn wait_state(browser: &Browser, css: &str, state: &str, timeout: Duration) {
-    let script =
-        "const e = document.querySelector(arguments[0]); return e ? e.dataset.state : null;";
-    pbs_e2e::eventually(timeout, &format!("{css} to be {state}"), || async {
-        let now = browser.execute(script, json!([css])).await?;
-        Ok((now.as_str() == Some(state)).then_some(()))
-    })
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_cancels() {
     let stack = Stack::connect().await.unwrap();
@@ -91,7 +79,10 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
         .to_owned();
     let job_id = job_url.trim_start_matches("#/jobs/").to_owned();
     assert!(job_id.starts_with("manual-"), "{job_url}");
-    wait_state(&browser, "#job-state", "running", Duration::from_secs(90)).await;
+    browser
+        .wait_state("#job-state", "running", Duration::from_secs(90))
+        .await
+        .unwrap();
     browser
         .wait_for("#progress", Duration::from_secs(60))
         .await
@@ -108,13 +99,10 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
         "progress shown mid-copy: {pct}"
     );
     browser.screenshot(&shot("job-running")).await.unwrap();
-    wait_state(
-        &browser,
-        "#job-state",
-        "succeeded",
-        Duration::from_secs(120),
-    )
-    .await;
+    browser
+        .wait_state("#job-state", "succeeded", Duration::from_secs(120))
+        .await
+        .unwrap();
     // The log viewer shows the uploaded rclone log.
     pbs_e2e::eventually(Duration::from_secs(30), "the log in the viewer", || async {
         let text = browser.text("#log").await?;
@@ -141,13 +129,14 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
 
     // The dashboard lists it as succeeded.
     browser.goto(&format!("{console}#/jobs")).await.unwrap();
-    wait_state(
-        &browser,
-        &format!("tr[data-job='{job_id}']"),
-        "succeeded",
-        Duration::from_secs(20),
-    )
-    .await;
+    browser
+        .wait_state(
+            &format!("tr[data-job='{job_id}']"),
+            "succeeded",
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
     browser.screenshot(&shot("jobs")).await.unwrap();
 
     // A template with a bad glob: the editor shows the field and the problem, and nothing is saved.
@@ -186,7 +175,10 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
         .goto(&format!("{console}#/jobs/{long_id}"))
         .await
         .unwrap();
-    wait_state(&browser, "#job-state", "running", Duration::from_secs(90)).await;
+    browser
+        .wait_state("#job-state", "running", Duration::from_secs(90))
+        .await
+        .unwrap();
     browser
         .wait_for("#progress", Duration::from_secs(60))
         .await
@@ -196,7 +188,10 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
         .await
         .unwrap();
     browser.click("#cancel").await.unwrap();
-    wait_state(&browser, "#job-state", "cancelled", Duration::from_secs(60)).await;
+    browser
+        .wait_state("#job-state", "cancelled", Duration::from_secs(60))
+        .await
+        .unwrap();
     browser.screenshot(&shot("job-cancelled")).await.unwrap();
     let left: Vec<_> = files_under(&sc.executor.landing)
         .into_iter()

@@ -909,17 +909,10 @@ async fn an_endpoint_test_asked_from_the_cloud_runs_on_site_and_shows_the_fix() 
         .await
         .unwrap();
     let answer = format!("{row} .test-answer");
-    eventually(Duration::from_secs(60), "the console's test answer", || async {
-        let state = browser
-            .execute(
-                "const e = document.querySelector(arguments[0]); return e ? e.dataset.state : null;",
-                json!([answer]),
-            )
-            .await?;
-        Ok((state.as_str() == Some("failed")).then_some(()))
-    })
-    .await
-    .unwrap();
+    browser
+        .wait_state(&answer, "failed", Duration::from_secs(60))
+        .await
+        .unwrap();
     let shown = browser.text(&answer).await.unwrap();
     assert!(
         shown.contains("[auth]") && shown.contains("Fix:") && shown.contains("password"),

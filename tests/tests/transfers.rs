@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pbs_e2e::browser::Browser;
 use pbs_e2e::site::Site;
-use pbs_e2e::{Executor, ExecutorOptions, body, eventually, unique, workspace_root};
+use pbs_e2e::{Executor, ExecutorOptions, body, unique, workspace_root};
 use serde_json::{Value, json};
 
 const MIB: usize = 1024 * 1024;
@@ -371,22 +371,6 @@ async fn a_transfer_the_site_does_not_offer_is_refused_naming_the_endpoint() {
     }
 }
 
-/// The value of `data-state` of the element at `css`, once it is `state`.
-async fn shown_state(browser: &Browser, css: &str, state: &str) {
-    let script =
-        "const e = document.querySelector(arguments[0]); return e ? e.dataset.state : null;";
-    eventually(
-        Duration::from_secs(120),
-        &format!("{css} to be {state}"),
-        || async {
-            let now = browser.execute(script, json!([css])).await?;
-            Ok((now.as_str() == Some(state)).then_some(()))
-        },
-    )
-    .await
-    .unwrap();
-}
-
 /// The outcomes in the job page's delivery report table, sorted.
 async fn shown_outcomes(browser: &Browser) -> Vec<String> {
     browser
@@ -446,7 +430,10 @@ async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
     );
     browser.screenshot(&shot("transfer-form")).await.unwrap();
     browser.click("#tr-dry-run").await.unwrap();
-    shown_state(&browser, "#job-state", "succeeded").await;
+    browser
+        .wait_state("#job-state", "succeeded", Duration::from_secs(120))
+        .await
+        .unwrap();
     assert!(
         browser
             .text("#job-transfer")
@@ -467,7 +454,10 @@ async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
     // The transfer itself, a copy.
     fill_form(&browser, &console, &site.pool, "copy").await;
     browser.click("#tr-start").await.unwrap();
-    shown_state(&browser, "#job-state", "succeeded").await;
+    browser
+        .wait_state("#job-state", "succeeded", Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(shown_outcomes(&browser).await, ["copied", "copied"]);
     browser.screenshot(&shot("transfer-done")).await.unwrap();
     let landed = tree(&site.smb.root.join("console-out"));
@@ -503,7 +493,10 @@ async fn the_console_form_dry_runs_and_starts_an_sftp_to_smb_transfer() {
         .unwrap();
     browser.screenshot(&shot("saved-transfers")).await.unwrap();
     browser.click(&format!("{row} .run-now")).await.unwrap();
-    shown_state(&browser, "#job-state", "succeeded").await;
+    browser
+        .wait_state("#job-state", "succeeded", Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(shown_outcomes(&browser).await, ["copied"]);
     assert_eq!(
         std::fs::read(site.smb.root.join("saved-out/b/c d.txt")).unwrap(),

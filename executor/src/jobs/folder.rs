@@ -340,10 +340,7 @@ async fn remove_sources(
         let refused = root.and_then(|r| links::refusal(r, &d.key));
         let removed = match refused {
             Some(why) => Err(why),
-            None => runner.delete(src, &d.key).await.map_err(|e| match e {
-                transfer::Fail::Failed { error, .. } => error,
-                transfer::Fail::Interrupted => "interrupted".into(),
-            }),
+            None => runner.delete(src, &d.key).await.map_err(fail_text),
         };
         match removed {
             Ok(()) => d.outcome = FileOutcome::Moved,

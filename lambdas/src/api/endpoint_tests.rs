@@ -28,27 +28,10 @@ pub async fn start<S: ApiStore>(
         .executors(now)
         .await
         .map_err(ApiError::Internal)?;
-    let of_pool: Vec<_> = executors
-        .iter()
-        .filter(|e| e.pool.as_deref() == Some(pool.as_str()))
-        .collect();
-    if !of_pool
-        .iter()
-        .any(|e| e.endpoints.iter().any(|o| o.name == endpoint))
-    {
-        let mut names: Vec<&str> = of_pool
-            .iter()
-            .flat_map(|e| e.endpoints.iter().map(|o| o.name.as_str()))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        return Err(ApiError::NotFound(format!(
-            "no executor of pool {pool} publishes an endpoint named {endpoint} (published: {})",
-            if names.is_empty() {
-                "none".into()
-            } else {
-                names.join(", ")
-            }
+    let offered = super::transfers::published(&executors, &pool);
+    if !offered.iter().any(|o| o.name == endpoint) {
+        return Err(ApiError::NotFound(super::transfers::unpublished(
+            &pool, &endpoint, &offered,
         )));
     }
     let request = EndpointTestRequest {

@@ -12,9 +12,7 @@ use axum::response::Response;
 use chrono::Utc;
 use pbs_shared::message::{OfferedEndpoint, STAGING_ENDPOINT, V1};
 use pbs_shared::template::Trigger;
-use pbs_shared::transfer::{
-    DEFAULT_MAX_DELETE, FolderTransfer, RelayTo, TRANSFER_TEMPLATE, TransferMode,
-};
+use pbs_shared::transfer::{FolderTransfer, RelayTo, TRANSFER_TEMPLATE, TransferMode};
 use pbs_shared::{
     Bandwidth, Delivery, EndpointName, JobId, JobMessage, JobSource, PoolName, RetryPolicy,
     Template, TemplateId,
@@ -25,6 +23,7 @@ use super::auth::{Principal, Role};
 use super::error::json_body;
 use super::jobs::{created, find, send_or_fail};
 use super::{ApiError, ApiState, ApiStore};
+use crate::store::executors::ExecutorView;
 use crate::store::jobs::{Inserted, JobView};
 
 #[derive(Debug, Deserialize)]
@@ -38,12 +37,8 @@ struct Source {
     include: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "pbs_shared::rule_spec::yes")]
     recursive: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,10 +224,7 @@ async fn start<S: ApiStore>(
             ),
         ));
     }
-    if !relayed
-        && src == dst
-        && (within(&spec.folder, &spec.dest_folder) || within(&spec.dest_folder, &spec.folder))
-    {
+    if !relayed && src == dst && spec.folders_overlap() {
         return Err(ApiError::field(
             "destination.folder",
             format!(
@@ -241,11 +233,15 @@ async fn start<S: ApiStore>(
             ),
         ));
     }
-    let from = offered(state, &src_pool).await?;
-    let to = match relayed {
-        true => offered(state, &dst_pool).await?,
-        false => from.clone(),
-    };
+    let executors = state
+        .store
+        .executors(Utc::now())
+        .await
+        .map_err(ApiError::Internal)?;
+    let (from, to) = (
+        published(&executors, &src_pool),
+        published(&executors, &dst_pool),
+    );
     usable(
         "source.endpoint",
         (&src_pool, &from),
@@ -310,22 +306,20 @@ async fn start<S: ApiStore>(
 /// The request's folder transfer, checked field by field.
 fn folder_transfer(req: &TransferBody) -> Result<FolderTransfer, ApiError> {
     let spec = FolderTransfer {
-        folder: req.source.folder.trim_matches('/').to_owned(),
+        folder: req.source.folder.clone(),
         include: req.source.include.clone(),
         exclude: req.source.exclude.clone(),
         recursive: req.source.recursive,
-        dest_folder: req.destination.folder.trim_matches('/').to_owned(),
+        dest_folder: req.destination.folder.clone(),
         mode: req.mode,
-        max_delete: match req.mode {
-            TransferMode::Sync => Some(req.max_delete.unwrap_or(DEFAULT_MAX_DELETE)),
-            _ => req.max_delete,
-        },
+        max_delete: req.max_delete,
         backup_folder: req
             .backup_folder
             .as_ref()
             .map(|b| b.trim_matches('/').to_owned()),
         dry_run: req.dry_run,
-    };
+    }
+    .normalized();
     spec.check().map_err(|(field, why)| {
         let field = match field {
             "folder" | "include" | "exclude" => format!("source.{field}"),
@@ -337,27 +331,33 @@ fn folder_transfer(req: &TransferBody) -> Result<FolderTransfer, ApiError> {
     Ok(spec)
 }
 
-/// Whether `path` is `folder` or under it (the empty folder holds everything).
-fn within(path: &str, folder: &str) -> bool {
-    folder.is_empty() || path == folder || path.starts_with(&format!("{folder}/"))
-}
-
 /// The endpoints the executors of `pool` publish (online or not: a transfer waits in the queue
 /// for one to come back).
-async fn offered<S: ApiStore>(
-    state: &ApiState<S>,
-    pool: &PoolName,
-) -> Result<Vec<OfferedEndpoint>, ApiError> {
-    let executors = state
-        .store
-        .executors(Utc::now())
-        .await
-        .map_err(ApiError::Internal)?;
-    Ok(executors
-        .into_iter()
+pub(super) fn published(executors: &[ExecutorView], pool: &PoolName) -> Vec<OfferedEndpoint> {
+    executors
+        .iter()
         .filter(|e| e.pool.as_deref() == Some(pool.as_str()))
-        .flat_map(|e| e.endpoints)
-        .collect())
+        .flat_map(|e| e.endpoints.iter().cloned())
+        .collect()
+}
+
+/// Why `name` cannot be used: no executor of `pool` publishes it (`offered` is what they do).
+pub(super) fn unpublished(
+    pool: &PoolName,
+    name: &EndpointName,
+    offered: &[OfferedEndpoint],
+) -> String {
+    let mut names: Vec<&str> = offered.iter().map(|o| o.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let published = if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    };
+    format!(
+        "no executor of pool {pool} publishes an endpoint named {name} (published: {published})"
+    )
 }
 
 /// What a transfer does with an endpoint: the check of its published setting, and the words.
@@ -391,20 +391,7 @@ fn usable(
 ) -> Result<(), ApiError> {
     let found: Vec<&OfferedEndpoint> = offered.iter().filter(|o| &o.name == name).collect();
     if found.is_empty() {
-        let mut names: Vec<&str> = offered.iter().map(|o| o.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        let published = if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(", ")
-        };
-        return Err(ApiError::field(
-            field,
-            format!(
-                "no executor of pool {pool} publishes an endpoint named {name} (published: {published})"
-            ),
-        ));
+        return Err(ApiError::field(field, unpublished(pool, name, offered)));
     }
     for (allows, what) in needs {
         if !found.iter().any(|o| allows(o)) {
