@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::cloud;
 use crate::cloud::artifacts::LogUploader;
 use crate::cloud::control::{self, ControlFollower};
+use crate::cloud::lease::PoolLease;
 use crate::cloud::poller::Poller;
 use crate::cloud::progress::ProgressSink;
 use crate::cloud::rules_feed::{CloudRules, RulesFeed};
@@ -34,6 +35,7 @@ use crate::jobs::recovery;
 use crate::ledger::{Journal, Ledger, Reporter};
 use crate::metrics;
 use crate::rules::rule_set::RuleSet;
+use crate::rules::schedule::CloudSchedules;
 use crate::transfer::endpoints::Endpoints;
 use crate::transfer::rclone;
 use crate::worker;
@@ -77,6 +79,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
             pool: parts.config.pool.clone(),
         }),
     ));
+    // An executor that runs the pool's cloud rules asks for the pool's rule lease.
+    let lease = cloud
+        .as_ref()
+        .filter(|c| c.rules_bucket.is_some())
+        .map(|_| {
+            Arc::new(PoolLease::new(
+                parts.executor_id.clone(),
+                parts.config.pool.clone(),
+            ))
+        });
     let status = Arc::new(StatusOutbox::new(
         cloud
             .as_ref()
@@ -88,6 +100,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         ),
         parts.ledger.clone(),
         journal.wake_handle(),
+        lease.clone(),
     ));
     // The sender outlives the poller: it stops only after running jobs are settled.
     let sender_stop = CancellationToken::new();
@@ -97,14 +110,19 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
     ));
     let ctx = Arc::new(job_context(&parts, journal)?);
     if let Some(c) = &cloud {
-        start_cloud_workers(&parts, c, (&status, &ctx.cancels), &stops);
+        start_cloud_workers(&parts, c, (&status, &ctx.cancels, &lease), &stops);
     }
     info!(executor = %parts.executor_id, pool = %parts.config.pool, version = env!("CARGO_PKG_VERSION"),
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
     serve_http(&parts, &stops).await?;
     let slots = Arc::new(Semaphore::new(parts.config.concurrency));
-    start_rules(&parts, ctx.clone(), slots.clone(), &stops, config_path);
-    intake(&parts, ctx, slots, &stops).await;
+    let schedules = start_rules(
+        &parts,
+        (ctx.clone(), slots.clone(), lease),
+        &stops,
+        config_path,
+    );
+    intake(&parts, (ctx, slots, schedules), &stops).await;
     drain(&stops, parts.config.shutdown_grace()).await;
     sender_stop.cancel();
     let _ = sender.await;
@@ -182,11 +200,11 @@ fn job_context(parts: &Parts, journal: Arc<Journal>) -> Result<JobContext> {
 }
 
 /// The heartbeats, and the follower of this executor's control queue (cancel requests for
-/// `cancels`), until shutdown.
+/// `cancels`, answers about the pool's `lease`), until shutdown.
 fn start_cloud_workers(
     parts: &Parts,
     cloud: &CloudConfig,
-    (status, cancels): (&Arc<StatusOutbox>, &Arc<Cancels>),
+    (status, cancels, lease): (&Arc<StatusOutbox>, &Arc<Cancels>, &Option<Arc<PoolLease>>),
     stops: &Stops,
 ) {
     let heartbeats = HeartbeatSender {
@@ -194,18 +212,24 @@ fn start_cloud_workers(
         interval: Duration::from_secs(u64::from(cloud.heartbeat_seconds)),
     };
     tokio::spawn(worker::run(heartbeats, stops.shutdown.clone()));
-    follow_control_queue(parts, cloud, cancels, stops);
+    follow_control_queue(parts, cloud, (cancels, lease), stops);
 }
 
-/// Follows this executor's control queue (cancel requests) while jobs run.
-fn follow_control_queue(parts: &Parts, cloud: &CloudConfig, cancels: &Arc<Cancels>, stops: &Stops) {
+/// Follows this executor's control queue (cancel requests, lease answers).
+fn follow_control_queue(
+    parts: &Parts,
+    cloud: &CloudConfig,
+    (cancels, lease): (&Arc<Cancels>, &Option<Arc<PoolLease>>),
+    stops: &Stops,
+) {
     let url = cloud
         .control_queue_url
         .clone()
         .or_else(|| control::derived_url(&cloud.work_queue_url, &parts.executor_id));
     match url {
         Some(url) => {
-            let follower = ControlFollower::new(parts.sqs.clone(), url, cancels.clone());
+            let follower =
+                ControlFollower::new(parts.sqs.clone(), url, cancels.clone(), lease.clone());
             tokio::spawn(worker::run(follower, stops.shutdown.clone()));
         }
         None => {
@@ -236,14 +260,14 @@ async fn serve_http(parts: &Parts, stops: &Stops) -> Result<()> {
     Ok(())
 }
 
-/// The watch and schedule rules of the TOML file and of the cloud, followed as they change.
+/// The watch and schedule rules of the TOML file and of the cloud, followed as they change;
+/// returns the cloud schedules, whose runs come through the work queue.
 fn start_rules(
     parts: &Parts,
-    ctx: Arc<JobContext>,
-    slots: Arc<Semaphore>,
+    (ctx, slots, lease): (Arc<JobContext>, Arc<Semaphore>, Option<Arc<PoolLease>>),
     stops: &Stops,
     config_path: PathBuf,
-) {
+) -> Arc<CloudSchedules> {
     let local = Arc::new(LocalJobs {
         ctx,
         slots,
@@ -257,7 +281,9 @@ fn start_rules(
         local,
         stops.tracker.clone(),
         stops.shutdown.clone(),
+        lease,
     );
+    let schedules = rules.schedules();
     let (cloud_tx, cloud_rx) = tokio::sync::mpsc::unbounded_channel();
     if let Some(fetcher) = rules_feed(parts) {
         // The last rules received keep running while the cloud is unreachable.
@@ -277,6 +303,7 @@ fn start_rules(
     stops
         .tracker
         .spawn(rules.follow(config_path, cloud_rx, stops.shutdown.clone()));
+    schedules
 }
 
 /// The fetcher of the pool's rules from the cloud, when `cloud.rules_bucket` is set.
@@ -292,8 +319,13 @@ fn rules_feed(parts: &Parts) -> Option<CloudRules> {
     })
 }
 
-/// Takes jobs from the pool's work queue until shutdown (standalone: only waits for it).
-async fn intake(parts: &Parts, ctx: Arc<JobContext>, slots: Arc<Semaphore>, stops: &Stops) {
+/// Takes jobs (and the runs of the pool's cloud `schedules`) from the pool's work queue until
+/// shutdown (standalone: only waits for it).
+async fn intake(
+    parts: &Parts,
+    (ctx, slots, schedules): (Arc<JobContext>, Arc<Semaphore>, Arc<CloudSchedules>),
+    stops: &Stops,
+) {
     let Some(cloud) = &parts.config.cloud else {
         info!("no [cloud] section: running standalone (watch and schedule rules only)");
         stops.shutdown.cancelled().await;
@@ -307,6 +339,7 @@ async fn intake(parts: &Parts, ctx: Arc<JobContext>, slots: Arc<Semaphore>, stop
         slots,
         batch_max_files: parts.config.batch_max_files,
         ctx,
+        schedules: Some(schedules),
     };
     poller
         .run(

@@ -85,6 +85,8 @@ pub struct StatusEnv {
     pub staging_bucket: Option<String>,
     /// Endpoint tests asked by admins, completed with what executors report.
     pub endpoint_tests_table: String,
+    /// Each pool's rule lease, schedule ticks and delivered watch jobs.
+    pub pools_table: String,
 }
 
 impl StatusEnv {
@@ -100,6 +102,7 @@ impl StatusEnv {
             notify_queue_url: optional("NOTIFY_QUEUE_URL"),
             staging_bucket: optional("STAGING_BUCKET"),
             endpoint_tests_table: required("ENDPOINT_TESTS_TABLE")?,
+            pools_table: required("POOLS_TABLE")?,
         })
     }
 }

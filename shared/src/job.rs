@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -192,6 +193,40 @@ pub fn chain_job_id(parent: &str, next: &TemplateId) -> JobId {
 pub const WATCH_JOB_PREFIX: &str = "wt";
 /// The id prefix of jobs an executor makes for a scheduled run (`sc-…`).
 pub const SCHEDULE_JOB_PREFIX: &str = "sc";
+
+fn rule_job_id(prefix: &str, parts: &[&str]) -> JobId {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let hex = hex::encode(h.finalize());
+    JobId::parse(format!("{prefix}-{}", &hex[..40])).expect("valid job id")
+}
+
+/// A watched file's job id: the same file in the same state is the same job, whichever executor
+/// of the pool sees it.
+pub fn watch_job_id(rule: &TemplateId, rel: &str, size: u64, mtime_ns: i128) -> JobId {
+    rule_job_id(
+        WATCH_JOB_PREFIX,
+        &[rule.as_str(), rel, &size.to_string(), &mtime_ns.to_string()],
+    )
+}
+
+/// A scheduled run's job id: one job per rule and scheduled time.
+pub fn schedule_job_id(rule: &TemplateId, scheduled_for: DateTime<Utc>) -> JobId {
+    rule_job_id(
+        SCHEDULE_JOB_PREFIX,
+        &[rule.as_str(), &scheduled_for.to_rfc3339()],
+    )
+}
+
+/// Whether `id` is a watched file's job.
+pub fn is_watch_job(id: &JobId) -> bool {
+    id.as_str()
+        .strip_prefix(WATCH_JOB_PREFIX)
+        .is_some_and(|rest| rest.starts_with('-'))
+}
 
 /// Whether `id` is one an executor makes itself (watch, schedule): the only jobs a status report
 /// may create in the cloud. Every other job is made in the cloud before any executor sees it.

@@ -16,6 +16,7 @@ pub mod names;
 pub mod notify;
 pub mod path_template;
 pub mod plan;
+pub mod pool_lease;
 pub mod pool_rules;
 pub mod report;
 pub mod retry;

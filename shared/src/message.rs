@@ -201,6 +201,10 @@ pub struct Origin {
     pub kind: OriginKind,
     /// The watch or schedule rule's name.
     pub rule: String,
+    /// Why this executor ran it (the rule is its own, it holds the pool's rule lease, it took
+    /// the schedule's run from the pool's queue), for the job's story.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// What the cloud needs to list a job it did not plan itself (sent with reports of jobs that
@@ -372,12 +376,16 @@ pub struct JobProgress {
     pub eta_seconds: Option<u64>,
 }
 
-/// A message on an executor's control queue (`<pool queue>-ctl-<executor id>`), sent by the API.
+/// A message on an executor's control queue (`<pool queue>-ctl-<executor id>`), sent by the
+/// cloud's functions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ControlMessage {
     /// Stop a job: rclone is stopped cleanly, no partial file stays, the job ends `cancelled`.
     Cancel(CancelRequest),
+    /// The pool's rule lease, in answer to one of the executor's heartbeats (sent by the status
+    /// function).
+    Lease(crate::pool_lease::LeaseView),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,6 +451,10 @@ pub struct Heartbeat {
     /// hosts, users or secrets), so that transfers are checked and offered by what exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<OfferedEndpoint>,
+    /// The executor runs the pool's cloud rules: it asks for the pool's rule lease and its
+    /// heartbeats make the pool's schedules tick (see `pool_lease`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runs_rules: bool,
 }
 
 /// One endpoint as an executor publishes it with its heartbeat.
@@ -560,9 +572,27 @@ mod tests {
 
     #[test]
     fn cancel_requests_parse_and_bad_ones_are_refused() {
-        match ControlMessage::parse(CANCEL).unwrap() {
-            ControlMessage::Cancel(c) => assert_eq!(c.requested_by, "ana@example.com"),
-        }
+        let ControlMessage::Cancel(c) = ControlMessage::parse(CANCEL).unwrap() else {
+            panic!("the cancel fixture is a cancel request")
+        };
+        assert_eq!(c.requested_by, "ana@example.com");
+        let lease = include_str!("../../tests/fixtures/control-lease.v1.json");
+        let Ok(ControlMessage::Lease(view)) = ControlMessage::parse(lease) else {
+            panic!("the lease fixture is a lease answer")
+        };
+        assert_eq!(
+            (
+                view.holder.as_ref().map(|h| h.as_str()),
+                view.lease_seconds,
+                view.delivered.len()
+            ),
+            (Some("bay-1"), 120, 1)
+        );
+        let run = include_str!("../../tests/fixtures/schedule-run.v1.json");
+        let run = crate::pool_lease::ScheduleRun::recognise(run)
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.template_id.as_str(), "nightly-outbox");
         let Ok(StatusMessage::Progress(p)) = StatusMessage::parse(PROGRESS) else {
             panic!("the progress fixture is progress")
         };

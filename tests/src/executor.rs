@@ -71,6 +71,8 @@ pub struct ExecutorOptions {
     pub heartbeat_seconds: Option<u32>,
     /// `cloud.wait_seconds` (long poll); default 1, so tests see new messages at once.
     pub wait_seconds: Option<u32>,
+    /// More TOML lines of the `[cloud]` section (e.g. `allow_source_removal = true`).
+    pub cloud_extra: String,
 }
 
 /// A real executor process with its own config, state dir and landing folder.
@@ -130,7 +132,9 @@ heartbeat_seconds = {heartbeat}
 logs_bucket = "{rules}"
 staging_bucket = "{rules}"
 progress_seconds = 1
+{cloud_extra}
 "#,
+                cloud_extra = opts.cloud_extra,
                 heartbeat = opts.heartbeat_seconds.unwrap_or(60),
                 wait = opts.wait_seconds.unwrap_or(1),
                 status = stack.status_queue_url(pool),

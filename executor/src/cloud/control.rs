@@ -1,13 +1,15 @@
-//! The control queue: cancel requests for this executor's running jobs, polled outbound (long
-//! poll) only while jobs run, so an idle executor spends nothing on it.
+//! The control queue: cancel requests for this executor's running jobs, and the cloud's answers
+//! about the pool's rule lease, polled outbound (long poll) while jobs run or while the executor
+//! runs the pool's cloud rules; an idle executor without cloud rules spends nothing on it.
 
 use std::sync::Arc;
 
 use pbs_shared::ExecutorId;
 use pbs_shared::message::{ControlMessage, control_queue_name};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::cloud::lease::PoolLease;
 use crate::jobs::cancels::Cancels;
 use crate::worker::{Next, Worker};
 
@@ -18,21 +20,30 @@ pub fn derived_url(work_queue_url: &str, executor: &ExecutorId) -> Option<String
     (!name.is_empty()).then(|| format!("{base}/{}", control_queue_name(name, executor)))
 }
 
-/// Polls the executor's control queue while jobs run and applies what arrives (a [`Worker`]).
+/// Polls the executor's control queue and applies what arrives (a [`Worker`]).
 pub struct ControlFollower {
     pub sqs: aws_sdk_sqs::Client,
     pub url: String,
     pub cancels: Arc<Cancels>,
+    /// The pool's rule lease, when the executor runs the pool's cloud rules (the queue is then
+    /// polled all the time).
+    pub lease: Option<Arc<PoolLease>>,
     /// A failure to read the queue was logged (it is logged once until a read succeeds).
     warned: bool,
 }
 
 impl ControlFollower {
-    pub fn new(sqs: aws_sdk_sqs::Client, url: String, cancels: Arc<Cancels>) -> Self {
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        url: String,
+        cancels: Arc<Cancels>,
+        lease: Option<Arc<PoolLease>>,
+    ) -> Self {
         Self {
             sqs,
             url,
             cancels,
+            lease,
             warned: false,
         }
     }
@@ -44,6 +55,13 @@ impl ControlFollower {
                 let stopped = self.cancels.cancel(&c.job_id, &c.requested_by);
                 info!(job_id = %c.job_id, by = %c.requested_by, running_here = stopped, "cancel requested");
             }
+            Ok(ControlMessage::Lease(view)) => match &self.lease {
+                Some(lease) if view.pool == *lease.pool() => lease.apply(&view),
+                Some(lease) => {
+                    warn!(pool = %view.pool, own = %lease.pool(), "a lease answer for another pool dropped")
+                }
+                None => debug!("a lease answer dropped: this executor runs no cloud rules"),
+            },
             Err(e) => warn!(error = %e, "unreadable control message dropped"),
         }
         if let Some(receipt) = m.receipt_handle()
@@ -66,10 +84,13 @@ impl Worker for ControlFollower {
     }
 
     async fn step(&mut self, stop: &CancellationToken) -> Next {
-        // Polled only while jobs run: an idle executor costs no requests here.
-        tokio::select! {
-            _ = stop.cancelled() => return Next::Done,
-            _ = self.cancels.wait_for_running() => {}
+        // Polled only while jobs run, or while lease answers may come: an idle executor without
+        // cloud rules costs no requests here.
+        if self.lease.is_none() {
+            tokio::select! {
+                _ = stop.cancelled() => return Next::Done,
+                _ = self.cancels.wait_for_running() => {}
+            }
         }
         let receive = self
             .sqs

@@ -1,6 +1,7 @@
 //! The executor's side of the cloud, all outbound: the work-queue poller, the control queue
-//! (cancel requests), the status sender (reports from the ledger's outbox, heartbeats), live
-//! progress, uploads of logs and delivery reports, and the feed of the pool's rules.
+//! (cancel requests, lease answers), the status sender (reports from the ledger's outbox,
+//! heartbeats), live progress, uploads of logs and delivery reports, the feed of the pool's
+//! rules and the pool's rule lease.
 //!
 //! May depend on `jobs` (the poller hands messages to the runner), `ledger`, `config` and
 //! `metrics`; `daemon.rs` wires it. Nothing here runs rclone or touches an endpoint.
@@ -8,6 +9,7 @@
 pub mod artifacts;
 pub mod control;
 pub mod endpoint_test;
+pub mod lease;
 pub mod poller;
 pub mod progress;
 pub mod rules_feed;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use pbs_shared::JobMessage;
 use pbs_shared::message::EndpointTestRequest;
+use pbs_shared::pool_lease::ScheduleRun;
 use pbs_shared::retry::Backoff;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::jobs::batch;
 use crate::jobs::context::JobContext;
+use crate::jobs::ports::Boxed;
 use crate::jobs::runner::{self, Disposition, Received};
 use crate::metrics::METRICS;
 
@@ -32,6 +34,17 @@ pub struct Poller {
     /// Files one copy of jobs received together may hold; 1 runs every job on its own.
     pub batch_max_files: usize,
     pub ctx: Arc<JobContext>,
+    /// Makes the jobs of the runs of the pool's cloud schedules (`None`: no rules feed).
+    pub schedules: Option<Arc<dyn ScheduleRuns>>,
+}
+
+/// What makes the job of one run of a cloud schedule rule (the rules implement it: they know the
+/// rule, list its folder and build the job).
+pub trait ScheduleRuns: Send + Sync {
+    /// The job of `run` (`Ok(None)`: the rule's folder has nothing to copy), or why this executor
+    /// cannot make it (the rule is unknown here or its source cannot be listed).
+    fn job_for<'a>(&'a self, run: &'a ScheduleRun)
+    -> Boxed<'a, Result<Option<JobMessage>, String>>;
 }
 
 /// A received message whose visibility is being extended until it is settled.
@@ -295,11 +308,20 @@ impl Poller {
                 .flatten()
                 .and_then(Result::ok)
         };
+        let run = |m: &Incoming| {
+            m.job
+                .is_none()
+                .then(|| ScheduleRun::recognise(&m.received.body))
+                .flatten()
+                .and_then(Result::ok)
+        };
         let dispositions = match unit.as_slice() {
             // An admin's endpoint test rides the work queue: the stack's functions alone send there.
             [one] if let Some(request) = test(one) => {
                 vec![super::endpoint_test::run(&self.ctx, &self.sqs, &request).await]
             }
+            // So does each run of a cloud schedule: one executor of the pool takes it.
+            [one] if let Some(run) = run(one) => vec![self.scheduled(one, &run, &abort).await],
             [one] if alone(one) => vec![runner::handle(&self.ctx, &one.received, &abort).await],
             many => {
                 let batch: Vec<(Received, JobMessage)> = many
@@ -324,6 +346,37 @@ impl Poller {
         }
         for chunk in deletes.chunks(10) {
             self.delete(chunk).await;
+        }
+    }
+
+    /// Runs one run of a cloud schedule: its job is made here (the rule's folder listed now) and
+    /// settled like a queue job (attempts are the message's receive count), so a run whose executor died is taken again, as the same job, by
+    /// another. A run this executor cannot make goes back to the queue for another executor
+    /// (and, after the queue's receive limit, to its dead-letter queue).
+    async fn scheduled(
+        &self,
+        m: &Incoming,
+        run: &ScheduleRun,
+        abort: &CancellationToken,
+    ) -> Disposition {
+        let made = match &self.schedules {
+            Some(s) => s.job_for(run).await,
+            None => Err("this executor has no rules feed (cloud.rules_bucket)".into()),
+        };
+        match made {
+            // Made here from a rule this executor checked when it took the rule in (its
+            // endpoints' `cloud` settings), like a job of its own rules: not admitted as a queued
+            // job, which may never claim a rule's origin.
+            Ok(Some(job)) => {
+                runner::handle_local(&self.ctx, job, m.received.receive_count, abort)
+                    .await
+                    .0
+            }
+            Ok(None) => Disposition::Delete,
+            Err(e) => {
+                error!(template = %run.template_id, scheduled_for = %run.scheduled_for, error = %e, "schedule run not made here; back to the queue");
+                Disposition::Release(Duration::from_secs(30))
+            }
         }
     }
 

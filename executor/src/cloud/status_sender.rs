@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::cloud::lease::PoolLease;
 use crate::ledger::Ledger;
 use crate::worker::{Next, Worker};
 
@@ -32,6 +33,9 @@ pub struct StatusOutbox {
     ledger: Arc<Ledger>,
     /// Notified when a report joins the outbox ([`crate::ledger::Journal`]).
     wake: Arc<Notify>,
+    /// The pool's rule lease, asked for with each heartbeat when the executor runs the pool's
+    /// cloud rules.
+    lease: Option<Arc<PoolLease>>,
 }
 
 impl StatusOutbox {
@@ -40,6 +44,7 @@ impl StatusOutbox {
         (executor_id, pool, endpoints): (ExecutorId, PoolName, Vec<OfferedEndpoint>),
         ledger: Arc<Ledger>,
         wake: Arc<Notify>,
+        lease: Option<Arc<PoolLease>>,
     ) -> Self {
         Self {
             sink,
@@ -48,6 +53,7 @@ impl StatusOutbox {
             endpoints,
             ledger,
             wake,
+            lease,
         }
     }
 
@@ -59,16 +65,21 @@ impl StatusOutbox {
             .unfinished()
             .map(|j| j.len() as u32)
             .unwrap_or(0);
+        let at = Utc::now();
         let beat = StatusMessage::Heartbeat(Heartbeat {
             v: V1,
             executor_id: self.executor_id.clone(),
             pool: self.pool.clone(),
             executor_version: env!("CARGO_PKG_VERSION").to_owned(),
-            at: Utc::now(),
+            at,
             interval_seconds: interval.as_secs() as u32,
             running_jobs,
             endpoints: self.endpoints.clone(),
+            runs_rules: self.lease.is_some(),
         });
+        if let Some(lease) = &self.lease {
+            lease.sending(at);
+        }
         let body = serde_json::to_string(&beat).expect("status messages serialise");
         match sqs
             .send_message()

@@ -133,6 +133,7 @@ mod tests {
         forged.origin = Some(pbs_shared::message::Origin {
             kind: pbs_shared::message::OriginKind::Watch,
             rule: "r".into(),
+            why: None,
         });
         assert!(admit(&c, &forged).unwrap_err().contains("origin"));
     }

@@ -11,7 +11,6 @@ use pbs_shared::{
     Delivery, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
     PathTemplate, PoolName, RefusedFile, RetryPolicy, TemplateId,
 };
-use sha2::{Digest, Sha256};
 
 use crate::config::{MissedRuns, ScheduleRule, WatchRule};
 
@@ -87,31 +86,7 @@ impl RuleClock {
     }
 }
 
-fn digest_id(prefix: &str, parts: &[&str]) -> JobId {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    let hex = hex::encode(h.finalize());
-    JobId::parse(format!("{prefix}-{}", &hex[..40])).expect("valid job id")
-}
-
-/// A watched file's job id: the same file in the same state is the same job.
-pub fn watch_job_id(rule: &TemplateId, rel: &str, size: u64, mtime_ns: i128) -> JobId {
-    digest_id(
-        pbs_shared::job::WATCH_JOB_PREFIX,
-        &[rule.as_str(), rel, &size.to_string(), &mtime_ns.to_string()],
-    )
-}
-
-/// A scheduled run's job id: one job per rule and scheduled time.
-pub fn schedule_job_id(rule: &TemplateId, scheduled_for: DateTime<Utc>) -> JobId {
-    digest_id(
-        pbs_shared::job::SCHEDULE_JOB_PREFIX,
-        &[rule.as_str(), &scheduled_for.to_rfc3339()],
-    )
-}
+pub use pbs_shared::job::{schedule_job_id, watch_job_id};
 
 /// What a rule's job is made of.
 pub struct RuleJob<'a> {
@@ -127,6 +102,8 @@ pub struct RuleJob<'a> {
     pub retry: RetryPolicy,
     pub bandwidth: Option<&'a pbs_shared::Bandwidth>,
     pub now: DateTime<Utc>,
+    /// Why this executor runs it (see [`Origin::why`]).
+    pub why: Option<String>,
 }
 
 impl<'a> RuleJob<'a> {
@@ -150,6 +127,7 @@ impl<'a> RuleJob<'a> {
             retry: rule.retry,
             bandwidth: rule.bandwidth.as_ref(),
             now,
+            why: None,
         }
     }
 
@@ -172,7 +150,14 @@ impl<'a> RuleJob<'a> {
             retry: rule.retry,
             bandwidth: rule.bandwidth.as_ref(),
             now: scheduled_for,
+            why: None,
         }
+    }
+
+    /// Says why this executor runs the job.
+    pub fn because(mut self, why: impl Into<String>) -> Self {
+        self.why = Some(why.into());
+        self
     }
 
     /// The job for `files` (path relative to the rule's folder, size). A file whose destination
@@ -213,6 +198,7 @@ impl<'a> RuleJob<'a> {
             origin: Some(Origin {
                 kind: self.kind,
                 rule: self.rule.to_string(),
+                why: self.why,
             }),
             bandwidth: self.bandwidth.cloned(),
             created_at: self.now,

@@ -2,6 +2,10 @@
 //! changes, rules that changed or went are stopped and new or changed ones started; the others
 //! keep running untouched. A configuration that does not load is reported and ignored, and the
 //! rules in force stay.
+//!
+//! The pool's rules from the cloud act once for the pool: their watch rules start jobs only while
+//! this executor holds the pool's rule lease, and their schedules tick in the cloud, each run
+//! coming through the pool's work queue to one executor ([`CloudSchedules`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,16 +19,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
+use crate::cloud::lease::PoolLease;
 use crate::config::{AfterAction, CloudUse, Config, EndpointConfig, ScheduleRule, WatchRule};
 use crate::config::{check_schedule_rule, check_watch_rule};
 use crate::jobs::local::LocalJobs;
-use crate::rules::schedule::Scheduler;
+use crate::rules::schedule::{CloudSchedules, Scheduler};
 use crate::rules::watch::Watcher;
 use crate::transfer::endpoints::Endpoints;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Rule {
-    Watch(WatchRule),
+    /// A watch rule; `true` when it comes from the cloud (held through the pool's lease).
+    Watch(WatchRule, bool),
     Schedule(ScheduleRule),
 }
 
@@ -40,6 +46,10 @@ pub struct RuleSet {
     config: Option<Config>,
     /// The pool's templates with watch and schedule triggers, from the cloud.
     cloud: Vec<Template>,
+    /// The pool's rule lease, which cloud watch rules start jobs under.
+    lease: Option<Arc<PoolLease>>,
+    /// The cloud schedule rules, whose runs come through the pool's queue.
+    schedules: Arc<CloudSchedules>,
 }
 
 impl RuleSet {
@@ -49,8 +59,14 @@ impl RuleSet {
         jobs: Arc<LocalJobs>,
         tracker: TaskTracker,
         parent: CancellationToken,
+        lease: Option<Arc<PoolLease>>,
     ) -> Self {
         Self {
+            schedules: Arc::new(CloudSchedules::new(
+                pool.clone(),
+                endpoints.clone(),
+                jobs.clone(),
+            )),
             pool,
             endpoints,
             jobs,
@@ -59,7 +75,13 @@ impl RuleSet {
             running: HashMap::new(),
             config: None,
             cloud: Vec::new(),
+            lease,
         }
+    }
+
+    /// The cloud schedule rules in force, for the runs that come through the pool's queue.
+    pub fn schedules(&self) -> Arc<CloudSchedules> {
+        self.schedules.clone()
     }
 
     /// Makes `templates` the cloud's rules for this pool.
@@ -71,7 +93,7 @@ impl RuleSet {
     }
 
     pub fn len(&self) -> usize {
-        self.running.len()
+        self.running.len() + self.schedules.len()
     }
 
     /// Makes `config`'s rules, and the cloud's, the ones in force.
@@ -79,12 +101,23 @@ impl RuleSet {
         self.config = Some(config.clone());
         let mut wanted: HashMap<String, Rule> = HashMap::new();
         for w in &config.watch {
-            wanted.insert(w.name.to_string(), Rule::Watch(w.clone()));
+            wanted.insert(w.name.to_string(), Rule::Watch(w.clone(), false));
         }
         for s in &config.schedule {
             wanted.insert(s.name.to_string(), Rule::Schedule(s.clone()));
         }
-        wanted.extend(cloud_rules(config, &self.cloud));
+        let mut schedules = HashMap::new();
+        for (name, rule) in cloud_rules(config, &self.cloud) {
+            match rule {
+                Rule::Schedule(s) => {
+                    schedules.insert(s.name.clone(), s);
+                }
+                watch => {
+                    wanted.insert(name, watch);
+                }
+            }
+        }
+        self.schedules.set(schedules);
         self.running.retain(|name, (rule, stop)| {
             if wanted.get(name) == Some(rule) {
                 return true;
@@ -99,7 +132,7 @@ impl RuleSet {
             }
             let stop = self.parent.child_token();
             match &rule {
-                Rule::Watch(w) => {
+                Rule::Watch(w, cloud) => {
                     // Endpoints are resolved at start; a rule naming a new one needs a restart.
                     let root = match self.endpoints.get(&w.source).map(|e| &e.config) {
                         Ok(EndpointConfig::Local(l)) => l.root.clone(),
@@ -113,6 +146,7 @@ impl RuleSet {
                         root,
                         pool: self.pool.clone(),
                         jobs: self.jobs.clone(),
+                        lease: if *cloud { self.lease.clone() } else { None },
                     });
                     self.tracker.spawn(watcher.run(stop.clone()));
                 }
@@ -138,9 +172,10 @@ impl RuleSet {
         let watch = self
             .running
             .values()
-            .filter(|(r, _)| matches!(r, Rule::Watch(_)))
+            .filter(|(r, _)| matches!(r, Rule::Watch(..)))
             .count();
-        crate::metrics::METRICS.rules(watch, self.running.len() - watch);
+        let schedule = self.running.len() - watch + self.schedules.len();
+        crate::metrics::METRICS.rules(watch, schedule);
     }
 
     /// Reloads the rules whenever `path` changes or the cloud sends new ones, until `stop`.
@@ -236,7 +271,7 @@ fn cloud_rules(config: &Config, templates: &[Template]) -> Vec<(String, Rule)> {
             Trigger::Watch(w) => {
                 let r = WatchRule::from_template(t, w);
                 let c = check_watch_rule(config, &r);
-                (Rule::Watch(r), c)
+                (Rule::Watch(r, true), c)
             }
             Trigger::Schedule(s) => {
                 let r = ScheduleRule::from_template(t, s);

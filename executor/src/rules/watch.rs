@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::cloud::lease::PoolLease;
 use crate::config::{AfterAction, ExistingFiles, WatchRule};
 use crate::jobs::local::LocalJobs;
 use crate::rules::clock::{Filter, RuleJob, watch_job_id};
@@ -63,6 +64,20 @@ pub struct Watcher {
     pub root: PathBuf,
     pub pool: PoolName,
     pub jobs: Arc<LocalJobs>,
+    /// The pool's rule lease, for a rule from the cloud: every executor of the pool watches,
+    /// only the holder starts jobs (`None`: a rule of this executor's own configuration).
+    pub lease: Option<Arc<PoolLease>>,
+}
+
+/// Whose turn a settled file is.
+enum Turn {
+    /// This executor's: it starts the job (saying why, for a cloud rule).
+    Mine(Option<String>),
+    /// Another executor of the pool delivered it in this state.
+    Delivered,
+    /// Another executor holds the pool's lease: the file waits, and is taken here only if this
+    /// executor takes the lease over before the file is delivered or gone.
+    Wait,
 }
 
 /// What a finished job tells the watch loop.
@@ -115,10 +130,18 @@ impl Watcher {
                 }
                 _ = tick.tick() => {
                     for (rel, s) in files.ready(&folder, stable) {
-                        if self.start(rel.clone(), s, &done_tx) {
-                            files.in_flight.insert(rel);
-                        } else {
-                            files.settled.insert(rel, s);
+                        match self.turn(&rel, s) {
+                            Turn::Mine(why) => {
+                                if self.start(rel.clone(), s, &done_tx, why) {
+                                    files.in_flight.insert(rel);
+                                } else {
+                                    files.settled.insert(rel, s);
+                                }
+                            }
+                            Turn::Delivered => {
+                                files.settled.insert(rel, s);
+                            }
+                            Turn::Wait => files.wait(rel, s, stable),
                         }
                     }
                 }
@@ -252,8 +275,35 @@ impl Watcher {
         out
     }
 
+    /// Whose turn the settled file `rel` in state `s` is.
+    fn turn(&self, rel: &str, s: Seen) -> Turn {
+        let Some(lease) = &self.lease else {
+            return Turn::Mine(None);
+        };
+        if lease.held() {
+            let since = lease
+                .held_since()
+                .map(|t| format!(" since {}", t.to_rfc3339()))
+                .unwrap_or_default();
+            return Turn::Mine(Some(format!(
+                "this executor holds the pool's rule lease{since}: it runs the pool's watch rules"
+            )));
+        }
+        if lease.delivered(&watch_job_id(&self.rule.name, rel, s.size, s.mtime_ns)) {
+            debug!(rule = %self.rule.name, path = %rel, "delivered by another executor of the pool");
+            return Turn::Delivered;
+        }
+        Turn::Wait
+    }
+
     /// Starts the job of a settled file; false when there is nothing to do (already handled).
-    fn start(self: &Arc<Self>, rel: String, s: Seen, done: &mpsc::UnboundedSender<Done>) -> bool {
+    fn start(
+        self: &Arc<Self>,
+        rel: String,
+        s: Seen,
+        done: &mpsc::UnboundedSender<Done>,
+        why: Option<String>,
+    ) -> bool {
         if let Some(why) = self.linked(&rel) {
             warn!(rule = %self.rule.name, path = %rel, reason = %why, "file not taken");
             return false;
@@ -276,8 +326,11 @@ impl Watcher {
             }
         }
         // A name the destination cannot take makes a job that fails for it, with the reason.
-        let job = RuleJob::watch(&self.rule, &self.pool, job_id, Utc::now())
-            .build(&[(rel.clone(), s.size)]);
+        let mut job = RuleJob::watch(&self.rule, &self.pool, job_id, Utc::now());
+        if let Some(why) = why {
+            job = job.because(why);
+        }
+        let job = job.build(&[(rel.clone(), s.size)]);
         let this = self.clone();
         let done = done.clone();
         self.jobs.spawn(async move {
@@ -382,6 +435,15 @@ impl Files {
         if done.state == Some(JobState::Succeeded) && keep {
             self.settled.insert(done.rel, done.seen);
         }
+    }
+
+    /// A settled file that is another executor's turn: looked at again at the next tick, as
+    /// settled as it was.
+    fn wait(&mut self, rel: String, s: Seen, stable: Duration) {
+        let since = Instant::now()
+            .checked_sub(stable)
+            .unwrap_or_else(Instant::now);
+        self.candidates.insert(rel, Candidate { seen: s, since });
     }
 
     /// Candidates that have held still for `stable` (and are not settled as they are now); they

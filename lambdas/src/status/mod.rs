@@ -11,6 +11,7 @@
 //! executor's last-seen time is recorded. A body that can never be applied or is refused goes to
 //! the dead-letter queue with its reason; a transient failure is retried alone.
 
+mod once;
 mod stack;
 
 use std::collections::{HashMap, HashSet};
@@ -100,6 +101,23 @@ pub trait StatusStore: Send + Sync {
         &self,
         body: &str,
         reason: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Makes the pool act once for `beat`, a heartbeat (taken by SQS at `sent`) of an executor
+    /// that runs the pool's cloud rules: the pool's rule lease claimed or renewed and the answer
+    /// posted on the executor's control queue; the pool's schedules that came due sent as runs
+    /// through its work queue (see `once`).
+    fn act_once(
+        &self,
+        beat: &Heartbeat,
+        sent: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Remembers that the pool delivered watch job `job` at `at`, so an executor taking the
+    /// pool's lease over does not take the same file again.
+    fn watch_delivered(
+        &self,
+        pool: &PoolName,
+        job: &JobId,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -322,6 +340,11 @@ impl<S: StatusStore> Status<S> {
         if status.state.is_terminal() {
             self.store.after_end(&status, job).await?;
         }
+        if status.state == JobState::Succeeded && pbs_shared::job::is_watch_job(&status.job_id) {
+            self.store
+                .watch_delivered(&status.pool, &status.job_id, sender.clamp(status.at))
+                .await?;
+        }
         // Heartbeats keep the executor's item; a job report touches it at most once a minute (per
         // function instance), so an event storm does not write the same item for every job.
         let due = {
@@ -396,7 +419,12 @@ impl<S: StatusStore> Status<S> {
             .record_executor(&beat.executor_id, &beat.pool, sender.clamp(beat.at), seen)
             .await?;
         self.ensure_control_queue(&beat.executor_id, &beat.pool)
-            .await
+            .await?;
+        if beat.runs_rules {
+            let sent = sender.sent_at.unwrap_or_else(|| sender.clamp(beat.at));
+            self.store.act_once(beat, sent).await?;
+        }
+        Ok(())
     }
 }
 
@@ -562,11 +590,13 @@ mod tests {
             executor: &ExecutorId,
             message: &ControlMessage,
         ) -> Result<(), String> {
-            let ControlMessage::Cancel(c) = message;
-            self.log(format!(
-                "cancel {} on {pool}/{executor} by {}",
-                c.job_id, c.requested_by
-            ));
+            match message {
+                ControlMessage::Cancel(c) => self.log(format!(
+                    "cancel {} on {pool}/{executor} by {}",
+                    c.job_id, c.requested_by
+                )),
+                ControlMessage::Lease(_) => self.log(format!("lease answer to {executor}")),
+            }
             Ok(())
         }
 
@@ -612,6 +642,21 @@ mod tests {
 
         async fn dead_letter(&self, _body: &str, reason: &str) -> Result<(), String> {
             self.log(format!("dead letter: {reason}"));
+            Ok(())
+        }
+
+        async fn act_once(&self, beat: &Heartbeat, _sent: DateTime<Utc>) -> Result<(), String> {
+            self.log(format!("act once for {}", beat.executor_id));
+            Ok(())
+        }
+
+        async fn watch_delivered(
+            &self,
+            pool: &PoolName,
+            job: &JobId,
+            _at: DateTime<Utc>,
+        ) -> Result<(), String> {
+            self.log(format!("delivered {job} in {pool}"));
             Ok(())
         }
     }
@@ -750,6 +795,20 @@ mod tests {
             calls[0].contains("at 2026-11-25T16:31:00+00:00"),
             "{calls:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn only_heartbeats_of_executors_running_the_pools_rules_ask_for_its_lease() {
+        let status = Status::with_store(Memory::with_job("default"), PREFIX);
+        let rules = HEARTBEAT.replace(
+            "\"running_jobs\": 2",
+            "\"running_jobs\": 2, \"runs_rules\": true",
+        );
+        assert_ne!(rules, HEARTBEAT);
+        assert!(handle_each(&status, &[HEARTBEAT, &rules]).await.is_empty());
+        let calls = status.store.calls();
+        let asked: Vec<&String> = calls.iter().filter(|c| c.starts_with("act once")).collect();
+        assert_eq!(asked, ["act once for edit-bay-1"], "{calls:?}");
     }
 
     #[tokio::test]

@@ -2,15 +2,19 @@
 //! tables, executors' control queues, follow-ups (notifications, chains, staging), the DLQ.
 
 use chrono::{DateTime, Utc};
-use pbs_shared::message::{ControlMessage, EndpointTestResult, JobProgress, JobStatus};
+use pbs_shared::message::{ControlMessage, EndpointTestResult, Heartbeat, JobProgress, JobStatus};
 use pbs_shared::{ExecutorId, JobId, JobState, PoolName};
 
+use super::once::PoolOnce;
 use super::{Seen, StatusStore};
 use crate::dead_letter::dead_letter;
+use crate::dispatch::Dispatcher;
 use crate::env::StatusEnv;
 use crate::flow::FollowUp;
 use crate::store::items::{Update, describe_error, is_condition_failure, n, s};
 use crate::store::jobs::{Applied, JobTable, JobView};
+use crate::store::pools::PoolTable;
+use crate::store::templates::TemplateTable;
 
 pub struct StackStore {
     env: StatusEnv,
@@ -19,6 +23,7 @@ pub struct StackStore {
     sqs: aws_sdk_sqs::Client,
     jobs: JobTable,
     tests: crate::store::endpoint_tests::EndpointTests,
+    once: PoolOnce,
 }
 
 impl StackStore {
@@ -46,6 +51,15 @@ impl StackStore {
                 notify_queue_url: env.notify_queue_url.clone(),
                 staging_bucket: env.staging_bucket.clone(),
                 cache: Default::default(),
+            },
+            once: PoolOnce {
+                pools: PoolTable::new(dynamo.clone(), &env.pools_table),
+                templates: TemplateTable::new(dynamo.clone(), &env.templates_table),
+                jobs: jobs.clone(),
+                dispatcher: Dispatcher::new(sqs.clone(), jobs.clone(), &env.pool_queue_prefix),
+                sqs: sqs.clone(),
+                controls: Default::default(),
+                schedules: Default::default(),
             },
             jobs,
             tests: crate::store::endpoint_tests::EndpointTests::new(
@@ -174,5 +188,21 @@ impl StatusStore for StackStore {
 
     async fn dead_letter(&self, body: &str, reason: &str) -> Result<(), String> {
         dead_letter(&self.sqs, &self.env.dead_letter_queue_url, body, reason).await
+    }
+
+    async fn act_once(&self, beat: &Heartbeat, sent: DateTime<Utc>) -> Result<(), String> {
+        self.once.answer(beat, sent).await?;
+        self.once
+            .tick(&beat.pool, sent, beat.interval_seconds)
+            .await
+    }
+
+    async fn watch_delivered(
+        &self,
+        pool: &PoolName,
+        job: &JobId,
+        at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        self.once.pools.record_delivered(pool, job, at).await
     }
 }

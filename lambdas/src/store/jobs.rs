@@ -852,6 +852,10 @@ pub struct JobView {
     pub origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_rule: Option<String>,
+    /// Why the executor that ran it did (its own rule, the pool's rule lease, a schedule run it
+    /// took from the pool's queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_why: Option<String>,
     pub files: Vec<serde_json::Value>,
     pub file_count: u64,
     pub total_bytes: u64,
@@ -978,6 +982,7 @@ impl JobView {
             source_endpoint: opt("source_endpoint"),
             origin: opt("origin"),
             origin_rule: opt("origin_rule"),
+            origin_why: opt("origin_why"),
             file_count: get_n(item, "file_count").unwrap_or(files.len() as u64),
             files,
             total_bytes: get_n(item, "total_bytes").unwrap_or(0),
@@ -1043,6 +1048,9 @@ fn with_summary(mut update: Update, st: &JobStatus) -> Update {
                 update.set_if_absent("source_endpoint", s(endpoint.as_str()))
             }
         };
+        if let Some(why) = &job.origin.why {
+            update = update.set("origin_why", s(why));
+        }
     }
     update
 }

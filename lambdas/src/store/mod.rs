@@ -1,5 +1,5 @@
 //! The DynamoDB tables, one module each: jobs (and their views), templates, executors, endpoint
-//! tests, the audit log, and the item helpers they share (`items`).
+//! tests, pools, the audit log, and the item helpers they share (`items`).
 //!
 //! Stores know tables and items only: they may depend on `items` and `pbs_shared`, never on a
 //! function's handler (`trigger`, `status`, `api`, ...), which depend on them.
@@ -9,4 +9,5 @@ pub mod endpoint_tests;
 pub mod executors;
 pub mod items;
 pub mod jobs;
+pub mod pools;
 pub mod templates;
