@@ -48,15 +48,20 @@ pub fn default_stable() -> u64 {
 pub fn default_reconcile() -> u64 {
     60
 }
+pub fn default_poll() -> u64 {
+    30
+}
 pub fn default_tz() -> String {
     "UTC".into()
 }
 
-/// A template's `watch` trigger: a folder of one of the pool's local endpoints.
+/// A template's `watch` trigger: a folder of one of the pool's endpoints; a local folder is
+/// followed through file events (and a full scan every `reconcile_seconds`), an SFTP, SMB or S3
+/// folder is listed every `poll_seconds`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchTrigger {
-    /// A `local` endpoint of the pool's executors.
+    /// An endpoint of the pool's executors.
     pub source: EndpointName,
     #[serde(default)]
     pub folder: String,
@@ -76,6 +81,8 @@ pub struct WatchTrigger {
     pub existing: ExistingFiles,
     #[serde(default = "default_reconcile")]
     pub reconcile_seconds: u64,
+    #[serde(default = "default_poll")]
+    pub poll_seconds: u64,
 }
 
 /// A template's `schedule` trigger: any endpoint of the pool, on a cron schedule.
@@ -107,6 +114,9 @@ pub fn check_watch(w: &WatchTrigger, verify: crate::Verify) -> Result<(), (&'sta
     }
     if !(5..=86_400).contains(&w.reconcile_seconds) {
         return Err(("reconcile_seconds", "must be 5 to 86400".into()));
+    }
+    if !(1..=86_400).contains(&w.poll_seconds) {
+        return Err(("poll_seconds", "must be 1 to 86400".into()));
     }
     if w.after != AfterAction::Keep && verify == crate::Verify::None {
         return Err((

@@ -62,18 +62,7 @@ fn destination(config: &Config, name: &EndpointName) -> Result<(), FieldProblem>
 
 /// A watch rule against `config`'s endpoints: returns the failing field and why.
 pub fn check_watch_rule(config: &Config, w: &WatchRule) -> Result<(), FieldProblem> {
-    match endpoint(config, "source", &w.source)? {
-        EndpointConfig::Local(_) => {}
-        other => {
-            return Err((
-                "source",
-                format!(
-                    "watched folders must be on a local endpoint, {:?} is not",
-                    other_kind(other)
-                ),
-            ));
-        }
-    }
+    endpoint(config, "source", &w.source)?;
     destination(config, &w.destination)?;
     check_watch(&w.trigger(), w.delivery.verify)?;
     w.retry.check().map_err(|(_, m)| ("retry", m))
@@ -85,13 +74,4 @@ pub fn check_schedule_rule(config: &Config, s: &ScheduleRule) -> Result<(), Fiel
     destination(config, &s.destination)?;
     check_schedule(&s.trigger())?;
     s.retry.check().map_err(|(_, m)| ("retry", m))
-}
-
-fn other_kind(e: &EndpointConfig) -> &'static str {
-    match e {
-        EndpointConfig::Local(_) => "local",
-        EndpointConfig::Smb(_) => "smb",
-        EndpointConfig::Sftp(_) => "sftp",
-        EndpointConfig::S3(_) => "s3",
-    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use check::{check_schedule_rule, check_watch_rule};
 pub use pbs_shared::rule_spec::{AfterAction, ExistingFiles, MissedRuns};
 use pbs_shared::rule_spec::{
-    ScheduleTrigger, WatchTrigger, default_reconcile, default_stable, default_tz, yes,
+    ScheduleTrigger, WatchTrigger, default_poll, default_reconcile, default_stable, default_tz, yes,
 };
 use pbs_shared::{
     Bandwidth, Delivery, EndpointName, ExecutorId, PathTemplate, PoolName, RetryPolicy, Template,
@@ -92,7 +92,7 @@ pub struct Config {
 pub struct WatchRule {
     /// Unique rule name; jobs carry it as their template id.
     pub name: TemplateId,
-    /// A `local` endpoint holding the watched folder.
+    /// The endpoint holding the watched folder (local: file events; SFTP, SMB, S3: polled).
     pub source: EndpointName,
     /// Folder under the source endpoint's root. Default: the root.
     #[serde(default)]
@@ -127,6 +127,9 @@ pub struct WatchRule {
     /// A full scan of the folder this often catches events lost to overflow or restarts.
     #[serde(default = "default_reconcile")]
     pub reconcile_seconds: u64,
+    /// An SFTP, SMB or S3 folder is listed this often (one listing per poll).
+    #[serde(default = "default_poll")]
+    pub poll_seconds: u64,
     #[serde(default)]
     pub delivery: Delivery,
     #[serde(default)]
@@ -191,6 +194,7 @@ impl WatchRule {
             archive_folder: self.archive_folder.clone(),
             existing: self.existing,
             reconcile_seconds: self.reconcile_seconds,
+            poll_seconds: self.poll_seconds,
         }
     }
 
@@ -210,6 +214,7 @@ impl WatchRule {
             archive_folder: w.archive_folder.clone(),
             existing: w.existing,
             reconcile_seconds: w.reconcile_seconds,
+            poll_seconds: w.poll_seconds,
             delivery: t.options.delivery,
             retry: t.options.retry,
             bandwidth: t.options.bandwidth.clone(),

@@ -234,10 +234,14 @@ mod tests {
             format!("[[watch]]\nname = \"w\"\nsource = \"drop\"\ndestination = \"nas\"\n{extra}\n")
         };
         assert!(config(&watch("")).is_ok());
+        // A share is watched by polling.
+        assert!(
+            config("[[watch]]\nname = \"w\"\nsource = \"nas\"\ndestination = \"drop\"\n").is_ok()
+        );
         let cases = [
             (
-                "[[watch]]\nname = \"w\"\nsource = \"nas\"\ndestination = \"drop\"\n".to_owned(),
-                "watch[0] (w).source: watched folders must be on a local endpoint",
+                watch("poll_seconds = 0"),
+                "watch[0] (w).poll_seconds: must be 1 to 86400",
             ),
             (
                 "[[watch]]\nname = \"w\"\nsource = \"drop\"\ndestination = \"nope\"\n".to_owned(),

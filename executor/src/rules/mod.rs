@@ -2,12 +2,43 @@
 //! local jobs handed to `jobs::local`.
 //!
 //! - `clock`: pure decisions (filters, cron clocks, job ids, the jobs a rule makes);
-//! - `watch`, `schedule`: one worker per rule;
+//! - `watch`, `poll`, `schedule`: one worker per rule (a local folder followed through file
+//!   events, a remote folder polled, a cron schedule);
 //! - `rule_set`: which rules run, started, replaced and stopped as their sources change.
 //!
 //! May depend on `jobs`, `transfer`, `config` and `metrics`.
 
 pub mod clock;
+pub mod poll;
 pub mod rule_set;
 pub mod schedule;
 pub mod watch;
+
+use pbs_shared::EndpointName;
+
+use crate::jobs::local::LocalJobs;
+use crate::transfer::endpoints::{Endpoints, Side};
+
+/// A rule's source endpoint as rclone's `SRC` (with the executor's AWS credentials for S3).
+pub async fn source_side(
+    jobs: &LocalJobs,
+    endpoints: &Endpoints,
+    name: &EndpointName,
+) -> Result<Side, String> {
+    let ctx = &jobs.ctx;
+    let endpoint = endpoints.get(name).map_err(|e| e.to_string())?;
+    let creds = if matches!(endpoint.config, crate::config::EndpointConfig::S3(_)) {
+        use aws_credential_types::provider::ProvideCredentials;
+        Some(
+            ctx.credentials
+                .provide_credentials()
+                .await
+                .map_err(|e| format!("AWS credentials: {e}"))?,
+        )
+    } else {
+        None
+    };
+    endpoint
+        .side("SRC", ctx.config.cloud.as_ref(), creds.as_ref())
+        .map_err(|e| e.to_string())
+}

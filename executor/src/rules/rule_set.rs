@@ -23,6 +23,7 @@ use crate::cloud::lease::PoolLease;
 use crate::config::{AfterAction, CloudUse, Config, EndpointConfig, ScheduleRule, WatchRule};
 use crate::config::{check_schedule_rule, check_watch_rule};
 use crate::jobs::local::LocalJobs;
+use crate::rules::poll::RemoteWatcher;
 use crate::rules::schedule::{CloudSchedules, Scheduler};
 use crate::rules::watch::Watcher;
 use crate::transfer::endpoints::Endpoints;
@@ -133,22 +134,34 @@ impl RuleSet {
             let stop = self.parent.child_token();
             match &rule {
                 Rule::Watch(w, cloud) => {
+                    let lease = if *cloud { self.lease.clone() } else { None };
                     // Endpoints are resolved at start; a rule naming a new one needs a restart.
-                    let root = match self.endpoints.get(&w.source).map(|e| &e.config) {
-                        Ok(EndpointConfig::Local(l)) => l.root.clone(),
-                        _ => {
-                            error!(rule = %name, endpoint = %w.source, "rule not started: its source endpoint is new or not local; restart the executor to use new endpoints");
+                    match self.endpoints.get(&w.source).map(|e| &e.config) {
+                        Ok(EndpointConfig::Local(l)) => {
+                            let watcher = Arc::new(Watcher {
+                                rule: w.clone(),
+                                root: l.root.clone(),
+                                pool: self.pool.clone(),
+                                jobs: self.jobs.clone(),
+                                lease,
+                            });
+                            self.tracker.spawn(watcher.run(stop.clone()));
+                        }
+                        Ok(_) => {
+                            let watcher = Arc::new(RemoteWatcher {
+                                rule: w.clone(),
+                                pool: self.pool.clone(),
+                                endpoints: self.endpoints.clone(),
+                                jobs: self.jobs.clone(),
+                                lease,
+                            });
+                            self.tracker.spawn(watcher.run(stop.clone()));
+                        }
+                        Err(_) => {
+                            error!(rule = %name, endpoint = %w.source, "rule not started: its source endpoint was added since the start; restart the executor to use new endpoints");
                             continue;
                         }
-                    };
-                    let watcher = Arc::new(Watcher {
-                        rule: w.clone(),
-                        root,
-                        pool: self.pool.clone(),
-                        jobs: self.jobs.clone(),
-                        lease: if *cloud { self.lease.clone() } else { None },
-                    });
-                    self.tracker.spawn(watcher.run(stop.clone()));
+                    }
                 }
                 Rule::Schedule(s) => {
                     if self.endpoints.get(&s.source).is_err()

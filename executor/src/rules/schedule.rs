@@ -136,24 +136,7 @@ impl Scheduler {
     /// The files of the rule's folder that its filter takes.
     pub async fn list(&self) -> Result<Vec<(String, u64)>, String> {
         let ctx = &self.jobs.ctx;
-        let endpoint = self
-            .endpoints
-            .get(&self.rule.source)
-            .map_err(|e| e.to_string())?;
-        let creds = if matches!(endpoint.config, crate::config::EndpointConfig::S3(_)) {
-            use aws_credential_types::provider::ProvideCredentials;
-            Some(
-                ctx.credentials
-                    .provide_credentials()
-                    .await
-                    .map_err(|e| format!("AWS credentials: {e}"))?,
-            )
-        } else {
-            None
-        };
-        let side = endpoint
-            .side("SRC", ctx.config.cloud.as_ref(), creds.as_ref())
-            .map_err(|e| e.to_string())?;
+        let side = super::source_side(&self.jobs, &self.endpoints, &self.rule.source).await?;
         let log = ctx
             .config
             .state_dir

@@ -31,9 +31,9 @@ use crate::transfer::links;
 
 /// A file's state as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    size: u64,
-    mtime_ns: i128,
+pub struct Seen {
+    pub size: u64,
+    pub mtime_ns: i128,
 }
 
 fn seen(path: &Path) -> Option<Seen> {
@@ -70,7 +70,7 @@ pub struct Watcher {
 }
 
 /// Whose turn a settled file is.
-enum Turn {
+pub enum Turn {
     /// This executor's: it starts the job (saying why, for a cloud rule).
     Mine(Option<String>),
     /// Another executor of the pool delivered it in this state.
@@ -81,10 +81,10 @@ enum Turn {
 }
 
 /// What a finished job tells the watch loop.
-struct Done {
-    rel: String,
-    seen: Seen,
-    state: Option<JobState>,
+pub struct Done {
+    pub rel: String,
+    pub seen: Seen,
+    pub state: Option<JobState>,
 }
 
 impl Watcher {
@@ -126,11 +126,11 @@ impl Watcher {
                     }
                     let found = self.scan(&folder, &filter);
                     debug!(rule = %self.rule.name, files = found.len(), "reconcile scan");
-                    files.reconcile(found, &folder);
+                    files.reconcile(found);
                 }
                 _ = tick.tick() => {
-                    for (rel, s) in files.ready(&folder, stable) {
-                        match self.turn(&rel, s) {
+                    for (rel, s) in files.ready(|rel| seen(&folder.join(rel)), stable) {
+                        match turn(self.lease.as_deref(), &self.rule, &rel, s) {
                             Turn::Mine(why) => {
                                 if self.start(rel.clone(), s, &done_tx, why) {
                                     files.in_flight.insert(rel);
@@ -153,20 +153,7 @@ impl Watcher {
 
     /// The files present at start: candidates, or settled when the rule ignores them.
     fn first_scan(&self, folder: &Path, filter: &Filter) -> Files {
-        let mut files = Files::default();
-        let first = self.scan(folder, filter);
-        match self.rule.existing {
-            ExistingFiles::Process => {
-                for (rel, s) in first {
-                    files.offer(rel, s);
-                }
-            }
-            ExistingFiles::Ignore => {
-                info!(rule = %self.rule.name, files = first.len(), "files already present are ignored");
-                files.settled.extend(first);
-            }
-        }
-        files
+        Files::first(&self.rule, self.scan(folder, filter))
     }
 
     /// Why `rel` (under the watch folder) may not be touched: a link on its path.
@@ -234,7 +221,7 @@ impl Watcher {
     }
 
     fn takes(&self, rel: &str, filter: &Filter) -> bool {
-        (self.rule.recursive || !rel.contains('/')) && filter.matches(rel)
+        takes(&self.rule, rel, filter)
     }
 
     /// Every file the rule takes, with its state (none when the watch folder is reached through
@@ -275,27 +262,6 @@ impl Watcher {
         out
     }
 
-    /// Whose turn the settled file `rel` in state `s` is.
-    fn turn(&self, rel: &str, s: Seen) -> Turn {
-        let Some(lease) = &self.lease else {
-            return Turn::Mine(None);
-        };
-        if lease.held() {
-            let since = lease
-                .held_since()
-                .map(|t| format!(" since {}", t.to_rfc3339()))
-                .unwrap_or_default();
-            return Turn::Mine(Some(format!(
-                "this executor holds the pool's rule lease{since}: it runs the pool's watch rules"
-            )));
-        }
-        if lease.delivered(&watch_job_id(&self.rule.name, rel, s.size, s.mtime_ns)) {
-            debug!(rule = %self.rule.name, path = %rel, "delivered by another executor of the pool");
-            return Turn::Delivered;
-        }
-        Turn::Wait
-    }
-
     /// Starts the job of a settled file; false when there is nothing to do (already handled).
     fn start(
         self: &Arc<Self>,
@@ -309,21 +275,13 @@ impl Watcher {
             return false;
         }
         let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns);
-        match self.jobs.ctx.ledger().job_state(&job_id) {
-            Ok(Some(JobState::Succeeded)) => {
-                // Delivered before (e.g. the executor stopped before the after-action ran).
+        match known(&self.jobs, &self.rule, &rel, &job_id) {
+            Known::New => {}
+            Known::Delivered => {
                 self.after(&rel, s);
                 return false;
             }
-            Ok(Some(JobState::Failed)) => {
-                debug!(rule = %self.rule.name, path = %rel, "its job failed; taken again when the file changes");
-                return false;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(error = %e, "ledger unavailable; file left for the next scan");
-                return false;
-            }
+            Known::Leave => return false,
         }
         // A name the destination cannot take makes a job that fails for it, with the reason.
         let mut job = RuleJob::watch(&self.rule, &self.pool, job_id, Utc::now());
@@ -390,6 +348,59 @@ impl Watcher {
     }
 }
 
+/// Whether `rule` takes the file `rel` (relative to its folder).
+pub fn takes(rule: &WatchRule, rel: &str, filter: &Filter) -> bool {
+    (rule.recursive || !rel.contains('/')) && filter.matches(rel)
+}
+
+/// What this executor's ledger knows of a settled file's job.
+pub enum Known {
+    /// Nothing: the file is taken.
+    New,
+    /// Delivered before (e.g. the executor stopped before the after-action ran): only the
+    /// after-action is left.
+    Delivered,
+    /// Its job failed (the file is taken again when it changes), or the ledger cannot say.
+    Leave,
+}
+
+pub fn known(jobs: &LocalJobs, rule: &WatchRule, rel: &str, job_id: &pbs_shared::JobId) -> Known {
+    match jobs.ctx.ledger().job_state(job_id) {
+        Ok(Some(JobState::Succeeded)) => Known::Delivered,
+        Ok(Some(JobState::Failed)) => {
+            debug!(rule = %rule.name, path = %rel, "its job failed; taken again when the file changes");
+            Known::Leave
+        }
+        Ok(_) => Known::New,
+        Err(e) => {
+            warn!(error = %e, "ledger unavailable; file left for the next scan");
+            Known::Leave
+        }
+    }
+}
+
+/// Whose turn the settled file `rel` in state `s` of `rule` is: this executor's for a rule of its
+/// own (`lease` is `None`) or while it holds the pool's rule lease.
+pub fn turn(lease: Option<&PoolLease>, rule: &WatchRule, rel: &str, s: Seen) -> Turn {
+    let Some(lease) = lease else {
+        return Turn::Mine(None);
+    };
+    if lease.held() {
+        let since = lease
+            .held_since()
+            .map(|t| format!(" since {}", t.to_rfc3339()))
+            .unwrap_or_default();
+        return Turn::Mine(Some(format!(
+            "this executor holds the pool's rule lease{since}: it runs the pool's watch rules"
+        )));
+    }
+    if lease.delivered(&watch_job_id(&rule.name, rel, s.size, s.mtime_ns)) {
+        debug!(rule = %rule.name, path = %rel, "delivered by another executor of the pool");
+        return Turn::Delivered;
+    }
+    Turn::Wait
+}
+
 /// `path` relative to `folder`, with `/` separators, if it is inside.
 fn rel_of(folder: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(folder).ok()?;
@@ -401,18 +412,36 @@ fn rel_of(folder: &Path, path: &Path) -> Option<String> {
 }
 /// What a watcher knows of its folder's files, by path relative to the folder.
 #[derive(Default)]
-struct Files {
+pub struct Files {
     /// Files seen changing, waiting to hold still for `stable_seconds`.
     candidates: HashMap<String, Candidate>,
     /// Files whose job is running.
-    in_flight: HashSet<String>,
+    pub in_flight: HashSet<String>,
     /// Files known delivered (and kept) or ignored in their current state.
-    settled: HashMap<String, Seen>,
+    pub settled: HashMap<String, Seen>,
 }
 
 impl Files {
+    /// The files of the first scan or listing: candidates, or settled when the rule ignores the
+    /// files already present.
+    pub fn first(rule: &WatchRule, found: Vec<(String, Seen)>) -> Self {
+        let mut files = Files::default();
+        match rule.existing {
+            ExistingFiles::Process => {
+                for (rel, s) in found {
+                    files.offer(rel, s);
+                }
+            }
+            ExistingFiles::Ignore => {
+                info!(rule = %rule.name, files = found.len(), "files already present are ignored");
+                files.settled.extend(found);
+            }
+        }
+        files
+    }
+
     /// A file seen now (an event, or the first scan): a candidate unless settled as it is.
-    fn offer(&mut self, rel: String, s: Seen) {
+    pub fn offer(&mut self, rel: String, s: Seen) {
         if self.settled.get(&rel) != Some(&s) {
             self.candidates.entry(rel).or_insert(Candidate {
                 seen: s,
@@ -421,16 +450,17 @@ impl Files {
         }
     }
 
-    /// A reconcile scan's files; settled files that are gone are forgotten.
-    fn reconcile(&mut self, found: Vec<(String, Seen)>, folder: &Path) {
+    /// A full scan's (or listing's) files; settled files that are gone are forgotten.
+    pub fn reconcile(&mut self, found: Vec<(String, Seen)>) {
+        let present: HashSet<&String> = found.iter().map(|(rel, _)| rel).collect();
+        self.settled.retain(|rel, _| present.contains(rel));
         for (rel, s) in found {
             self.offer(rel, s);
         }
-        self.settled.retain(|rel, _| folder.join(rel).exists());
     }
 
     /// A file's job ended; a delivered file that stays in the folder is settled.
-    fn finished(&mut self, done: Done, keep: bool) {
+    pub fn finished(&mut self, done: Done, keep: bool) {
         self.in_flight.remove(&done.rel);
         if done.state == Some(JobState::Succeeded) && keep {
             self.settled.insert(done.rel, done.seen);
@@ -439,23 +469,27 @@ impl Files {
 
     /// A settled file that is another executor's turn: looked at again at the next tick, as
     /// settled as it was.
-    fn wait(&mut self, rel: String, s: Seen, stable: Duration) {
+    pub fn wait(&mut self, rel: String, s: Seen, stable: Duration) {
         let since = Instant::now()
             .checked_sub(stable)
             .unwrap_or_else(Instant::now);
         self.candidates.insert(rel, Candidate { seen: s, since });
     }
 
-    /// Candidates that have held still for `stable` (and are not settled as they are now); they
-    /// leave the candidates, as do files that are gone.
-    fn ready(&mut self, folder: &Path, stable: Duration) -> Vec<(String, Seen)> {
+    /// Candidates that have held still for `stable` (and are not settled as they are now), by
+    /// their state `now`; they leave the candidates, as do files that are gone.
+    pub fn ready(
+        &mut self,
+        now: impl Fn(&str) -> Option<Seen>,
+        stable: Duration,
+    ) -> Vec<(String, Seen)> {
         let mut ready = Vec::new();
         let in_flight = &self.in_flight;
         self.candidates.retain(|rel, c| {
             if in_flight.contains(rel) {
                 return true;
             }
-            match seen(&folder.join(rel)) {
+            match now(rel) {
                 None => false,
                 Some(now) if now != c.seen => {
                     c.seen = now;

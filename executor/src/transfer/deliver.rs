@@ -38,6 +38,15 @@ impl Fail {
     }
 }
 
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed { error, .. } => f.write_str(error),
+            Self::Interrupted => f.write_str("stopped by shutdown"),
+        }
+    }
+}
+
 /// One file of a [`Runner::listing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
