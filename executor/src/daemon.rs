@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::cloud;
 use crate::cloud::artifacts::LogUploader;
-use crate::cloud::control::{self, ControlFollower};
+use crate::cloud::control::{self, ControlFollower, RuleRetries};
 use crate::cloud::lease::PoolLease;
 use crate::cloud::poller::Poller;
 use crate::cloud::progress::ProgressSink;
@@ -34,8 +34,8 @@ use crate::jobs::ports::{ArtifactStore, ProgressWatch};
 use crate::jobs::recovery;
 use crate::ledger::{Journal, Ledger, Reporter};
 use crate::metrics;
+use crate::rules::cloud::PoolRules;
 use crate::rules::rule_set::RuleSet;
-use crate::rules::schedule::CloudSchedules;
 use crate::transfer::endpoints::Endpoints;
 use crate::transfer::rclone;
 use crate::worker;
@@ -109,20 +109,21 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<()> {
         sender_stop.clone(),
     ));
     let ctx = Arc::new(job_context(&parts, journal)?);
-    if let Some(c) = &cloud {
-        start_cloud_workers(&parts, c, (&status, &ctx.cancels, &lease), &stops);
-    }
     info!(executor = %parts.executor_id, pool = %parts.config.pool, version = env!("CARGO_PKG_VERSION"),
           mode = if cloud.is_some() { "cloud" } else { "standalone" }, "executor starting");
     serve_http(&parts, &stops).await?;
     let slots = Arc::new(Semaphore::new(parts.config.concurrency));
-    let schedules = start_rules(
+    let rules = start_rules(
         &parts,
-        (ctx.clone(), slots.clone(), lease),
+        (ctx.clone(), slots.clone(), lease.clone()),
         &stops,
         config_path,
     );
-    intake(&parts, (ctx, slots, schedules), &stops).await;
+    if let Some(c) = &cloud {
+        let control = (&ctx.cancels, &lease, &rules);
+        start_cloud_workers(&parts, c, (&status, control), &stops);
+    }
+    intake(&parts, (ctx, slots, rules), &stops).await;
     drain(&stops, parts.config.shutdown_grace()).await;
     sender_stop.cancel();
     let _ = sender.await;
@@ -199,12 +200,19 @@ fn job_context(parts: &Parts, journal: Arc<Journal>) -> Result<JobContext> {
     })
 }
 
-/// The heartbeats, and the follower of this executor's control queue (cancel requests for
-/// `cancels`, answers about the pool's `lease`), until shutdown.
+/// What the control queue's messages act on: running jobs (cancels), the pool's rule lease, the
+/// cloud rules (retries).
+type ControlTargets<'a> = (
+    &'a Arc<Cancels>,
+    &'a Option<Arc<PoolLease>>,
+    &'a Arc<PoolRules>,
+);
+
+/// The heartbeats, and the follower of this executor's control queue, until shutdown.
 fn start_cloud_workers(
     parts: &Parts,
     cloud: &CloudConfig,
-    (status, cancels, lease): (&Arc<StatusOutbox>, &Arc<Cancels>, &Option<Arc<PoolLease>>),
+    (status, control): (&Arc<StatusOutbox>, ControlTargets<'_>),
     stops: &Stops,
 ) {
     let heartbeats = HeartbeatSender {
@@ -212,14 +220,14 @@ fn start_cloud_workers(
         interval: Duration::from_secs(u64::from(cloud.heartbeat_seconds)),
     };
     tokio::spawn(worker::run(heartbeats, stops.shutdown.clone()));
-    follow_control_queue(parts, cloud, (cancels, lease), stops);
+    follow_control_queue(parts, cloud, control, stops);
 }
 
-/// Follows this executor's control queue (cancel requests, lease answers).
+/// Follows this executor's control queue (cancel requests, lease answers, retries).
 fn follow_control_queue(
     parts: &Parts,
     cloud: &CloudConfig,
-    (cancels, lease): (&Arc<Cancels>, &Option<Arc<PoolLease>>),
+    (cancels, lease, rules): ControlTargets<'_>,
     stops: &Stops,
 ) {
     let url = cloud
@@ -228,8 +236,17 @@ fn follow_control_queue(
         .or_else(|| control::derived_url(&cloud.work_queue_url, &parts.executor_id));
     match url {
         Some(url) => {
-            let follower =
-                ControlFollower::new(parts.sqs.clone(), url, cancels.clone(), lease.clone());
+            // Retries go to the cloud rules only when there is a rules feed.
+            let retries = lease
+                .as_ref()
+                .map(|_| Arc::new(rules.clone()) as Arc<dyn RuleRetries>);
+            let follower = ControlFollower::new(
+                parts.sqs.clone(),
+                url,
+                cancels.clone(),
+                lease.clone(),
+                retries,
+            );
             tokio::spawn(worker::run(follower, stops.shutdown.clone()));
         }
         None => {
@@ -261,13 +278,13 @@ async fn serve_http(parts: &Parts, stops: &Stops) -> Result<()> {
 }
 
 /// The watch and schedule rules of the TOML file and of the cloud, followed as they change;
-/// returns the cloud schedules, whose runs come through the work queue.
+/// returns the cloud rules in force, for the schedule runs and retries the cloud sends.
 fn start_rules(
     parts: &Parts,
     (ctx, slots, lease): (Arc<JobContext>, Arc<Semaphore>, Option<Arc<PoolLease>>),
     stops: &Stops,
     config_path: PathBuf,
-) -> Arc<CloudSchedules> {
+) -> Arc<PoolRules> {
     let local = Arc::new(LocalJobs {
         ctx,
         slots,
@@ -283,7 +300,7 @@ fn start_rules(
         stops.shutdown.clone(),
         lease,
     );
-    let schedules = rules.schedules();
+    let cloud_rules = rules.cloud_rules();
     let (cloud_tx, cloud_rx) = tokio::sync::mpsc::unbounded_channel();
     if let Some(fetcher) = rules_feed(parts) {
         // The last rules received keep running while the cloud is unreachable.
@@ -303,7 +320,7 @@ fn start_rules(
     stops
         .tracker
         .spawn(rules.follow(config_path, cloud_rx, stops.shutdown.clone()));
-    schedules
+    cloud_rules
 }
 
 /// The fetcher of the pool's rules from the cloud, when `cloud.rules_bucket` is set.
@@ -323,7 +340,7 @@ fn rules_feed(parts: &Parts) -> Option<CloudRules> {
 /// shutdown (standalone: only waits for it).
 async fn intake(
     parts: &Parts,
-    (ctx, slots, schedules): (Arc<JobContext>, Arc<Semaphore>, Arc<CloudSchedules>),
+    (ctx, slots, schedules): (Arc<JobContext>, Arc<Semaphore>, Arc<PoolRules>),
     stops: &Stops,
 ) {
     let Some(cloud) = &parts.config.cloud else {

@@ -221,6 +221,17 @@ pub fn schedule_job_id(rule: &TemplateId, scheduled_for: DateTime<Utc>) -> JobId
     )
 }
 
+/// The id of a retry, asked at `at`, of job `of` made by an executor's rule: the same kind of
+/// id (`wt-`, `sc-`), so the executor's reports create it in the cloud like its other jobs.
+pub fn rule_retry_job_id(of: &JobId, at: DateTime<Utc>) -> JobId {
+    let prefix = if is_watch_job(of) {
+        WATCH_JOB_PREFIX
+    } else {
+        SCHEDULE_JOB_PREFIX
+    };
+    rule_job_id(prefix, &[of.as_str(), "retry", &at.to_rfc3339()])
+}
+
 /// Whether `id` is a watched file's job.
 pub fn is_watch_job(id: &JobId) -> bool {
     id.as_str()

@@ -386,6 +386,23 @@ pub enum ControlMessage {
     /// The pool's rule lease, in answer to one of the executor's heartbeats (sent by the status
     /// function).
     Lease(crate::pool_lease::LeaseView),
+    /// Run a failed job of a cloud watch or schedule rule again (sent by the API to the executor
+    /// that ran it, which has the job in its ledger).
+    Retry(RetryRequest),
+}
+
+/// A job of a cloud rule to run again, as a new job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    pub v: V1,
+    /// The new job.
+    pub job_id: JobId,
+    /// The failed or cancelled job whose files it copies again.
+    pub retry_of: JobId,
+    /// The principal who asked, for the job's story.
+    pub requested_by: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -230,3 +230,102 @@ async fn two_executors_of_a_pool_run_each_rule_once_and_one_takes_over_from_a_ki
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_job_of_a_cloud_watch_rule_is_retried_from_the_api_by_the_executor_that_ran_it() {
+    let stack = Stack::connect().await.unwrap();
+    let pool = unique("retry");
+    let queue = stack.create_pool(&pool).await.unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(shared.path().join("in")).unwrap();
+    let executor = Executor::start_with(
+        &stack,
+        &pool,
+        &queue.url,
+        ExecutorOptions {
+            heartbeat_seconds: Some(2),
+            cloud_extra: "allow_source_removal = true".into(),
+            extra_config: format!(
+                "[endpoints.shared]\ntype = \"local\"\nroot = \"{}\"\ncloud = \"read-write\"\n",
+                shared.path().display()
+            ),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A folder where the file must land: the delivery fails until someone removes it.
+    let blocker = executor.landing.join("out/report.csv");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let rule = unique("retried");
+    stack
+        .create_template(&json!({
+            "id": rule,
+            "trigger": {"type": "watch", "source": "shared", "folder": "in", "stable_seconds": 1,
+                        "reconcile_seconds": 5, "after": "move-to", "archive_folder": "done"},
+            "destination": {"pool": pool, "endpoint": "disk", "path": "out/{key}"},
+            "options": {"delivery": {"verify": "hash"},
+                        "retry": {"max_attempts": 2, "backoff_seconds": 1, "max_backoff_seconds": 1}}
+        }))
+        .await
+        .unwrap();
+    std::fs::write(shared.path().join("in/report.csv"), "a,b\n1,2\n").unwrap();
+    let failed = stack
+        .finished_jobs(&rule, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", executor.log()));
+    let id = failed[0]["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(failed[0]["state"], "failed", "{:#}", failed[0]);
+    // Not delivered, so not archived.
+    assert!(shared.path().join("in/report.csv").exists());
+
+    // The cause goes away; an operator retries the job from the API.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let operator = stack.token("operator").unwrap();
+    let (status, answer) = stack
+        .call_with(
+            Some(&operator),
+            "POST",
+            &format!("/api/v1/jobs/{id}/retry"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["retry_of"], id.as_str());
+    assert_eq!(answer["executor_id"], executor.id.as_str());
+    let retry = answer["job_id"].as_str().unwrap().to_owned();
+    let done = stack
+        .job_when(&retry, WAIT, "the retry to succeed", |j| {
+            j["state"] == "succeeded"
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", executor.log()));
+    let why = done["origin_why"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("retried from the cloud by") && why.contains(&id),
+        "{done:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(executor.landing.join("out/report.csv")).unwrap(),
+        "a,b\n1,2\n"
+    );
+    // Delivered and verified: the rule's after-action follows.
+    eventually(WAIT, "the retried file archived", || async {
+        Ok(shared.path().join("done/report.csv").exists().then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", executor.log()));
+    assert!(!shared.path().join("in/report.csv").exists());
+
+    // A job that did not fail is not retried.
+    let (status, answer) = stack
+        .call_with(
+            Some(&operator),
+            "POST",
+            &format!("/api/v1/jobs/{retry}/retry"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{answer}");
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pbs_shared::ExecutorId;
-use pbs_shared::message::{ControlMessage, control_queue_name};
+use pbs_shared::message::{ControlMessage, RetryRequest, control_queue_name};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -20,6 +20,13 @@ pub fn derived_url(work_queue_url: &str, executor: &ExecutorId) -> Option<String
     (!name.is_empty()).then(|| format!("{base}/{}", control_queue_name(name, executor)))
 }
 
+/// What runs a failed job of a cloud rule again (the rules implement it: they know the rule and
+/// its after-action).
+pub trait RuleRetries: Send + Sync {
+    /// Starts the retry (in the background).
+    fn retry(&self, request: RetryRequest);
+}
+
 /// Polls the executor's control queue and applies what arrives (a [`Worker`]).
 pub struct ControlFollower {
     pub sqs: aws_sdk_sqs::Client,
@@ -28,6 +35,8 @@ pub struct ControlFollower {
     /// The pool's rule lease, when the executor runs the pool's cloud rules (the queue is then
     /// polled all the time).
     pub lease: Option<Arc<PoolLease>>,
+    /// Retries of cloud rules' jobs (`None`: no rules feed).
+    pub retries: Option<Arc<dyn RuleRetries>>,
     /// A failure to read the queue was logged (it is logged once until a read succeeds).
     warned: bool,
 }
@@ -38,12 +47,14 @@ impl ControlFollower {
         url: String,
         cancels: Arc<Cancels>,
         lease: Option<Arc<PoolLease>>,
+        retries: Option<Arc<dyn RuleRetries>>,
     ) -> Self {
         Self {
             sqs,
             url,
             cancels,
             lease,
+            retries,
             warned: false,
         }
     }
@@ -61,6 +72,15 @@ impl ControlFollower {
                     warn!(pool = %view.pool, own = %lease.pool(), "a lease answer for another pool dropped")
                 }
                 None => debug!("a lease answer dropped: this executor runs no cloud rules"),
+            },
+            Ok(ControlMessage::Retry(r)) => match &self.retries {
+                Some(retries) => {
+                    info!(job_id = %r.job_id, retry_of = %r.retry_of, by = %r.requested_by, "retry requested");
+                    retries.retry(r);
+                }
+                None => {
+                    warn!(retry_of = %r.retry_of, "a retry dropped: this executor runs no cloud rules")
+                }
             },
             Err(e) => warn!(error = %e, "unreadable control message dropped"),
         }

@@ -501,6 +501,18 @@ impl Ledger {
             .and_then(|s| JobState::parse(&s)))
     }
 
+    /// The job message a job was recorded with, if the ledger has the job.
+    pub fn job_message(&self, job_id: &JobId) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT message FROM jobs WHERE job_id = ?1",
+                params![job_id.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+    }
+
     /// Attempts recorded for a job (so a job made again after a restart numbers on).
     pub fn attempt_count(&self, job_id: &JobId) -> Result<u32, LedgerError> {
         Ok(self.conn().query_row(

@@ -4,11 +4,13 @@
 //! - `clock`: pure decisions (filters, cron clocks, job ids, the jobs a rule makes);
 //! - `watch`, `poll`, `schedule`: one worker per rule (a local folder followed through file
 //!   events, a remote folder polled, a cron schedule);
-//! - `rule_set`: which rules run, started, replaced and stopped as their sources change.
+//! - `rule_set`: which rules run, started, replaced and stopped as their sources change;
+//! - `cloud`: the cloud rules in force, for the schedule runs and retries the cloud sends.
 //!
 //! May depend on `jobs`, `transfer`, `config` and `metrics`.
 
 pub mod clock;
+pub mod cloud;
 pub mod poll;
 pub mod rule_set;
 pub mod schedule;

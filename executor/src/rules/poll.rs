@@ -195,7 +195,7 @@ impl RemoteWatcher {
 
     /// The after-transfer action, for a file delivered and verified in state `s`. A file whose
     /// size changed since is left alone: it is a new version, with its own job.
-    async fn after(&self, rel: &str, s: Seen) {
+    pub async fn after(&self, rel: &str, s: Seen) {
         if self.rule.after == AfterAction::Keep {
             return;
         }

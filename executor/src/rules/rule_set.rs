@@ -5,7 +5,7 @@
 //!
 //! The pool's rules from the cloud act once for the pool: their watch rules start jobs only while
 //! this executor holds the pool's rule lease, and their schedules tick in the cloud, each run
-//! coming through the pool's work queue to one executor ([`CloudSchedules`]).
+//! coming through the pool's work queue to one executor ([`PoolRules`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,8 +23,9 @@ use crate::cloud::lease::PoolLease;
 use crate::config::{AfterAction, CloudUse, Config, EndpointConfig, ScheduleRule, WatchRule};
 use crate::config::{check_schedule_rule, check_watch_rule};
 use crate::jobs::local::LocalJobs;
+use crate::rules::cloud::PoolRules;
 use crate::rules::poll::RemoteWatcher;
-use crate::rules::schedule::{CloudSchedules, Scheduler};
+use crate::rules::schedule::Scheduler;
 use crate::rules::watch::Watcher;
 use crate::transfer::endpoints::Endpoints;
 
@@ -49,8 +50,8 @@ pub struct RuleSet {
     cloud: Vec<Template>,
     /// The pool's rule lease, which cloud watch rules start jobs under.
     lease: Option<Arc<PoolLease>>,
-    /// The cloud schedule rules, whose runs come through the pool's queue.
-    schedules: Arc<CloudSchedules>,
+    /// The cloud rules in force here, for the schedule runs and retries the cloud sends.
+    book: Arc<PoolRules>,
 }
 
 impl RuleSet {
@@ -63,7 +64,7 @@ impl RuleSet {
         lease: Option<Arc<PoolLease>>,
     ) -> Self {
         Self {
-            schedules: Arc::new(CloudSchedules::new(
+            book: Arc::new(PoolRules::new(
                 pool.clone(),
                 endpoints.clone(),
                 jobs.clone(),
@@ -80,9 +81,9 @@ impl RuleSet {
         }
     }
 
-    /// The cloud schedule rules in force, for the runs that come through the pool's queue.
-    pub fn schedules(&self) -> Arc<CloudSchedules> {
-        self.schedules.clone()
+    /// The cloud rules in force, for the schedule runs and retries the cloud sends.
+    pub fn cloud_rules(&self) -> Arc<PoolRules> {
+        self.book.clone()
     }
 
     /// Makes `templates` the cloud's rules for this pool.
@@ -94,7 +95,7 @@ impl RuleSet {
     }
 
     pub fn len(&self) -> usize {
-        self.running.len() + self.schedules.len()
+        self.running.len() + self.book.schedules()
     }
 
     /// Makes `config`'s rules, and the cloud's, the ones in force.
@@ -107,18 +108,19 @@ impl RuleSet {
         for s in &config.schedule {
             wanted.insert(s.name.to_string(), Rule::Schedule(s.clone()));
         }
-        let mut schedules = HashMap::new();
+        let (mut schedules, mut watches) = (HashMap::new(), HashMap::new());
         for (name, rule) in cloud_rules(config, &self.cloud) {
             match rule {
                 Rule::Schedule(s) => {
                     schedules.insert(s.name.clone(), s);
                 }
-                watch => {
-                    wanted.insert(name, watch);
+                Rule::Watch(w, cloud) => {
+                    watches.insert(w.name.clone(), w.clone());
+                    wanted.insert(name, Rule::Watch(w, cloud));
                 }
             }
         }
-        self.schedules.set(schedules);
+        self.book.set(schedules, watches);
         self.running.retain(|name, (rule, stop)| {
             if wanted.get(name) == Some(rule) {
                 return true;
@@ -187,7 +189,7 @@ impl RuleSet {
             .values()
             .filter(|(r, _)| matches!(r, Rule::Watch(..)))
             .count();
-        let schedule = self.running.len() - watch + self.schedules.len();
+        let schedule = self.running.len() - watch + self.book.schedules();
         crate::metrics::METRICS.rules(watch, schedule);
     }
 

@@ -6,23 +6,19 @@
 //!   run, as the rule says. The last scheduled time handled is kept in the ledger, so restarts
 //!   neither repeat nor forget runs.
 //! - A rule from the cloud ticks in the cloud, once for the whole pool: each run comes through
-//!   the pool's work queue and [`CloudSchedules`] makes its job on the executor that took it.
+//!   the pool's work queue and `cloud::PoolRules` makes its job on the executor that took it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pbs_shared::pool_lease::ScheduleRun;
-use pbs_shared::{JobMessage, PoolName, TemplateId};
+use pbs_shared::PoolName;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cloud::poller::ScheduleRuns;
 use crate::config::ScheduleRule;
 use crate::jobs::local::LocalJobs;
-use crate::jobs::ports::Boxed;
 use crate::rules::clock::{Cron, Filter, Fire, RuleClock, RuleJob};
 use crate::transfer;
 use crate::transfer::endpoints::Endpoints;
@@ -157,99 +153,5 @@ impl Scheduler {
             .into_iter()
             .filter(|(rel, _)| filter.matches(rel))
             .collect())
-    }
-}
-
-/// The pool's cloud schedule rules this executor can run, for the runs the cloud sends through
-/// the pool's work queue.
-pub struct CloudSchedules {
-    pub pool: PoolName,
-    pub endpoints: Arc<Endpoints>,
-    pub jobs: Arc<LocalJobs>,
-    rules: RwLock<HashMap<TemplateId, ScheduleRule>>,
-}
-
-impl CloudSchedules {
-    pub fn new(pool: PoolName, endpoints: Arc<Endpoints>, jobs: Arc<LocalJobs>) -> Self {
-        Self {
-            pool,
-            endpoints,
-            jobs,
-            rules: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// Makes `rules` the cloud schedule rules in force here.
-    pub fn set(&self, rules: HashMap<TemplateId, ScheduleRule>) {
-        *self
-            .rules
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = rules;
-    }
-
-    pub fn len(&self) -> usize {
-        self.rules
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-    }
-
-    async fn make(&self, run: &ScheduleRun) -> Result<Option<JobMessage>, String> {
-        if run.pool != self.pool {
-            return Err(format!(
-                "the run is for pool {}, this executor serves pool {}",
-                run.pool, self.pool
-            ));
-        }
-        let rule = self
-            .rules
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&run.template_id)
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "no schedule rule {} runs here (unknown, disabled, or refused by this executor's configuration: see its log)",
-                    run.template_id
-                )
-            })?;
-        let scheduler = Scheduler {
-            rule,
-            pool: self.pool.clone(),
-            endpoints: self.endpoints.clone(),
-            jobs: self.jobs.clone(),
-        };
-        let files = scheduler
-            .list()
-            .await
-            .map_err(|e| format!("cannot list the source: {e}"))?;
-        if files.is_empty() {
-            info!(rule = %run.template_id, scheduled_for = %run.scheduled_for, "scheduled run: no files to copy");
-            return Ok(None);
-        }
-        let mut why = format!(
-            "the run for {} came from the cloud through the pool's queue and this executor took it",
-            run.scheduled_for.to_rfc3339()
-        );
-        if run.folded > 0 {
-            why.push_str(&format!(
-                " ({} earlier time(s) came with it and made no run of their own)",
-                run.folded
-            ));
-        }
-        let job = RuleJob::schedule(&scheduler.rule, &self.pool, run.scheduled_for)
-            .because(why)
-            .build(&files);
-        info!(rule = %run.template_id, job_id = %job.job_id, files = files.len(), "scheduled run");
-        Ok(Some(job))
-    }
-}
-
-impl ScheduleRuns for CloudSchedules {
-    fn job_for<'a>(
-        &'a self,
-        run: &'a ScheduleRun,
-    ) -> Boxed<'a, Result<Option<JobMessage>, String>> {
-        Box::pin(self.make(run))
     }
 }

@@ -36,6 +36,11 @@ pub struct Seen {
     pub mtime_ns: i128,
 }
 
+/// The state of the file at `path` now (`None`: no such file, or not a plain file).
+pub fn seen_now(path: &Path) -> Option<Seen> {
+    seen(path)
+}
+
 fn seen(path: &Path) -> Option<Seen> {
     // A link is never a file of the folder, whatever it points to.
     let m = std::fs::symlink_metadata(path).ok()?;
@@ -88,7 +93,7 @@ pub struct Done {
 }
 
 impl Watcher {
-    fn folder(&self) -> PathBuf {
+    pub fn folder(&self) -> PathBuf {
         if self.rule.folder.is_empty() {
             self.root.clone()
         } else {
@@ -307,7 +312,7 @@ impl Watcher {
 
     /// The after-transfer action, for a file delivered and verified in state `s`. A file changed
     /// since is left alone: it is a new version, with its own job.
-    fn after(&self, rel: &str, s: Seen) {
+    pub fn after(&self, rel: &str, s: Seen) {
         let path = self.folder().join(rel);
         if seen(&path) != Some(s) {
             return;

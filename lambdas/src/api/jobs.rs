@@ -282,7 +282,8 @@ pub(super) fn created(job: JobView) -> Response {
 }
 
 /// `POST /api/v1/jobs/{id}/retry`: a new job for the same template and files, linked to the
-/// original by `retry_of`. Only failed or cancelled S3 jobs are retried this way.
+/// original by `retry_of`. Only failed or cancelled jobs are retried: an S3 job here, a job of a
+/// cloud watch or schedule rule by the executor that ran it ([`retry_rule_job`]).
 pub async fn retry<S: ApiStore>(
     State(state): State<ApiState<S>>,
     principal: Principal,
@@ -296,9 +297,12 @@ pub async fn retry<S: ApiStore>(
             original.state
         )));
     }
+    if matches!(original.origin.as_deref(), Some("watch" | "schedule")) {
+        return retry_rule_job(&state, &principal, &original).await;
+    }
     let (Some(bucket), Some(template)) = (&original.source_bucket, &original.template_id) else {
         return Err(ApiError::Conflict(format!(
-            "job {id} was made by an executor's watch or schedule rule; that rule runs it again"
+            "job {id} names no source bucket and template: it cannot be retried"
         )));
     };
     let keys: Vec<String> = original
@@ -317,6 +321,93 @@ pub async fn retry<S: ApiStore>(
     )
     .await?;
     Ok(created(job))
+}
+
+/// Retries a failed job of a cloud watch or schedule rule: its files are known only to the
+/// executor that ran it (in its ledger), so that executor is asked, on its control queue, to copy
+/// them again as a new job (`wt-`/`sc-`, created in the cloud by its reports like its other
+/// jobs; its story names who asked and the job it retries). 202 with the new job's id.
+async fn retry_rule_job<S: ApiStore>(
+    state: &ApiState<S>,
+    principal: &Principal,
+    original: &JobView,
+) -> Result<Response, ApiError> {
+    let id = &original.job_id;
+    let job_id = parse_job_id(id)?;
+    let template = original
+        .template_id
+        .as_deref()
+        .and_then(|t| TemplateId::parse(t).ok());
+    let cloud_rule = match &template {
+        Some(t) => matches!(
+            state.store.template(t).await?,
+            Some(Ok(Template {
+                trigger: pbs_shared::template::Trigger::Watch(_)
+                    | pbs_shared::template::Trigger::Schedule(_),
+                ..
+            }))
+        ),
+        None => false,
+    };
+    let executor = original.executor_id.as_deref().unwrap_or("an executor");
+    if !cloud_rule {
+        return Err(ApiError::Conflict(format!(
+            "job {id} was made by a rule of {executor}'s own configuration, not by a cloud template: that rule takes the file again when it changes"
+        )));
+    }
+    let (Some(executor), Some(pool)) = (
+        original
+            .executor_id
+            .as_deref()
+            .and_then(|e| ExecutorId::parse(e).ok()),
+        original
+            .pool
+            .as_deref()
+            .and_then(|p| PoolName::parse(p).ok()),
+    ) else {
+        return Err(ApiError::Internal(format!(
+            "job {id} names no executor or pool"
+        )));
+    };
+    let online = state
+        .store
+        .executors(Utc::now())
+        .await
+        .map_err(ApiError::Internal)?
+        .into_iter()
+        .any(|e| e.executor_id == executor.as_str() && e.online);
+    if !online {
+        return Err(ApiError::Conflict(format!(
+            "job {id} ran on executor {executor}, which is offline: only it has the job's files in its ledger; retry once it is back"
+        )));
+    }
+    let now = Utc::now();
+    let retry = pbs_shared::message::RetryRequest {
+        v: V1,
+        job_id: pbs_shared::job::rule_retry_job_id(&job_id, now),
+        retry_of: job_id.clone(),
+        requested_by: principal.name.clone(),
+        at: now,
+    };
+    state
+        .store
+        .send_control(&pool, &executor, &ControlMessage::Retry(retry.clone()))
+        .await
+        .map_err(|e| {
+            ApiError::Conflict(format!(
+                "job {id} ran on executor {executor}, which cannot be reached: {e}"
+            ))
+        })?;
+    tracing::info!(job_id = %retry.job_id, retry_of = %id, executor = %executor, principal = %principal.name, "rule job retry sent to its executor");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": retry.job_id.as_str(), "retry_of": id, "executor_id": executor.as_str(), "state": "sent"})),
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(AuditTarget(retry.job_id.to_string()));
+    Ok(response)
 }
 
 /// Records and dispatches a job of `template_id` for `keys`.

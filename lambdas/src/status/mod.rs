@@ -596,6 +596,9 @@ mod tests {
                     c.job_id, c.requested_by
                 )),
                 ControlMessage::Lease(_) => self.log(format!("lease answer to {executor}")),
+                ControlMessage::Retry(r) => {
+                    self.log(format!("retry of {} on {executor}", r.retry_of))
+                }
             }
             Ok(())
         }
