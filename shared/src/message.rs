@@ -385,10 +385,34 @@ pub enum ControlMessage {
     Cancel(CancelRequest),
     /// The pool's rule lease, in answer to one of the executor's heartbeats (sent by the status
     /// function).
-    Lease(crate::pool_lease::LeaseView),
+    Lease(LeaseView),
     /// Run a failed job of a cloud watch or schedule rule again (sent by the API to the executor
     /// that ran it, which has the job in its ledger).
     Retry(RetryRequest),
+}
+
+/// The pool's rule lease as the status function saw it when it handled one heartbeat of the
+/// executor it is sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseView {
+    pub v: V1,
+    pub pool: PoolName,
+    /// The heartbeat this answers (its `at`), so the executor counts the lease from when it sent
+    /// that heartbeat, never from when the answer arrived.
+    pub heartbeat_at: DateTime<Utc>,
+    /// The executor holding the lease (`None`: nobody, e.g. the holder left the pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<ExecutorId>,
+    /// When the holder took the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// How long the lease lasts from the answered heartbeat, when the receiver is the holder.
+    pub lease_seconds: u32,
+    /// Watch jobs the pool delivered lately (any executor): a file whose job is here is not
+    /// taken again by an executor that takes the lease over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<JobId>,
 }
 
 /// A job of a cloud rule to run again, as a new job.

@@ -5,7 +5,7 @@
 //!   pool's cloud rules says so in its heartbeats; the status function grants the lease to one of
 //!   them (the holder renews it with each heartbeat, another takes it once the holder's last
 //!   heartbeat is older than the lease) and answers each such heartbeat on the sender's control
-//!   queue with a [`LeaseView`]. Every executor watches; only the holder starts jobs.
+//!   queue with a `message::LeaseView`. Every executor watches; only the holder starts jobs.
 //! - **Schedule rules** tick in the cloud: on the pool's heartbeats the status function sends a
 //!   [`ScheduleRun`] through the pool's work queue for each scheduled time that came, so exactly
 //!   one executor takes each run, and a run whose executor died is taken again by another.
@@ -14,37 +14,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::message::{MessageError, V1, parse_versioned};
-use crate::names::{ExecutorId, JobId, PoolName, TemplateId};
+use crate::names::{PoolName, TemplateId};
 
 /// How many heartbeat intervals a lease lasts from the heartbeat that granted or renewed it. The
 /// holder renews it every interval, so one late heartbeat does not lose it; another executor
 /// takes it on its first heartbeat after the holder's last one plus this, i.e. within three
 /// intervals of the holder's last heartbeat.
 pub const LEASE_INTERVALS: u32 = 2;
-
-/// The pool's rule lease as the status function saw it when it handled one heartbeat of the
-/// executor it is sent to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseView {
-    pub v: V1,
-    pub pool: PoolName,
-    /// The heartbeat this answers (its `at`), so the executor counts the lease from when it sent
-    /// that heartbeat, never from when the answer arrived.
-    pub heartbeat_at: DateTime<Utc>,
-    /// The executor holding the lease (`None`: nobody, e.g. the holder left the pool).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holder: Option<ExecutorId>,
-    /// When the holder took the lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<DateTime<Utc>>,
-    /// How long the lease lasts from the answered heartbeat, when the receiver is the holder.
-    pub lease_seconds: u32,
-    /// Watch jobs the pool delivered lately (any executor): a file whose job is here is not
-    /// taken again by an executor that takes the lease over.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub delivered: Vec<JobId>,
-}
 
 /// One run of a cloud schedule rule, sent by the status function through the pool's work queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

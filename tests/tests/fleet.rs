@@ -71,6 +71,27 @@ async fn each_landed_once(a: &Executor, b: &Executor, prefix: &str, names: &[Str
     assert_eq!(all, dupes, "a file landed twice: {all:?}");
 }
 
+/// An executor of `pool` with endpoint `shared` on the folder `shared` (open to the cloud for
+/// reading, writing and removing), heartbeats every 2 s.
+fn executor_on(stack: &Stack, (pool, queue): (&str, &str), shared: &Path, name: &str) -> Executor {
+    Executor::start_with(
+        stack,
+        pool,
+        queue,
+        ExecutorOptions {
+            name: Some(name.into()),
+            heartbeat_seconds: Some(2),
+            cloud_extra: "allow_source_removal = true".into(),
+            extra_config: format!(
+                "[endpoints.shared]\ntype = \"local\"\nroot = \"{}\"\ncloud = \"read-write\"\n",
+                shared.display()
+            ),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 fn holds(executor: &Executor) -> bool {
     let log = executor.log();
     let held = log.rfind("this executor holds the pool's rule lease");
@@ -87,26 +108,8 @@ async fn two_executors_of_a_pool_run_each_rule_once_and_one_takes_over_from_a_ki
     for dir in ["keep", "move", "sched"] {
         std::fs::create_dir_all(shared.path().join(dir)).unwrap();
     }
-    let start = |name: &str| {
-        Executor::start_with(
-            &stack,
-            &pool,
-            &queue.url,
-            ExecutorOptions {
-                name: Some(name.into()),
-                heartbeat_seconds: Some(2),
-                cloud_extra: "allow_source_removal = true".into(),
-                extra_config: format!(
-                    "[endpoints.shared]\ntype = \"local\"\nroot = \"{}\"\ncloud = \"read-write\"\n",
-                    shared.path().display()
-                ),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
-    let mut a = start("a");
-    let mut b = start("b");
+    let mut a = executor_on(&stack, (&pool, &queue.url), shared.path(), "a");
+    let mut b = executor_on(&stack, (&pool, &queue.url), shared.path(), "b");
     let keep = unique("keep");
     let mv = unique("move");
     let sched = unique("sched");
@@ -238,21 +241,7 @@ async fn a_failed_job_of_a_cloud_watch_rule_is_retried_from_the_api_by_the_execu
     let queue = stack.create_pool(&pool).await.unwrap();
     let shared = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(shared.path().join("in")).unwrap();
-    let executor = Executor::start_with(
-        &stack,
-        &pool,
-        &queue.url,
-        ExecutorOptions {
-            heartbeat_seconds: Some(2),
-            cloud_extra: "allow_source_removal = true".into(),
-            extra_config: format!(
-                "[endpoints.shared]\ntype = \"local\"\nroot = \"{}\"\ncloud = \"read-write\"\n",
-                shared.path().display()
-            ),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let executor = executor_on(&stack, (&pool, &queue.url), shared.path(), "exec");
     // A folder where the file must land: the delivery fails until someone removes it.
     let blocker = executor.landing.join("out/report.csv");
     std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use pbs_shared::pool_lease::LeaseView;
+use pbs_shared::message::LeaseView;
 use pbs_shared::{ExecutorId, JobId, PoolName};
 use tracing::info;
 

@@ -21,7 +21,7 @@ use crate::cloud::lease::PoolLease;
 use crate::config::{AfterAction, WatchRule};
 use crate::jobs::local::LocalJobs;
 use crate::rules::clock::{Filter, RuleJob, watch_job_id};
-use crate::rules::watch::{Done, Files, Known, Seen, Turn, known, takes, turn};
+use crate::rules::watch::{Done, Files, Known, Seen, known, takes};
 use crate::transfer::deliver::Runner;
 use crate::transfer::endpoints::{Endpoints, Side, join};
 
@@ -71,21 +71,10 @@ impl RemoteWatcher {
                         }
                         None => files.insert(Files::first(&self.rule, found)),
                     };
-                    for (rel, s) in files.ready(|rel| now.get(rel).copied(), stable) {
-                        match turn(self.lease.as_deref(), &self.rule, &rel, s) {
-                            Turn::Mine(why) => {
-                                if self.start(rel.clone(), s, &done_tx, why) {
-                                    files.in_flight.insert(rel);
-                                } else {
-                                    files.settled.insert(rel, s);
-                                }
-                            }
-                            Turn::Delivered => {
-                                files.settled.insert(rel, s);
-                            }
-                            Turn::Wait => files.wait(rel, s, stable),
-                        }
-                    }
+                    let ready = files.ready(|rel| now.get(rel).copied(), stable);
+                    files.take(ready, (self.lease.as_deref(), &self.rule, stable), |rel, s, why| {
+                        self.start(rel, s, &done_tx, why)
+                    });
                 }
             }
         }

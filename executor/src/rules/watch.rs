@@ -75,7 +75,7 @@ pub struct Watcher {
 }
 
 /// Whose turn a settled file is.
-pub enum Turn {
+enum Turn {
     /// This executor's: it starts the job (saying why, for a cloud rule).
     Mine(Option<String>),
     /// Another executor of the pool delivered it in this state.
@@ -134,21 +134,10 @@ impl Watcher {
                     files.reconcile(found);
                 }
                 _ = tick.tick() => {
-                    for (rel, s) in files.ready(|rel| seen(&folder.join(rel)), stable) {
-                        match turn(self.lease.as_deref(), &self.rule, &rel, s) {
-                            Turn::Mine(why) => {
-                                if self.start(rel.clone(), s, &done_tx, why) {
-                                    files.in_flight.insert(rel);
-                                } else {
-                                    files.settled.insert(rel, s);
-                                }
-                            }
-                            Turn::Delivered => {
-                                files.settled.insert(rel, s);
-                            }
-                            Turn::Wait => files.wait(rel, s, stable),
-                        }
-                    }
+                    let ready = files.ready(|rel| seen(&folder.join(rel)), stable);
+                    files.take(ready, (self.lease.as_deref(), &self.rule, stable), |rel, s, why| {
+                        self.start(rel, s, &done_tx, why)
+                    });
                 }
             }
         }
@@ -386,7 +375,7 @@ pub fn known(jobs: &LocalJobs, rule: &WatchRule, rel: &str, job_id: &pbs_shared:
 
 /// Whose turn the settled file `rel` in state `s` of `rule` is: this executor's for a rule of its
 /// own (`lease` is `None`) or while it holds the pool's rule lease.
-pub fn turn(lease: Option<&PoolLease>, rule: &WatchRule, rel: &str, s: Seen) -> Turn {
+fn turn(lease: Option<&PoolLease>, rule: &WatchRule, rel: &str, s: Seen) -> Turn {
     let Some(lease) = lease else {
         return Turn::Mine(None);
     };
@@ -421,9 +410,9 @@ pub struct Files {
     /// Files seen changing, waiting to hold still for `stable_seconds`.
     candidates: HashMap<String, Candidate>,
     /// Files whose job is running.
-    pub in_flight: HashSet<String>,
+    in_flight: HashSet<String>,
     /// Files known delivered (and kept) or ignored in their current state.
-    pub settled: HashMap<String, Seen>,
+    settled: HashMap<String, Seen>,
 }
 
 impl Files {
@@ -472,9 +461,35 @@ impl Files {
         }
     }
 
+    /// Takes the `ready` files whose turn it is here (`start` starts a job; false: nothing to
+    /// do, the file is settled as it is), settles those another executor of the pool delivered,
+    /// and keeps the others waiting.
+    pub fn take(
+        &mut self,
+        ready: Vec<(String, Seen)>,
+        (lease, rule, stable): (Option<&PoolLease>, &WatchRule, Duration),
+        mut start: impl FnMut(String, Seen, Option<String>) -> bool,
+    ) {
+        for (rel, s) in ready {
+            match turn(lease, rule, &rel, s) {
+                Turn::Mine(why) => {
+                    if start(rel.clone(), s, why) {
+                        self.in_flight.insert(rel);
+                    } else {
+                        self.settled.insert(rel, s);
+                    }
+                }
+                Turn::Delivered => {
+                    self.settled.insert(rel, s);
+                }
+                Turn::Wait => self.wait(rel, s, stable),
+            }
+        }
+    }
+
     /// A settled file that is another executor's turn: looked at again at the next tick, as
     /// settled as it was.
-    pub fn wait(&mut self, rel: String, s: Seen, stable: Duration) {
+    fn wait(&mut self, rel: String, s: Seen, stable: Duration) {
         let since = Instant::now()
             .checked_sub(stable)
             .unwrap_or_else(Instant::now);

@@ -9,10 +9,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use pbs_shared::message::{ControlMessage, Heartbeat, V1};
-use pbs_shared::pool_lease::{
-    LEASE_INTERVALS, LeaseView, ScheduleRun, ScheduleRunKind, Tick, tick,
-};
+use pbs_shared::message::{ControlMessage, Heartbeat, LeaseView, V1};
+use pbs_shared::pool_lease::{LEASE_INTERVALS, ScheduleRun, ScheduleRunKind, Tick, tick};
 use pbs_shared::rule_spec::{Cron, MissedRuns, ScheduleTrigger};
 use pbs_shared::template::Trigger;
 use pbs_shared::{ExecutorId, JobId, JobState, PoolName, Template};
