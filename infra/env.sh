@@ -3,7 +3,8 @@
 PBS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PBS_ROOT
 export PBS_TOOLS="$PBS_ROOT/.tools"
-export PBS_STATE="$PBS_ROOT/.state"
+# State (emulators, stacks, the dev executor) under .state unless PBS_STATE names another folder.
+export PBS_STATE="${PBS_STATE:-$PBS_ROOT/.state}"
 # cargo-lambda finds zig through the venv's python (package ziglang).
 export PATH="$PBS_TOOLS/bin:$PBS_TOOLS/cli/bin:$PATH"
 export SAM_CLI_TELEMETRY=0

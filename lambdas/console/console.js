@@ -136,32 +136,51 @@ function signInView() {
 
 async function jobsView(params) {
   const state = params.get("state") || "";
+  const prefix = params.get("key_prefix") || "";
+  const jobsHash = (st, kp) => {
+    const q = new URLSearchParams();
+    if (st) q.set("state", st);
+    if (kp) q.set("key_prefix", kp);
+    return q.toString() ? `#/jobs?${q}` : "#/jobs";
+  };
   const select = el("select", { id: "state-filter", onchange: (e) => {
-    location.hash = e.target.value ? `#/jobs?state=${e.target.value}` : "#/jobs";
+    location.hash = jobsHash(e.target.value, prefix);
   } }, el("option", { value: "" }, "all states"),
   ...["queued", "running", "succeeded", "failed", "cancelled"].map((s) =>
     el("option", { value: s, selected: s === state }, s)));
+  const search = el("input", { id: "key-search", type: "search", value: prefix, placeholder: "invoices/2026-11/",
+    "aria-label": "File name starts with" });
+  const searchForm = el("form", { id: "key-search-form", role: "search", onsubmit: (e) => {
+    e.preventDefault();
+    location.hash = jobsHash(state, search.value.trim());
+  } }, el("label", {}, "File ", search), el("button", { type: "submit" }, "Find"));
   const body = el("tbody");
   const table = el("div", { class: "scroll" }, el("table", { id: "jobs" },
-    el("thead", {}, el("tr", {}, ["State", "Job", "Template", "Files", "Progress", "Created", "Executor"].map((h) => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ["State", "File", "Template", "Files", "Progress", "Created", "Executor"].map((h) => el("th", {}, h)))),
     body));
   const problem = el("div");
-  show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select),
+  show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select), searchForm,
     el("a", { href: "#/jobs/new" }, "New manual job")), problem, table);
+  // A job is named by its first file (and how many more), its id kept as the link's title.
+  const name = (j) => j.first_key
+    ? `${j.first_key}${j.file_count > 1 ? ` +${j.file_count - 1} more` : ""}`
+    : j.job_id;
   const refresh = async () => {
     try {
       const q = new URLSearchParams({ limit: "100" });
       if (state) q.set("state", state);
+      if (prefix) q.set("key_prefix", prefix);
       const data = await api("GET", `/jobs?${q}`);
       body.replaceChildren(...data.jobs.map((j) => el("tr", { "data-job": j.job_id, "data-state": j.state },
         el("td", { class: "state" }, badge(j.state)),
-        el("td", { class: "id" }, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, title: j.job_id }, j.job_id)),
+        el("td", { class: "id" }, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, title: j.job_id }, name(j))),
         el("td", {}, j.template_id || ""),
         el("td", {}, `${j.file_count} · ${bytes(j.total_bytes)}`),
         el("td", {}, progressBar(j) || ""),
         el("td", {}, when(j.created_at)),
         el("td", {}, j.executor_id || ""))));
-      if (!data.jobs.length) body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No jobs.")));
+      if (!data.jobs.length) body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" },
+        prefix ? `No job has a file starting with ${prefix}.` : "No jobs.")));
       problem.replaceChildren();
     } catch (err) { problem.replaceChildren(errorBox(err)); }
   };
@@ -189,8 +208,10 @@ async function jobView(id) {
   const refresh = async () => {
     let job;
     try { job = await api("GET", `/jobs/${encodeURIComponent(id)}`); } catch (err) {
+      // A rule's retry appears once its executor reports it: keep looking.
       problem.replaceChildren(errorBox(err)); return;
     }
+    problem.replaceChildren();
     const files = (job.files || []).slice(0, 50).map((f) => el("li", {}, `${f.key} → ${f.dest_path || ""}`));
     head.replaceChildren(el("div", { class: "card" },
       el("dl", {},
@@ -198,6 +219,8 @@ async function jobView(id) {
         el("dt", {}, "Template"), el("dd", {}, job.template_id || ""),
         el("dt", {}, "Pool / executor"), el("dd", {}, `${job.pool || ""} / ${job.executor_id || "—"}`),
         el("dt", {}, "Destination"), el("dd", {}, job.destination || ""),
+        job.origin && job.origin !== "manual" ? [el("dt", {}, "Made by"), el("dd", { id: "job-origin" },
+          `${job.origin} rule ${job.origin_rule || ""}${job.origin_why ? `: ${job.origin_why}` : ""}`)] : null,
         job.transfer ? [el("dt", {}, "Transfer"), el("dd", { id: "job-transfer" },
           `${job.transfer.mode}${job.transfer.dry_run ? " (dry run)" : ""}: ${job.source_endpoint}:${job.transfer.folder || "/"} → ${job.destination}:${job.transfer.dest_folder || "/"}`)] : null,
         el("dt", {}, "Attempt"), el("dd", {}, String(job.attempt)),

@@ -219,6 +219,10 @@ pub struct JobSummary {
     pub file_count: u64,
     pub total_bytes: u64,
     pub created_at: DateTime<Utc>,
+    /// The key of the job's first file (under the source endpoint's root), so the job is found
+    /// by it (`GET /api/v1/jobs?key_prefix=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_key: Option<String>,
 }
 
 impl JobMessage {
@@ -233,6 +237,7 @@ impl JobMessage {
             file_count: self.files.len() as u64,
             total_bytes: self.total_bytes(),
             created_at: self.created_at,
+            first_key: self.files.first().map(|f| f.key.to_string()),
         })
     }
 }

@@ -169,6 +169,29 @@ async fn a_storm_batch_becomes_one_job_with_a_file_list_and_duplicate_events_sta
     let id = jobs[0]["job_id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("co-"), "{id}");
     assert_eq!(jobs[0]["file_count"], 31, "{:#}", jobs[0]);
+    // Any of its files finds the job, not only the first (each event's claim is in the key index).
+    for key in ["cam/card 17/frame+17", "cam/gone"] {
+        let (status, found) = stack
+            .call(
+                "GET",
+                &format!(
+                    "/api/v1/jobs?template={}&key_prefix={}",
+                    sc.template,
+                    key.replace(' ', "%20").replace('+', "%2B")
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{found}");
+        let ids: Vec<&str> = found["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|j| j["job_id"].as_str())
+            .collect();
+        assert_eq!(ids, [id.as_str()], "{key}: {found}");
+    }
 
     // Every present file lands; the missing one fails the job, named, and alone.
     for (key, data, _) in &first {

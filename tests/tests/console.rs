@@ -139,6 +139,63 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
         .unwrap();
     browser.screenshot(&shot("jobs")).await.unwrap();
 
+    // Jobs are named by their file, and found by the start of its key (an index, not a scan).
+    let (status, found) = stack
+        .call("GET", "/api/v1/jobs?key_prefix=media/cl", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{found}");
+    let ids: Vec<&str> = found["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["job_id"].as_str())
+        .collect();
+    assert!(ids.contains(&job_id.as_str()), "{found}");
+    assert!(
+        found["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["first_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("media/cl"))),
+        "{found}"
+    );
+    browser.fill("#key-search", "media/cl").await.unwrap();
+    browser.click("#key-search-form button").await.unwrap();
+    browser
+        .wait_state(
+            &format!("tr[data-job='{job_id}']"),
+            "succeeded",
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let row = browser
+        .text(&format!("tr[data-job='{job_id}'] td.id"))
+        .await
+        .unwrap();
+    assert_eq!(row, "media/clip.mov");
+    browser.screenshot(&shot("jobs-by-file")).await.unwrap();
+    browser
+        .fill("#key-search", "no-such-folder/")
+        .await
+        .unwrap();
+    browser.click("#key-search-form button").await.unwrap();
+    pbs_e2e::eventually(
+        Duration::from_secs(20),
+        "no job for an unknown prefix",
+        || async {
+            let text = browser.text("#jobs tbody").await?;
+            Ok(text
+                .contains("No job has a file starting with no-such-folder/")
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+
     // A template with a bad glob: the editor shows the field and the problem, and nothing is saved.
     browser
         .goto(&format!("{console}#/templates/new"))

@@ -39,6 +39,31 @@ pub struct ListQuery {
     pool: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    key_prefix: Option<String>,
+}
+
+/// Longest key prefix searched (an S3 key is at most 1024 bytes).
+const MAX_KEY_PREFIX: usize = 1024;
+
+fn key_prefix_param(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(p) if p.is_empty() => Err(ApiError::field(
+            "key_prefix",
+            "key_prefix must not be empty (leave it out to list every job)",
+        )),
+        Some(p) if p.len() > MAX_KEY_PREFIX => Err(ApiError::field(
+            "key_prefix",
+            format!(
+                "key_prefix is at most {MAX_KEY_PREFIX} bytes, got {}",
+                p.len()
+            ),
+        )),
+        Some(p) if p.chars().any(char::is_control) => Err(ApiError::field(
+            "key_prefix",
+            "key_prefix must not contain control characters",
+        )),
+        other => Ok(other),
+    }
 }
 
 fn time_param(field: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
@@ -84,6 +109,7 @@ pub async fn list<S: ApiStore>(
         pool: q.pool,
         since: time_param("since", q.since)?,
         until: time_param("until", q.until)?,
+        key_prefix: key_prefix_param(q.key_prefix)?,
     };
     let (jobs, next) = state
         .store

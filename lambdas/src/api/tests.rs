@@ -809,6 +809,8 @@ async fn list_parameters_are_checked_and_filters_apply() {
         ("since=yesterday", "since"),
         ("colour=red", "query"),
         ("next=nonsense", "next"),
+        ("key_prefix=", "key_prefix"),
+        ("key_prefix=a%01b", "key_prefix"),
     ] {
         let (status, answer) = api.get(&format!("/api/v1/jobs?{query}")).await;
         assert_eq!(

@@ -20,6 +20,9 @@ use pbs_shared::plan::RejectedJob;
 
 const LIST_PK: &str = "job";
 pub const BY_CREATED_INDEX: &str = "ByCreated";
+/// Jobs by the key of their first file (a folder transfer: its source folder), and the claims of
+/// a coalesced job's other files by theirs: `list_pk`, `key_sk`.
+pub const BY_KEY_INDEX: &str = "ByKey";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobTableError {
@@ -173,12 +176,23 @@ impl JobTable {
             s(serde_json::to_string(job).expect("job messages serialise")),
         );
         let expires = item["expires_at"].clone();
-        let claims = members.iter().map(|m| {
-            Item::from([
+        // Each event's file is found by its key: its claim is in the key index.
+        let keys: Vec<Option<&str>> = if members.len() == job.files.len() {
+            job.files.iter().map(|f| Some(f.key.as_str())).collect()
+        } else {
+            vec![None; members.len()]
+        };
+        let claims = members.iter().zip(keys).map(|(m, key)| {
+            let mut claim = Item::from([
                 ("job_id".into(), s(m.as_str())),
                 ("claimed_by".into(), s(job.job_id.as_str())),
                 ("expires_at".into(), expires.clone()),
-            ])
+            ]);
+            if let Some(key) = key.filter(|_| *m != &job.job_id) {
+                claim.insert("list_pk".into(), s(LIST_PK));
+                claim.insert("key_sk".into(), s(key));
+            }
+            claim
         });
         std::iter::once(item)
             .chain(claims)
@@ -497,36 +511,55 @@ impl JobTable {
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(BY_CREATED_INDEX)
                 .expression_attribute_values(":p", s(LIST_PK))
-                .scan_index_forward(false)
                 .limit(limit - jobs.len() as i32)
                 .set_exclusive_start_key(start.take());
             let mut key = "list_pk = :p".to_owned();
-            match (&filter.since, &filter.until) {
-                (Some(a), Some(b)) => {
-                    key.push_str(" AND created_sk BETWEEN :since AND :until");
-                    query = query
-                        .expression_attribute_values(":since", s(a))
-                        .expression_attribute_values(":until", s(format!("{b}~")));
-                }
-                (Some(a), None) => {
-                    key.push_str(" AND created_sk >= :since");
+            let mut conditions = Vec::new();
+            let (since, until) = (&filter.since, &filter.until);
+            if let Some(prefix) = &filter.key_prefix {
+                // In key order; the times become filters.
+                key.push_str(" AND begins_with(key_sk, :prefix)");
+                query = query
+                    .index_name(BY_KEY_INDEX)
+                    .expression_attribute_values(":prefix", s(prefix));
+                if let Some(a) = since {
+                    conditions.push("created_at >= :since".to_owned());
                     query = query.expression_attribute_values(":since", s(a));
                 }
-                (None, Some(b)) => {
-                    key.push_str(" AND created_sk <= :until");
+                if let Some(b) = until {
+                    conditions.push("created_at <= :until".to_owned());
                     query = query.expression_attribute_values(":until", s(format!("{b}~")));
                 }
-                (None, None) => {}
+            } else {
+                query = query.index_name(BY_CREATED_INDEX).scan_index_forward(false);
+                match (since, until) {
+                    (Some(a), Some(b)) => {
+                        key.push_str(" AND created_sk BETWEEN :since AND :until");
+                        query = query
+                            .expression_attribute_values(":since", s(a))
+                            .expression_attribute_values(":until", s(format!("{b}~")));
+                    }
+                    (Some(a), None) => {
+                        key.push_str(" AND created_sk >= :since");
+                        query = query.expression_attribute_values(":since", s(a));
+                    }
+                    (None, Some(b)) => {
+                        key.push_str(" AND created_sk <= :until");
+                        query = query.expression_attribute_values(":until", s(format!("{b}~")));
+                    }
+                    (None, None) => {}
+                }
             }
-            let mut conditions = Vec::new();
+            let by_key = filter.key_prefix.is_some();
             for (attr, value) in [
                 ("state", &filter.state),
                 ("template_id", &filter.template),
                 ("pool", &filter.pool),
             ] {
-                if let Some(v) = value {
+                // By key, a coalesced job's other files are claims without these: the job they
+                // are in is filtered once read.
+                if let Some(v) = value.as_ref().filter(|_| !by_key) {
                     conditions.push(format!("#{attr} = :{attr}"));
                     query = query
                         .expression_attribute_names(format!("#{attr}"), attr)
@@ -541,7 +574,26 @@ impl JobTable {
                 .send()
                 .await
                 .map_err(dynamo_err)?;
-            jobs.extend(out.items().iter().map(JobView::from_item));
+            for item in out.items() {
+                let job = match get_s(item, "claimed_by") {
+                    // A coalesced job's other file: the job it is in.
+                    Some(owner) => match self.read_item(owner).await? {
+                        Some(job) => JobView::from_item(&job),
+                        None => continue,
+                    },
+                    None => JobView::from_item(item),
+                };
+                let wanted = [
+                    (&filter.state, Some(&job.state)),
+                    (&filter.template, job.template_id.as_ref()),
+                    (&filter.pool, job.pool.as_ref()),
+                ]
+                .iter()
+                .all(|(want, has)| want.is_none() || want.as_ref() == *has);
+                if wanted && !jobs.iter().any(|j: &JobView| j.job_id == job.job_id) {
+                    jobs.push(job);
+                }
+            }
             start = out.last_evaluated_key().filter(|k| !k.is_empty()).cloned();
             if start.is_none() || jobs.len() as i32 >= limit {
                 break;
@@ -787,6 +839,14 @@ pub(crate) fn queued_item(job: &JobMessage, ttl: Duration) -> Item {
             s(serde_json::to_string(folder).expect("transfers serialise")),
         );
     }
+    let first = job
+        .files
+        .first()
+        .map(|f| f.key.as_str())
+        .or(job.folder.as_ref().map(|f| f.folder.as_str()));
+    if let Some(key) = first {
+        item.insert("key_sk".into(), s(key));
+    }
     item
 }
 
@@ -799,6 +859,8 @@ pub struct JobFilter {
     /// RFC 3339 times (UTC, `Z`), compared with the creation time.
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Jobs with a file whose key starts with this (served by the key index, in key order).
+    pub key_prefix: Option<String>,
 }
 
 /// Index pages read at most for one page of a filtered list.
@@ -852,6 +914,9 @@ pub struct JobView {
     pub origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_rule: Option<String>,
+    /// The key of its first file (a folder transfer: its source folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_key: Option<String>,
     /// Why the executor that ran it did (its own rule, the pool's rule lease, a schedule run it
     /// took from the pool's queue).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -983,6 +1048,7 @@ impl JobView {
             origin: opt("origin"),
             origin_rule: opt("origin_rule"),
             origin_why: opt("origin_why"),
+            first_key: opt("key_sk"),
             file_count: get_n(item, "file_count").unwrap_or(files.len() as u64),
             files,
             total_bytes: get_n(item, "total_bytes").unwrap_or(0),
@@ -1050,6 +1116,9 @@ fn with_summary(mut update: Update, st: &JobStatus) -> Update {
         };
         if let Some(why) = &job.origin.why {
             update = update.set("origin_why", s(why));
+        }
+        if let Some(key) = &job.first_key {
+            update = update.set_if_absent("key_sk", s(key));
         }
     }
     update
