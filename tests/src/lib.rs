@@ -13,6 +13,7 @@ mod events;
 mod executor;
 mod iam;
 pub mod link;
+pub mod package;
 pub mod receiver;
 mod scenario;
 pub mod servers;
@@ -28,6 +29,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
+
+/// The job ids of a `GET /api/v1/jobs` answer, in order.
+pub fn job_ids(answer: &serde_json::Value) -> Vec<&str> {
+    answer["jobs"]
+        .as_array()
+        .map(|jobs| jobs.iter().filter_map(|j| j["job_id"].as_str()).collect())
+        .unwrap_or_default()
+}
 
 /// Polls `probe` every 200 ms until it yields `Some`, failing after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>

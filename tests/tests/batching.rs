@@ -184,13 +184,7 @@ async fn a_storm_batch_becomes_one_job_with_a_file_list_and_duplicate_events_sta
             .await
             .unwrap();
         assert_eq!(status, 200, "{found}");
-        let ids: Vec<&str> = found["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|j| j["job_id"].as_str())
-            .collect();
-        assert_eq!(ids, [id.as_str()], "{key}: {found}");
+        assert_eq!(pbs_e2e::job_ids(&found), [id.as_str()], "{key}: {found}");
     }
 
     // Every present file lands; the missing one fails the job, named, and alone.

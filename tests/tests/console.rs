@@ -145,13 +145,10 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
         .await
         .unwrap();
     assert_eq!(status, 200, "{found}");
-    let ids: Vec<&str> = found["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["job_id"].as_str())
-        .collect();
-    assert!(ids.contains(&job_id.as_str()), "{found}");
+    assert!(
+        pbs_e2e::job_ids(&found).contains(&job_id.as_str()),
+        "{found}"
+    );
     let ours = found["jobs"]
         .as_array()
         .unwrap()

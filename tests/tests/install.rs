@@ -7,33 +7,17 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pbs_e2e::{Stack, eventually, unique, workspace_root};
+use pbs_e2e::package::{build_deb, run, text};
+use pbs_e2e::{Stack, eventually, unique};
 use serde_json::json;
 
 const USER: &str = "pbs-executor";
 const CONFIG: &str = "/etc/pbs-executor/executor.toml";
 const ENVIRONMENT: &str = "/etc/pbs-executor/environment";
 const STATE: &str = "/var/lib/pbs-executor";
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Owner, group and permission bits of `path`.
 fn owned(path: &str) -> (String, String, u32) {
@@ -93,19 +77,7 @@ async fn the_deb_installs_runs_its_unit_as_its_user_delivers_a_job_and_purges_cl
         "installing a package needs root (CI runs as root)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("pbs-executor.deb");
-    run(Command::new("cargo")
-        .current_dir(workspace_root())
-        .args([
-            "deb",
-            "-p",
-            "pbs-executor",
-            "--no-build",
-            "--profile",
-            "dev",
-            "--output",
-        ])
-        .arg(&deb));
+    let deb = build_deb(dir.path());
     run(Command::new("dpkg").arg("-i").arg(&deb));
 
     // postinst: the system user, and a configuration only root and that group can read.

@@ -6,26 +6,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use pbs_e2e::workspace_root;
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use pbs_e2e::package::{build_deb, run, text};
 
 /// Copies the host's systemd units into `root`, so the verifier finds the targets ours names.
 fn host_units_into(root: &Path) {
@@ -43,19 +26,7 @@ fn host_units_into(root: &Path) {
 #[test]
 fn the_deb_holds_the_binary_a_verified_hardened_unit_and_a_private_config() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("pbs-executor.deb");
-    run(Command::new("cargo")
-        .current_dir(workspace_root())
-        .args([
-            "deb",
-            "-p",
-            "pbs-executor",
-            "--no-build",
-            "--profile",
-            "dev",
-            "--output",
-        ])
-        .arg(&deb));
+    let deb = build_deb(dir.path());
 
     let listing = text(&run(Command::new("dpkg-deb").arg("--contents").arg(&deb)));
     println!("{listing}");
