@@ -87,6 +87,8 @@ pub struct StatusEnv {
     pub endpoint_tests_table: String,
     /// Each pool's rule lease, schedule ticks and delivered watch jobs.
     pub pools_table: String,
+    /// Hourly counts of jobs ended, files and bytes delivered.
+    pub stats_table: String,
 }
 
 impl StatusEnv {
@@ -103,6 +105,7 @@ impl StatusEnv {
             staging_bucket: optional("STAGING_BUCKET"),
             endpoint_tests_table: required("ENDPOINT_TESTS_TABLE")?,
             pools_table: required("POOLS_TABLE")?,
+            stats_table: required("STATS_TABLE")?,
         })
     }
 }
@@ -184,6 +187,8 @@ pub struct ApiEnv {
     pub status_dlq_url: Option<String>,
     /// Endpoint tests asked by admins.
     pub endpoint_tests_table: String,
+    /// Hourly counts for the dashboard.
+    pub stats_table: String,
 }
 
 impl ApiEnv {
@@ -203,6 +208,7 @@ impl ApiEnv {
             notify_queue_url: optional("NOTIFY_QUEUE_URL"),
             status_dlq_url: optional("STATUS_DLQ_URL"),
             endpoint_tests_table: required("ENDPOINT_TESTS_TABLE")?,
+            stats_table: required("STATS_TABLE")?,
         })
     }
 }

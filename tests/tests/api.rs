@@ -653,3 +653,103 @@ async fn a_delivery_report_lists_each_of_100_files_with_the_hash_of_what_landed(
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hourly_figures_count_each_ended_job_once_and_match_the_job_list() {
+    let stack = Stack::connect().await.unwrap();
+    let sc = pbs_e2e::Scenario::new(&stack, "stats", None, "s/**", "{key}")
+        .await
+        .unwrap();
+    // One attempt per job, so the failing one ends at once.
+    let mut template = template_json(&sc.template, &sc.bucket, "s/**", &sc.pool, "{key}");
+    template["options"] = json!({"retry": {"max_attempts": 1}});
+    stack.replace_template(&template).await.unwrap();
+    let sizes = [1000usize, 2345, 10];
+    for (i, size) in sizes.iter().enumerate() {
+        stack
+            .put_object(
+                &sc.bucket,
+                &format!("s/{i}.bin"),
+                pbs_e2e::body(*size, i as u32),
+            )
+            .await
+            .unwrap();
+    }
+    // A folder where the third file must land: its job fails.
+    std::fs::create_dir_all(sc.executor.landing.join("s/2.bin/in-the-way")).unwrap();
+    let operator = stack.token("operator").unwrap();
+    let mut ids = Vec::new();
+    for key in ["s/0.bin", "s/1.bin", "s/2.bin"] {
+        let (status, job) = stack
+            .call_with(
+                Some(&operator),
+                "POST",
+                "/api/v1/jobs",
+                Some(&json!({"template_id": sc.template, "keys": [key]})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["job_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        stack
+            .job_when(
+                id,
+                std::time::Duration::from_secs(90),
+                "the job to end",
+                |j| ["succeeded", "failed"].contains(&j["state"].as_str().unwrap_or("")),
+            )
+            .await
+            .unwrap();
+    }
+    // The jobs may straddle an hour: two hours cover them.
+    let path = format!("/api/v1/stats?hours=2&pool={}", sc.pool);
+    let stats = pbs_e2e::eventually(
+        std::time::Duration::from_secs(30),
+        "the ends counted",
+        || async {
+            let (status, stats) = stack.call("GET", &path, None).await?;
+            anyhow::ensure!(status == 200, "{stats}");
+            let ended = stats["total"]["succeeded"].as_u64().unwrap_or(0)
+                + stats["total"]["failed"].as_u64().unwrap_or(0);
+            Ok((ended >= 3).then_some(stats))
+        },
+    )
+    .await
+    .unwrap();
+    let jobs = stack.jobs_of_template(&sc.template).await.unwrap();
+    let count = |state: &str| jobs.iter().filter(|j| j["state"] == state).count() as u64;
+    assert_eq!(stats["total"]["succeeded"], count("succeeded"), "{stats:#}");
+    assert_eq!(stats["total"]["failed"], count("failed"), "{stats:#}");
+    assert_eq!((count("succeeded"), count("failed")), (2, 1));
+    assert_eq!(stats["total"]["files"], 2, "{stats:#}");
+    assert_eq!(
+        stats["total"]["bytes"],
+        (sizes[0] + sizes[1]) as u64,
+        "{stats:#}"
+    );
+    let hours = stats["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 2, "{stats:#}");
+    // The failure is counted under its error class, as the job list reports it.
+    let failed = jobs.iter().find(|j| j["state"] == "failed").unwrap();
+    let class = failed["error_class"].as_str().unwrap();
+    let by_class: u64 = hours
+        .iter()
+        .map(|h| h["failed_by_class"][class].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(by_class, 1, "{class}: {stats:#}");
+    // Bad parameters are named.
+    for (query, field) in [
+        ("hours=0", "hours"),
+        ("hours=169", "hours"),
+        ("pool=no%20pool", "pool"),
+    ] {
+        let (status, answer) = stack
+            .call("GET", &format!("/api/v1/stats?{query}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{query}: {answer}");
+    }
+}

@@ -32,6 +32,54 @@ pub async fn list<S: ApiStore>(
     Ok(Json(json!({"executors": all_executors(&state).await?})))
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    hours: Option<String>,
+    pool: Option<String>,
+}
+
+/// `GET /api/v1/stats?hours=24&pool=`: per hour over the last `hours` (1 to 168; default 24),
+/// files and bytes delivered and jobs ended by outcome and error class, for the stack or one pool,
+/// read from the counts the status function keeps as jobs end (never a scan of the jobs).
+pub async fn stats<S: ApiStore>(
+    State(state): State<ApiState<S>>,
+    principal: Principal,
+    query: Result<axum::extract::Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Role::Viewer)?;
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let hours = super::error::limit_param(q.hours.as_deref(), 24, 168)
+        .map_err(|_| ApiError::field("hours", "hours must be a whole number from 1 to 168"))?;
+    let scope = match &q.pool {
+        Some(p) => {
+            let pool = pbs_shared::PoolName::parse(p).map_err(|e| ApiError::field("pool", e))?;
+            crate::store::stats::pool_scope(&pool)
+        }
+        None => crate::store::stats::ALL.to_owned(),
+    };
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::hours(i64::from(hours) - 1);
+    let rows = state
+        .store
+        .stats(&scope, from, to)
+        .await
+        .map_err(ApiError::Internal)?;
+    let total = |field: &str| {
+        rows.iter()
+            .map(|r| r[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    Ok(Json(json!({
+        "scope": scope,
+        "hours": rows,
+        "total": {
+            "files": total("files"), "bytes": total("bytes"), "succeeded": total("succeeded"),
+            "failed": total("failed"), "cancelled": total("cancelled"),
+        },
+    })))
+}
+
 /// Every pool that templates deliver to or executors serve, with its executors online.
 pub async fn pools<S: ApiStore>(
     State(state): State<ApiState<S>>,

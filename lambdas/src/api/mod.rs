@@ -90,6 +90,7 @@ pub fn router<S: ApiStore>(state: ApiState<S>) -> Router {
         )
         .route("/executors", get(executors::list::<S>))
         .route("/pools", get(executors::pools::<S>))
+        .route("/stats", get(executors::stats::<S>))
         .route(
             "/pools/{pool}/endpoints/{endpoint}/test",
             post(endpoint_tests::start::<S>),

@@ -38,6 +38,7 @@ pub struct StackStore {
     follow_up: FollowUp,
     status_dlq_url: Option<String>,
     tests: crate::store::endpoint_tests::EndpointTests,
+    stats: crate::store::stats::StatsTable,
 }
 
 impl StackStore {
@@ -72,6 +73,7 @@ impl StackStore {
                 dynamo.clone(),
                 &env.endpoint_tests_table,
             ),
+            stats: crate::store::stats::StatsTable::new(dynamo.clone(), &env.stats_table),
             jobs,
             templates,
             executors_table: env.executors_table,
@@ -259,6 +261,15 @@ impl ApiStore for StackStore {
 
     async fn endpoint_test(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
         self.tests.get(id).await
+    }
+
+    async fn stats(
+        &self,
+        scope: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        self.stats.hours(scope, from, to).await
     }
 
     async fn executors(&self, now: DateTime<Utc>) -> Result<Vec<ExecutorView>, String> {

@@ -174,6 +174,14 @@ pub trait ApiStore: Send + Sync + 'static {
     fn endpoint_test(&self, id: &str)
     -> impl Future<Output = Result<Option<Value>, String>> + Send;
 
+    /// Hourly counts of `scope` (`all`, or `pool#<pool>`) from `from` to `to`, every hour shown.
+    fn stats(
+        &self,
+        scope: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Value>, String>> + Send;
+
     // Executors and the audit log.
     fn executors(
         &self,

@@ -111,6 +111,8 @@ pub trait StatusStore: Send + Sync {
         beat: &Heartbeat,
         sent: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Adds a job's end to the hourly counts (the dashboard's figures).
+    fn count_end(&self, st: &JobStatus) -> impl Future<Output = Result<(), String>> + Send;
     /// Remembers that the pool delivered watch job `job` at `at`, so an executor taking the
     /// pool's lease over does not take the same file again.
     fn watch_delivered(
@@ -323,7 +325,14 @@ impl<S: StatusStore> Status<S> {
         let (applied, job) = self.store.apply_status(&status).await?;
         match applied {
             Applied::Moved => {
-                info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, executor = %status.executor_id, "job moved")
+                info!(job_id = %status.job_id, state = %status.state, attempt = status.attempt, executor = %status.executor_id, "job moved");
+                // Counted once, when the end is recorded; a count that fails is lost, never
+                // counted twice.
+                if status.state.is_terminal()
+                    && let Err(e) = self.store.count_end(&status).await
+                {
+                    warn!(job_id = %status.job_id, error = %e, "the job's end was not counted");
+                }
             }
             Applied::Stale => {
                 if let Some(reason) = refusal(&status, job.as_ref()) {
@@ -645,6 +654,11 @@ mod tests {
 
         async fn dead_letter(&self, _body: &str, reason: &str) -> Result<(), String> {
             self.log(format!("dead letter: {reason}"));
+            Ok(())
+        }
+
+        async fn count_end(&self, st: &JobStatus) -> Result<(), String> {
+            self.log(format!("counted {} {}", st.job_id, st.state));
             Ok(())
         }
 

@@ -24,6 +24,7 @@ pub struct StackStore {
     jobs: JobTable,
     tests: crate::store::endpoint_tests::EndpointTests,
     once: PoolOnce,
+    stats: crate::store::stats::StatsTable,
 }
 
 impl StackStore {
@@ -61,6 +62,7 @@ impl StackStore {
                 controls: Default::default(),
                 schedules: Default::default(),
             },
+            stats: crate::store::stats::StatsTable::new(dynamo.clone(), &env.stats_table),
             jobs,
             tests: crate::store::endpoint_tests::EndpointTests::new(
                 dynamo.clone(),
@@ -195,6 +197,20 @@ impl StatusStore for StackStore {
         self.once
             .tick(&beat.pool, sent, beat.interval_seconds)
             .await
+    }
+
+    async fn count_end(&self, st: &JobStatus) -> Result<(), String> {
+        let result = st.result.as_ref();
+        let ended = crate::store::stats::Ended {
+            pool: &st.pool,
+            state: st.state,
+            class: result.and_then(|r| r.error_class),
+            files: result.map_or(0, |r| r.files),
+            bytes: result.map_or(0, |r| r.bytes),
+            // The hour by the cloud's clock, whatever the executor's says.
+            at: Utc::now(),
+        };
+        self.stats.add(&ended).await
     }
 
     async fn watch_delivered(
