@@ -327,9 +327,18 @@ impl EndpointTestRequest {
     /// `Some` when `body` is an endpoint test request (`"kind": "endpoint_test"`), with the
     /// request or why it cannot be read; `None` for anything else (a job).
     pub fn recognise(body: &str) -> Option<Result<Self, MessageError>> {
-        let value: serde_json::Value = serde_json::from_str(body).ok()?;
-        (value.get("kind")?.as_str()? == "endpoint_test").then(|| parse_versioned(body))
+        recognise_kind(body, "endpoint_test")
     }
+}
+
+/// A message of the work queue that is not a job, told apart by its `kind`: `Some` when `body`
+/// says `kind`, with the message or why it cannot be read; `None` for anything else (a job).
+pub fn recognise_kind<T: DeserializeOwned>(
+    body: &str,
+    kind: &str,
+) -> Option<Result<T, MessageError>> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    (value.get("kind")?.as_str()? == kind).then(|| parse_versioned(body))
 }
 
 /// The outcome of an endpoint test, as the executor that ran it reports it.

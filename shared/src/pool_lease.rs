@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::message::{MessageError, V1, parse_versioned};
+use crate::message::{MessageError, V1, recognise_kind};
 use crate::names::{PoolName, TemplateId};
 
 /// How many heartbeat intervals a lease lasts from the heartbeat that granted or renewed it. The
@@ -52,8 +52,7 @@ impl ScheduleRun {
     /// `Some` when `body` is a schedule run (`"kind": "schedule_run"`), with the run or why it
     /// cannot be read; `None` for anything else.
     pub fn recognise(body: &str) -> Option<Result<Self, MessageError>> {
-        let value: serde_json::Value = serde_json::from_str(body).ok()?;
-        (value.get("kind")?.as_str()? == "schedule_run").then(|| parse_versioned(body))
+        recognise_kind(body, "schedule_run")
     }
 }
 

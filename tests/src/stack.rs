@@ -231,6 +231,22 @@ impl Stack {
         self.call_with(Some(&token), method, path, body).await
     }
 
+    /// Starts a manual job of `template` for `keys` as an operator; its id.
+    pub async fn manual_job(&self, template: &str, keys: &[&str]) -> Result<String> {
+        let operator = self.token("operator")?;
+        let body = serde_json::json!({"template_id": template, "keys": keys});
+        let (status, job) = self
+            .call_with(Some(&operator), "POST", "/api/v1/jobs", Some(&body))
+            .await?;
+        if status != 201 {
+            bail!("starting a manual job answered {status}: {job}");
+        }
+        job["job_id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no job_id in {job}"))
+    }
+
     /// Calls the API with `token` as bearer (none: no Authorization header).
     pub async fn call_with(
         &self,

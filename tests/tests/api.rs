@@ -436,17 +436,10 @@ async fn a_running_copy_cancelled_through_the_api_stops_leaves_no_partial_and_en
         .await
         .unwrap();
     let operator = stack.token("operator").unwrap();
-    let (status, job) = stack
-        .call_with(
-            Some(&operator),
-            "POST",
-            "/api/v1/jobs",
-            Some(&json!({"template_id": sc.template, "keys": ["big/one.bin"]})),
-        )
+    let id = stack
+        .manual_job(&sc.template, &["big/one.bin"])
         .await
         .unwrap();
-    assert_eq!(status, 201, "{job}");
-    let id = job["job_id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/jobs/{id}");
 
     // Progress reaches the API while it runs.
@@ -677,20 +670,9 @@ async fn the_hourly_figures_count_each_ended_job_once_and_match_the_job_list() {
     }
     // A folder where the third file must land: its job fails.
     std::fs::create_dir_all(sc.executor.landing.join("s/2.bin/in-the-way")).unwrap();
-    let operator = stack.token("operator").unwrap();
     let mut ids = Vec::new();
     for key in ["s/0.bin", "s/1.bin", "s/2.bin"] {
-        let (status, job) = stack
-            .call_with(
-                Some(&operator),
-                "POST",
-                "/api/v1/jobs",
-                Some(&json!({"template_id": sc.template, "keys": [key]})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 201, "{job}");
-        ids.push(job["job_id"].as_str().unwrap().to_owned());
+        ids.push(stack.manual_job(&sc.template, &[key]).await.unwrap());
     }
     for id in &ids {
         stack

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use pbs_e2e::package::{build_deb, run, text};
 use pbs_e2e::{Stack, eventually, unique};
-use serde_json::json;
 
 const USER: &str = "pbs-executor";
 const CONFIG: &str = "/etc/pbs-executor/executor.toml";
@@ -199,17 +198,10 @@ root = "{landing}"
         )
         .await
         .unwrap();
-    let operator = stack.token("operator").unwrap();
-    let (status, job) = stack
-        .call_with(
-            Some(&operator),
-            "POST",
-            "/api/v1/jobs",
-            Some(&json!({"template_id": template, "keys": ["in/delivered.txt"]})),
-        )
+    stack
+        .manual_job(&template, &["in/delivered.txt"])
         .await
         .unwrap();
-    assert_eq!(status, 201, "{job}");
     let landed = landing.join("in/delivered.txt");
     eventually(
         Duration::from_secs(90),

@@ -301,20 +301,8 @@ impl Poller {
                 .as_ref()
                 .is_none_or(|j| j.files.len() < 2 || batch::key(j).is_none())
         };
-        let test = |m: &Incoming| {
-            m.job
-                .is_none()
-                .then(|| EndpointTestRequest::recognise(&m.received.body))
-                .flatten()
-                .and_then(Result::ok)
-        };
-        let run = |m: &Incoming| {
-            m.job
-                .is_none()
-                .then(|| ScheduleRun::recognise(&m.received.body))
-                .flatten()
-                .and_then(Result::ok)
-        };
+        let test = |m: &Incoming| m.not_a_job(EndpointTestRequest::recognise);
+        let run = |m: &Incoming| m.not_a_job(ScheduleRun::recognise);
         let dispositions = match unit.as_slice() {
             // An admin's endpoint test rides the work queue: the stack's functions alone send there.
             [one] if let Some(request) = test(one) => {
@@ -451,6 +439,18 @@ impl Poller {
 }
 
 impl Incoming {
+    /// The message as `recognise` reads it, when it is no job and reads as that.
+    fn not_a_job<T>(
+        &self,
+        recognise: impl Fn(&str) -> Option<Result<T, pbs_shared::MessageError>>,
+    ) -> Option<T> {
+        self.job
+            .is_none()
+            .then(|| recognise(&self.received.body))
+            .flatten()
+            .and_then(Result::ok)
+    }
+
     /// Files of the job (1 for a message that is not a valid job).
     fn files(&self) -> usize {
         self.job.as_ref().map_or(1, |j| j.files.len().max(1))
