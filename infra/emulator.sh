@@ -15,7 +15,10 @@ case "${1:-}" in
       echo "emulator already running at $PBS_EMULATOR_URL" >&2
       exit 0
     fi
-    rm -rf "$dir" && mkdir -p "$dir"
+    # The emulator unpacks each deployed function's code under its temporary folder, one copy
+    # per deployment, and never removes them: keep that folder inside $dir so each start clears
+    # what the previous run left.
+    rm -rf "$dir" && mkdir -p "$dir/tmp"
     # Lambdas run as child processes and inherit this environment; AWS_ENDPOINT_URL makes them
     # call back to this emulator. AUTH=true: IAM is enforced (SigV4 checked, identity and
     # resource policies evaluated) for every caller but the account root (the key `test`, which
@@ -24,7 +27,7 @@ case "${1:-}" in
     # the pid file, so `stop` ends it and every Lambda process it started.
     (
       cd "$dir"
-      AUTH="${PBS_EMULATOR_AUTH:-true}" BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" \
+      TMPDIR="$dir/tmp" AUTH="${PBS_EMULATOR_AUTH:-true}" BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" \
         AWS_ENDPOINT_URL="$PBS_EMULATOR_URL" \
         setsid bash -c 'echo $$ >"$1"; exec "$2"' _ "$pidfile" "$PBS_TOOLS/bin/ministack" \
         >"$dir/emulator.log" 2>&1 </dev/null &
