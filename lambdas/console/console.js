@@ -7,6 +7,8 @@ const API = `${location.pathname.replace(/\/console\/?$/, "")}/api/v1`;
 const TOKEN_KEY = "pbs-token";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 let timer = null;
+// What a page undoes when another is shown (listeners it added to the window).
+let leaving = [];
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -116,7 +118,7 @@ function signInView() {
         return;
       }
       sessionStorage.setItem(TOKEN_KEY, candidate);
-      go(location.hash && location.hash !== "#/sign-in" ? location.hash : "#/jobs");
+      go(location.hash && location.hash !== "#/sign-in" ? location.hash : "#/dashboard");
     } catch (err) {
       status.replaceChildren(errorBox(err));
     }
@@ -130,6 +132,218 @@ function signInView() {
     el("form", { onsubmit: submit }, input,
       el("div", { class: "actions" }, el("button", { id: "sign-in", class: "primary", type: "submit" }, "Sign in"))),
     status));
+}
+
+// ---------------------------------------------------------------- dashboard
+
+// The ranges the dashboard shows, in hours (the stats API keeps 7 days).
+const RANGES = { "24h": { hours: 24, words: "last 24 hours" }, "7d": { hours: 168, words: "last 7 days" } };
+// Each error class its own stroke pattern as well as colour: a chart is read without colour too.
+const CLASS_LOOKS = [
+  { stroke: "#cf222e", dash: [] }, { stroke: "#8250df", dash: [8, 4] }, { stroke: "#bc4c00", dash: [2, 3] },
+  { stroke: "#0a3069", dash: [10, 3, 2, 3] }, { stroke: "#6e7781", dash: [4, 4] }, { stroke: "#116329", dash: [1, 6] },
+];
+
+function ago(seconds) {
+  if (seconds === undefined || seconds === null) return "";
+  if (seconds < 90) return `${seconds} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+function waited(seconds) { return ago(seconds).replace(/ ago$/, ""); }
+
+// An hour key of the stats API (`2026-11-30T14`, UTC) as Unix seconds.
+function hourSeconds(key) { return Date.parse(`${key}:00:00Z`) / 1000; }
+
+function hourLabel(key, range) {
+  const d = new Date(hourSeconds(key) * 1000);
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return range === "24h" ? time : `${d.toLocaleDateString([], { weekday: "short", day: "numeric" })} ${time}`;
+}
+
+// A chart of `series` ({label, values, look}) over `hours`, with the numbers beside it as a table
+// for those who cannot see the picture; `describe` says in words what it shows.
+class Chart {
+  constructor(id, title, format, kind, counts) {
+    this.id = id; this.format = format; this.kind = kind; this.counts = counts; this.plot = null; this.labels = "";
+    this.box = el("div", { class: "chart", role: "img" });
+    this.table = el("div", { class: "scroll" });
+    this.node = el("figure", { id, class: "card chart-card" }, el("figcaption", {}, title), this.box,
+      el("details", {}, el("summary", {}, "The numbers by hour"), this.table));
+  }
+
+  width() { return Math.max(260, this.box.clientWidth || 600); }
+
+  update(hours, series, range, describe) {
+    const xs = hours.map((h) => hourSeconds(h.hour));
+    this.box.setAttribute("aria-label", describe);
+    const labels = series.map((s) => s.label).join("|");
+    if (!this.plot || labels !== this.labels) {
+      if (this.plot) this.plot.destroy();
+      this.labels = labels;
+      const bars = this.kind === "bars" && typeof uPlot.paths.bars === "function"
+        ? uPlot.paths.bars({ size: [0.7, 40] }) : undefined;
+      this.plot = new uPlot({
+        width: this.width(), height: 190,
+        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+        axes: [{ stroke: "#5f6b7a" }, {
+          stroke: "#5f6b7a", size: this.counts ? 48 : 84, values: (u, vals) => vals.map((v) => this.format(v)),
+          // Counts are whole: no tick between 0 and 1.
+          incrs: this.counts ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6] : undefined,
+        }],
+        legend: { live: true },
+        series: [{ label: "Hour", value: (u, v) => (v === null ? "—" : new Date(v * 1000).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" })) }]
+          .concat(series.map((s) => ({
+            label: s.label, stroke: s.look.stroke, dash: s.look.dash, width: 2,
+            fill: this.kind === "bars" ? `${s.look.stroke}55` : undefined,
+            paths: bars, points: { show: this.kind !== "bars", size: 5 },
+            value: (u, v) => (v === null || v === undefined ? "—" : this.format(v)),
+          }))),
+      }, [xs, ...series.map((s) => s.values)], this.box);
+    } else {
+      this.plot.setData([xs, ...series.map((s) => s.values)]);
+    }
+    // The table lists the hours that had anything, newest first.
+    const rows = hours.map((h, i) => ({ h, values: series.map((s) => s.values[i]) }))
+      .filter((r) => r.values.some((v) => v)).reverse();
+    this.table.replaceChildren(rows.length ? el("table", { class: "numbers" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Hour"), series.map((s) => el("th", {}, s.label)))),
+      el("tbody", {}, rows.map((r) => el("tr", { "data-hour": r.h.hour },
+        el("td", {}, hourLabel(r.h.hour, range)), r.values.map((v) => el("td", {}, this.format(v || 0)))))))
+      : el("p", { class: "muted" }, `Nothing in the ${RANGES[range].words}.`));
+  }
+
+  resize() { if (this.plot) this.plot.setSize({ width: this.width(), height: 190 }); }
+}
+
+function tile(id, label, value, shown) {
+  return el("div", { class: "tile", id, "data-value": String(value) },
+    el("strong", {}, shown === undefined ? value.toLocaleString() : shown), el("span", {}, label));
+}
+
+async function dashboardView(params) {
+  const range = RANGES[params.get("range")] ? params.get("range") : "24h";
+  const pool = params.get("pool") || "";
+  const here = (r, p) => {
+    const q = new URLSearchParams();
+    if (r !== "24h") q.set("range", r);
+    if (p) q.set("pool", p);
+    return q.toString() ? `#/dashboard?${q}` : "#/dashboard";
+  };
+  const poolSelect = el("select", { id: "dash-pool", onchange: (e) => { location.hash = here(range, e.target.value); } },
+    el("option", { value: "" }, "all pools"));
+  const rangeButtons = Object.keys(RANGES).map((r) => el("button", {
+    id: `range-${r}`, type: "button", "aria-pressed": r === range ? "true" : "false",
+    class: r === range ? "primary" : null, onclick: () => { location.hash = here(r, pool); },
+  }, RANGES[r].words.replace("last ", "")));
+  const problem = el("div");
+  const totals = el("div", { id: "dash-totals", class: "tiles" });
+  const files = new Chart("chart-files", "Files delivered per hour", (v) => Math.round(v).toLocaleString(), "bars", true);
+  const volume = new Chart("chart-bytes", "Bytes delivered per hour", (v) => bytes(v), "bars", false);
+  const failures = new Chart("chart-failures", "Failed jobs per hour, by error class", (v) => Math.round(v).toLocaleString(), "lines", true);
+  const classes = el("div", { class: "scroll" });
+  const pools = el("div", { class: "scroll" });
+  const executors = el("div", { class: "scroll" });
+  const running = el("div", { class: "scroll" });
+  const updated = el("p", { id: "dash-updated", class: "muted" });
+  show(el("h1", {}, "Dashboard"),
+    el("div", { class: "toolbar" }, el("span", { role: "group", "aria-label": "Time range", class: "segmented" }, rangeButtons),
+      el("label", {}, "Pool ", poolSelect)),
+    problem, totals,
+    el("div", { class: "charts" }, files.node, volume.node, failures.node),
+    el("h2", {}, "Failures by error class"), classes,
+    el("h2", {}, "Queues"), pools,
+    el("h2", {}, "Executors"), executors,
+    el("h2", {}, "Running jobs"), running, updated);
+  const resize = () => [files, volume, failures].forEach((c) => c.resize());
+  window.addEventListener("resize", resize);
+  leaving.push(() => window.removeEventListener("resize", resize));
+
+  const refresh = async () => {
+    const q = new URLSearchParams({ hours: String(RANGES[range].hours) });
+    if (pool) q.set("pool", pool);
+    const jobsQuery = new URLSearchParams({ state: "running", limit: "20" });
+    if (pool) jobsQuery.set("pool", pool);
+    let stats, poolList, execs, jobs;
+    try {
+      [stats, poolList, execs, jobs] = await Promise.all([api("GET", `/stats?${q}`), api("GET", "/pools"),
+        api("GET", "/executors"), api("GET", `/jobs?${jobsQuery}`)]);
+    } catch (err) { problem.replaceChildren(errorBox(err)); return; }
+    problem.replaceChildren();
+    const known = poolList.pools.map((p) => p.pool).filter(Boolean);
+    if (poolSelect.options.length !== known.length + 1 || pool && !known.includes(pool)) {
+      poolSelect.replaceChildren(el("option", { value: "" }, "all pools"),
+        ...[...new Set(pool ? [...known, pool] : known)].map((p) => el("option", { value: p }, p)));
+    }
+    poolSelect.value = pool;
+    const t = stats.total;
+    const hours = stats.hours;
+    const words = `${RANGES[range].words}${pool ? ` in pool ${pool}` : ""}`;
+    totals.replaceChildren(
+      tile("dash-files", "files delivered", t.files), tile("dash-bytes", "delivered", t.bytes, bytes(t.bytes)),
+      tile("dash-succeeded", "jobs succeeded", t.succeeded), tile("dash-failed", "jobs failed", t.failed),
+      tile("dash-cancelled", "jobs cancelled", t.cancelled));
+    const busiest = (values) => values.reduce((best, v, i) => (v > values[best] ? i : best), 0);
+    const fileValues = hours.map((h) => h.files);
+    const byteValues = hours.map((h) => h.bytes);
+    files.update(hours, [{ label: "Files", values: fileValues, look: { stroke: "#1f6feb", dash: [] } }], range,
+      `Files delivered per hour, ${words}: ${t.files} in all` +
+      (t.files ? `, most at ${hourLabel(hours[busiest(fileValues)].hour, range)} (${fileValues[busiest(fileValues)]})` : "") + ".");
+    volume.update(hours, [{ label: "Bytes", values: byteValues, look: { stroke: "#1a7f37", dash: [] } }], range,
+      `Bytes delivered per hour, ${words}: ${bytes(t.bytes)} in all.`);
+    const classTotals = {};
+    for (const h of hours) for (const [c, n] of Object.entries(h.failed_by_class || {})) classTotals[c] = (classTotals[c] || 0) + n;
+    const classNames = Object.keys(classTotals).sort();
+    failures.update(hours, classNames.length
+      ? classNames.map((c, i) => ({ label: c, values: hours.map((h) => (h.failed_by_class || {})[c] || 0), look: CLASS_LOOKS[i % CLASS_LOOKS.length] }))
+      : [{ label: "failed", values: hours.map((h) => h.failed), look: CLASS_LOOKS[0] }], range,
+      `Failed jobs per hour by error class, ${words}: ${t.failed} in all` +
+      (classNames.length ? ` (${classNames.map((c) => `${c} ${classTotals[c]}`).join(", ")})` : "") + ".");
+    classes.replaceChildren(classNames.length ? el("table", { id: "failures-by-class" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Error class"), el("th", {}, "Jobs failed"))),
+      el("tbody", {}, classNames.map((c) => el("tr", { "data-class": c, "data-count": String(classTotals[c]) },
+        el("td", {}, c), el("td", {}, classTotals[c].toLocaleString())))))
+      : el("p", { id: "failures-by-class", class: "muted" }, `No job failed in the ${words}.`));
+    const shownPools = poolList.pools.filter((p) => p.pool && (!pool || p.pool === pool));
+    pools.replaceChildren(el("table", { id: "dash-pools" },
+      el("thead", {}, el("tr", {}, ["Pool", "Executors online", "Waiting", "Running or held", "Retries waiting", "Oldest job not started"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, shownPools.map((p) => {
+        const b = p.backlog;
+        const oldest = b && b.oldest_job;
+        return el("tr", { "data-pool": p.pool, "data-waiting": b ? String(b.waiting) : "" },
+          el("td", {}, p.pool), el("td", {}, `${p.online} of ${p.executors.length}`),
+          b ? [el("td", {}, String(b.waiting)), el("td", {}, String(b.in_flight)), el("td", {}, String(b.delayed)),
+            el("td", { class: "oldest" }, oldest
+              ? [el("a", { href: `#/jobs/${encodeURIComponent(oldest.job_id)}`, "data-job": oldest.job_id }, oldest.job_id),
+                ` waiting ${waited(oldest.age_seconds)}`] : "none")]
+            : el("td", { colspan: 4, class: "muted" }, p.backlog_error ? `queue unreadable: ${p.backlog_error}` : "no queue yet"));
+      }))));
+    const shownExecs = execs.executors.filter((e) => !pool || e.pool === pool)
+      .sort((a, b) => (b.online - a.online) || ((a.silent_seconds ?? 1e12) - (b.silent_seconds ?? 1e12)));
+    executors.replaceChildren(shownExecs.length ? el("table", { id: "dash-executors" },
+      el("thead", {}, el("tr", {}, ["Executor", "Pool", "Status", "Last heartbeat", "Running jobs"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, shownExecs.map((e) => el("tr", { "data-executor": e.executor_id, "data-online": String(e.online) },
+        el("td", {}, e.executor_id), el("td", {}, e.pool || ""), el("td", {}, badge(e.online ? "online" : "offline")),
+        el("td", { title: when(e.last_seen) }, ago(e.silent_seconds)), el("td", {}, e.running_jobs ?? "")))))
+      : el("p", { class: "muted" }, "No executor has reported yet."));
+    running.replaceChildren(jobs.jobs.length ? el("table", { id: "dash-running" },
+      el("thead", {}, el("tr", {}, ["File", "Pool", "Executor", "Progress"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, jobs.jobs.map((j) => el("tr", { "data-job": j.job_id },
+        el("td", { class: "id" }, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, title: j.job_id }, jobName(j))),
+        el("td", {}, j.pool || ""), el("td", {}, j.executor_id || ""),
+        el("td", {}, progressBar(j) || "starting")))))
+      : el("p", { id: "dash-running", class: "muted" }, "No job is running."));
+    updated.textContent = `Updated ${new Date().toLocaleTimeString()}; counts per hour are kept 8 days.`;
+  };
+  await refresh();
+  timer = setInterval(refresh, 5000);
+}
+
+// A job is named by its first file (and how many more), its id kept as the link's title.
+function jobName(j) {
+  return j.first_key ? `${j.first_key}${j.file_count > 1 ? ` +${j.file_count - 1} more` : ""}` : j.job_id;
 }
 
 // ---------------------------------------------------------------- jobs
@@ -161,10 +375,6 @@ async function jobsView(params) {
   const problem = el("div");
   show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select), searchForm,
     el("a", { href: "#/jobs/new" }, "New manual job")), problem, table);
-  // A job is named by its first file (and how many more), its id kept as the link's title.
-  const name = (j) => j.first_key
-    ? `${j.first_key}${j.file_count > 1 ? ` +${j.file_count - 1} more` : ""}`
-    : j.job_id;
   const refresh = async () => {
     try {
       const q = new URLSearchParams({ limit: "100" });
@@ -173,7 +383,7 @@ async function jobsView(params) {
       const data = await api("GET", `/jobs?${q}`);
       body.replaceChildren(...data.jobs.map((j) => el("tr", { "data-job": j.job_id, "data-state": j.state },
         el("td", { class: "state" }, badge(j.state)),
-        el("td", { class: "id" }, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, title: j.job_id }, name(j))),
+        el("td", { class: "id" }, el("a", { href: `#/jobs/${encodeURIComponent(j.job_id)}`, title: j.job_id }, jobName(j))),
         el("td", {}, j.template_id || ""),
         el("td", {}, `${j.file_count} · ${bytes(j.total_bytes)}`),
         el("td", {}, progressBar(j) || ""),
@@ -572,11 +782,12 @@ async function auditView() {
 
 async function route() {
   if (timer) { clearInterval(timer); timer = null; }
+  for (const undo of leaving.splice(0)) undo();
   // A hosted sign-in (implicit flow) returns with #id_token=…
   const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
   if (fragment.get("id_token")) {
     sessionStorage.setItem(TOKEN_KEY, fragment.get("id_token"));
-    history.replaceState(null, "", "#/jobs");
+    history.replaceState(null, "", "#/dashboard");
   }
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
@@ -600,7 +811,8 @@ async function route() {
     if (parts[0] === "templates") return await templatesView();
     if (parts[0] === "executors") return await executorsView();
     if (parts[0] === "audit") return await auditView();
-    return await jobsView(params);
+    if (parts[0] === "jobs") return await jobsView(params);
+    return await dashboardView(params);
   } catch (err) {
     if (err.status !== 401) show(errorBox(err));
   }

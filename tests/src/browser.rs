@@ -91,11 +91,13 @@ impl Browser {
     }
 
     /// A browser on the console at `console` (`<api>/console`), signed in with `token` as a
-    /// user pool's hosted sign-in returns a user (`#id_token=`), once the jobs page shows.
+    /// user pool's hosted sign-in returns a user (`#id_token=`), once the dashboard shows.
     pub async fn signed_in(console: &str, token: &str) -> Result<Self> {
         let browser = Self::start(1280, 1000).await?;
         browser.goto(&format!("{console}#id_token={token}")).await?;
-        browser.wait_for("#jobs", Duration::from_secs(20)).await?;
+        browser
+            .wait_for("#dash-totals", Duration::from_secs(20))
+            .await?;
         Ok(browser)
     }
 

@@ -188,7 +188,8 @@ async fn the_console_takes_each_roles_cognito_sign_in(api: &str, tokens: &HashMa
                 .await
                 .unwrap();
         }
-        browser.wait_for("#jobs", wait).await.unwrap();
+        // Signed in, the console opens on its dashboard.
+        browser.wait_for("#dash-totals", wait).await.unwrap();
         let who = browser.text("#who").await.unwrap();
         assert_eq!(who, format!("{role}@example.com · {role}"));
         // A manual job of the template made above, for an object that is not there: the viewer

@@ -2,7 +2,8 @@
 //! Node build). The files hold no data; every view loads it from `/api/v1` with the token the
 //! operator signed in with.
 //!
-//! The page is at `/console` and its files beside it (`console.js`, `console.css`), also under
+//! The page is at `/console` and its files beside it (`console.js`, `console.css`, and the
+//! dashboard's charting library under `vendor/`), also under
 //! `/console/` for a browser that asks with a trailing slash; the script finds the API from its
 //! own address, so the console works under any stage or proxy prefix.
 
@@ -14,6 +15,10 @@ use axum::routing::get;
 const INDEX: &str = include_str!("../../console/index.html");
 const SCRIPT: &str = include_str!("../../console/console.js");
 const STYLE: &str = include_str!("../../console/console.css");
+/// The dashboard's charting library, vendored with its licence (`console/vendor/README.md`).
+const CHART_SCRIPT: &str = include_str!("../../console/vendor/uplot.min.js");
+const CHART_STYLE: &str = include_str!("../../console/vendor/uplot.min.css");
+const CHART_LICENCE: &str = include_str!("../../console/vendor/LICENSE-uPlot.txt");
 
 /// Content-Security-Policy: only this origin's script and style; no inline script.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -29,6 +34,12 @@ pub fn routes<T: Clone + Send + Sync + 'static>() -> Router<T> {
         .route("/console/console.js", get(script))
         .route("/console.css", get(style))
         .route("/console/console.css", get(style))
+        .route("/vendor/uplot.min.js", get(chart_script))
+        .route("/console/vendor/uplot.min.js", get(chart_script))
+        .route("/vendor/uplot.min.css", get(chart_style))
+        .route("/console/vendor/uplot.min.css", get(chart_style))
+        .route("/vendor/LICENSE-uPlot.txt", get(chart_licence))
+        .route("/console/vendor/LICENSE-uPlot.txt", get(chart_licence))
 }
 
 async fn index() -> impl IntoResponse {
@@ -41,6 +52,18 @@ async fn script() -> impl IntoResponse {
 
 async fn style() -> impl IntoResponse {
     file("text/css; charset=utf-8", STYLE)
+}
+
+async fn chart_script() -> impl IntoResponse {
+    file("text/javascript; charset=utf-8", CHART_SCRIPT)
+}
+
+async fn chart_style() -> impl IntoResponse {
+    file("text/css; charset=utf-8", CHART_STYLE)
+}
+
+async fn chart_licence() -> impl IntoResponse {
+    file("text/plain; charset=utf-8", CHART_LICENCE)
 }
 
 fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {

@@ -80,7 +80,9 @@ pub async fn stats<S: ApiStore>(
     })))
 }
 
-/// Every pool that templates deliver to or executors serve, with its executors online.
+/// Every pool that templates deliver to or executors serve: its executors (how many online), its
+/// templates, and what waits in its queue (`backlog`, `null` when the pool has no queue yet;
+/// `backlog_error` when the queue could not be read).
 pub async fn pools<S: ApiStore>(
     State(state): State<ApiState<S>>,
     principal: Principal,
@@ -105,19 +107,50 @@ pub async fn pools<S: ApiStore>(
             .templates
             .push(t.id.to_string());
     }
-    let list: Vec<Value> = pools
-        .into_iter()
-        .map(|(name, p)| {
-            json!({
+    let now = chrono::Utc::now();
+    // The queues are read side by side: a page of many pools waits for the slowest, not the sum.
+    let list = futures_util::future::join_all(pools.into_iter().map(|(name, p)| {
+        let state = &state;
+        async move {
+            let mut pool = json!({
                 "pool": name,
                 "queue": state.store.pool_queue(&name),
                 "executors": p.executors,
                 "online": p.online,
                 "templates": p.templates,
-            })
-        })
-        .collect();
+                "backlog": null,
+            });
+            // An executor that never said its pool is listed under "": it has no queue to read.
+            if let Ok(parsed) = pbs_shared::PoolName::parse(&name) {
+                match state.store.backlog(&parsed).await {
+                    Ok(backlog) => pool["backlog"] = backlog_view(backlog, now),
+                    Err(e) => pool["backlog_error"] = json!(e),
+                }
+            }
+            pool
+        }
+    }))
+    .await;
     Ok(Json(json!({"pools": list})))
+}
+
+/// A backlog as the API shows it: the oldest waiting job with its age in seconds.
+fn backlog_view(backlog: Option<super::Backlog>, now: chrono::DateTime<chrono::Utc>) -> Value {
+    let Some(b) = backlog else {
+        return Value::Null;
+    };
+    let oldest = b.oldest_job.map(|j| {
+        let age = chrono::DateTime::parse_from_rfc3339(&j.created_at)
+            .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0))
+            .unwrap_or(0);
+        json!({"job_id": j.job_id, "created_at": j.created_at, "age_seconds": age})
+    });
+    json!({
+        "waiting": b.waiting,
+        "in_flight": b.in_flight,
+        "delayed": b.delayed,
+        "oldest_job": oldest,
+    })
 }
 
 #[derive(Debug, Deserialize)]

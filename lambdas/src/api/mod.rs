@@ -32,7 +32,10 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 use error::{json_body, limit_param};
 pub use stack::StackStore;
-pub use store::{ApiStore, Artifact, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery};
+pub use store::{
+    ApiStore, Artifact, Backlog, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery,
+    WaitingJob,
+};
 
 use crate::store::audit::Caller;
 use auth::{Principal, Verifier};

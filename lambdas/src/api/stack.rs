@@ -8,7 +8,8 @@ use pbs_shared::{
 };
 
 use super::store::{
-    ApiStore, Artifact, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery,
+    ApiStore, Artifact, Backlog, Head, MAX_ARTIFACT_BYTES, Page, RefusedReport, RulesDelivery,
+    WaitingJob,
 };
 use crate::dispatch::{Dispatched, Dispatcher};
 use crate::env::ApiEnv;
@@ -239,6 +240,41 @@ impl ApiStore for StackStore {
 
     fn pool_queue(&self, pool: &str) -> String {
         format!("{}{pool}", self.dispatcher.pool_queue_prefix())
+    }
+
+    async fn backlog(&self, pool: &PoolName) -> Result<Option<Backlog>, String> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let Some(url) = self.dispatcher.queue_url(pool).await? else {
+            return Ok(None);
+        };
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| format!("reading the queue of pool {pool}: {}", describe_error(&e)))?;
+        let count = |name: A| {
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let oldest_job = self
+            .jobs
+            .oldest_waiting(pool.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|(job_id, created_at)| WaitingJob { job_id, created_at });
+        Ok(Some(Backlog {
+            waiting: count(A::ApproximateNumberOfMessages),
+            in_flight: count(A::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(A::ApproximateNumberOfMessagesDelayed),
+            oldest_job,
+        }))
     }
 
     async fn record_endpoint_test(&self, request: &EndpointTestRequest) -> Result<(), String> {

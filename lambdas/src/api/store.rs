@@ -59,6 +59,28 @@ pub enum RulesDelivery {
     NoConfigBucket,
 }
 
+/// What waits for a pool's executors: its work queue's messages (SQS's approximate counts) and
+/// its oldest job that no executor has started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    /// Messages an executor can receive now.
+    pub waiting: u64,
+    /// Messages received and not yet deleted: jobs running, or taken by an executor that died
+    /// (they come back after the visibility timeout).
+    pub in_flight: u64,
+    /// Messages sent with a delay: retries waiting for their time.
+    pub delayed: u64,
+    /// The oldest job still `queued`.
+    pub oldest_job: Option<WaitingJob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WaitingJob {
+    pub job_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
 /// One page of a list and the token of the next.
 pub type Page<T> = (Vec<T>, Option<String>);
 
@@ -158,6 +180,11 @@ pub trait ApiStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// The name of `pool`'s work queue.
     fn pool_queue(&self, pool: &str) -> String;
+    /// What waits in `pool`'s queue; `None` when the pool has no queue.
+    fn backlog(
+        &self,
+        pool: &PoolName,
+    ) -> impl Future<Output = Result<Option<Backlog>, String>> + Send;
 
     // Endpoint tests.
     /// Records a test asked of a pool, `queued`.

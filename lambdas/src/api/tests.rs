@@ -207,6 +207,12 @@ impl ApiStore for Memory {
             return Ok(Some(state));
         }
         self.set(id, &[("state", "cancelled"), ("cancel_requested_by", by)]);
+        // As the table does: a cancelled job waits no more.
+        self.jobs
+            .lock()
+            .unwrap()
+            .get_mut(id)
+            .map(|i| i.remove("waiting_pool"));
         Ok(None)
     }
 
@@ -317,6 +323,24 @@ impl ApiStore for Memory {
 
     fn pool_queue(&self, pool: &str) -> String {
         format!("pbs-pool-{pool}")
+    }
+
+    /// Every job sent and still waiting is one message; the oldest by creation.
+    async fn backlog(&self, pool: &PoolName) -> Result<Option<super::Backlog>, String> {
+        let jobs = self.jobs.lock().unwrap();
+        let mut waiting: Vec<&Item> = jobs
+            .values()
+            .filter(|i| get_s(i, "waiting_pool") == Some(pool.as_str()))
+            .collect();
+        waiting.sort_by_key(|i| get_s(i, "created_sk").unwrap_or_default().to_owned());
+        Ok(Some(super::Backlog {
+            waiting: waiting.len() as u64,
+            oldest_job: waiting.first().map(|i| super::WaitingJob {
+                job_id: get_s(i, "job_id").unwrap_or_default().to_owned(),
+                created_at: get_s(i, "created_at").unwrap_or_default().to_owned(),
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn stats(
@@ -898,6 +922,42 @@ async fn pools_gather_their_executors_and_templates() {
     assert_eq!(b["executors"], json!(["b-1", "b-2"]));
     assert_eq!(b["templates"], json!(["scans-out"]));
     assert_eq!(b["queue"], "pbs-pool-site-b");
+    assert_eq!(b["backlog"]["waiting"], 0, "{b}");
+    assert_eq!(b["backlog"]["oldest_job"], Value::Null, "{b}");
+}
+
+#[tokio::test]
+async fn a_pools_backlog_names_its_oldest_waiting_job_until_it_leaves_the_queue() {
+    let api = with_objects(&[]);
+    let mut message: JobMessage = serde_json::from_str(JOB).unwrap();
+    let pool = message.pool.to_string();
+    let start = Utc::now() - Duration::minutes(10);
+    for (i, id) in ["older", "newer"].iter().enumerate() {
+        message.job_id = JobId::parse(*id).unwrap();
+        message.created_at = start + Duration::minutes(i as i64);
+        api.store.record(&message);
+    }
+    let backlog = |answer: &Value| {
+        answer["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pool"] == pool.as_str())
+            .map(|p| p["backlog"].clone())
+            .expect("the jobs' pool is listed")
+    };
+    let (_, answer) = api.get("/api/v1/pools").await;
+    let b = backlog(&answer);
+    assert_eq!(b["waiting"], 2, "{b}");
+    assert_eq!(b["oldest_job"]["job_id"], "older", "{b}");
+    let age = b["oldest_job"]["age_seconds"].as_i64().unwrap();
+    assert!((600..700).contains(&age), "{b}");
+    let (status, answer) = api
+        .post("operator", "/api/v1/jobs/older/cancel", json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, answer) = api.get("/api/v1/pools").await;
+    assert_eq!(backlog(&answer)["oldest_job"]["job_id"], "newer");
 }
 
 fn executor(id: &str, pool: &str, online: bool) -> ExecutorView {

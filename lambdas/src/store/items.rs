@@ -37,6 +37,7 @@ pub fn get_bool(item: &Item, name: &str) -> Option<bool> {
 #[derive(Debug, Default)]
 pub struct Update {
     sets: Vec<String>,
+    removes: Vec<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
 }
@@ -57,6 +58,12 @@ impl Update {
         self.sets
             .push(format!("#{attr} = if_not_exists(#{attr}, :{attr})"));
         self.bind(attr, value)
+    }
+
+    /// `REMOVE #attr`.
+    pub fn remove(mut self, attr: &str) -> Self {
+        self.removes.push(format!("#{attr}"));
+        self.name(attr)
     }
 
     /// Makes `#attr` usable in a condition.
@@ -80,7 +87,11 @@ impl Update {
         req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
         condition: Option<&str>,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        req.update_expression(format!("SET {}", self.sets.join(", ")))
+        let mut expression = format!("SET {}", self.sets.join(", "));
+        if !self.removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
+        }
+        req.update_expression(expression)
             .set_condition_expression(condition.map(str::to_owned))
             .set_expression_attribute_names(Some(self.names))
             .set_expression_attribute_values(Some(self.values))

@@ -23,6 +23,10 @@ pub const BY_CREATED_INDEX: &str = "ByCreated";
 /// Jobs by the key of their first file (a folder transfer: its source folder), and the claims of
 /// a coalesced job's other files by theirs: `list_pk`, `key_sk`.
 pub const BY_KEY_INDEX: &str = "ByKey";
+/// Jobs no executor has started, by pool and age: `waiting_pool` (set while the job is `queued`,
+/// removed as it starts or ends, so the index holds only waiting jobs), `created_sk`.
+pub const BY_WAITING_INDEX: &str = "ByWaiting";
+const WAITING: &str = "waiting_pool";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobTableError {
@@ -406,6 +410,7 @@ impl JobTable {
             .set("error", s(reason))
             .set("dispatched", AttributeValue::Bool(true))
             .set("updated_at", s(Utc::now().to_rfc3339()))
+            .remove(WAITING)
             .name("job_id")
             .apply(
                 req,
@@ -458,6 +463,7 @@ impl JobTable {
             .set_if_absent("created_at", s(&created))
             .set_if_absent("created_sk", s(format!("{created}#{}", st.job_id)))
             .set_if_absent("expires_at", n((st.at + self.ttl).timestamp()))
+            .remove(WAITING)
             .name("job_id")
             .value("terminal", n(JobState::Succeeded.rank()));
         update = with_summary(update, st);
@@ -602,6 +608,31 @@ impl JobTable {
         Ok((jobs, start.as_ref().map(encode_page_token)))
     }
 
+    /// The oldest job of `pool` that no executor has started: its id and creation time.
+    pub async fn oldest_waiting(
+        &self,
+        pool: &str,
+    ) -> Result<Option<(String, String)>, JobTableError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_WAITING_INDEX)
+            .key_condition_expression("#w = :pool")
+            .expression_attribute_names("#w", WAITING)
+            .expression_attribute_values(":pool", s(pool))
+            .scan_index_forward(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(dynamo_err)?;
+        // The index holds keys only: the creation time is the sort key's part before `#`.
+        Ok(out.items().first().and_then(|item| {
+            let created = get_s(item, "created_sk")?.split_once('#')?.0;
+            Some((get_s(item, "job_id")?.to_owned(), created.to_owned()))
+        }))
+    }
+
     /// Cancels a job that no executor has started: `queued` becomes `cancelled`. Returns the
     /// job's state when it was not `queued` (and nothing changed).
     pub async fn cancel_queued(
@@ -618,7 +649,8 @@ impl JobTable {
             .key("job_id", s(job_id))
             .update_expression(
                 "SET #state = :cancelled, state_rank = :rank, updated_at = :at, \
-                 cancel_requested_at = :at, cancel_requested_by = :by, #error = :why",
+                 cancel_requested_at = :at, cancel_requested_by = :by, #error = :why \
+                 REMOVE waiting_pool",
             )
             .condition_expression("#state = :queued")
             .expression_attribute_names("#state", "state")
@@ -832,6 +864,7 @@ pub(crate) fn queued_item(job: &JobMessage, ttl: Duration) -> Item {
         ("file_count".into(), n(job.files.len())),
         ("total_bytes".into(), n(job.total_bytes())),
         ("dispatched".into(), AttributeValue::Bool(false)),
+        (WAITING.into(), s(job.pool.as_str())),
     ]);
     if let Some(folder) = &job.folder {
         item.insert(
