@@ -73,6 +73,8 @@ pub struct ExecutorOptions {
     pub wait_seconds: Option<u32>,
     /// More TOML lines of the `[cloud]` section (e.g. `allow_source_removal = true`).
     pub cloud_extra: String,
+    /// `cloud.rules_poll_seconds`; default 1, so tests see rule changes at once.
+    pub rules_poll_seconds: Option<u32>,
 }
 
 /// A real executor process with its own config, state dir and landing folder.
@@ -127,7 +129,7 @@ status_queue_url = "{status}"
 wait_seconds = {wait}
 visibility_timeout_seconds = {visibility}
 rules_bucket = "{rules}"
-rules_poll_seconds = 1
+rules_poll_seconds = {rules_poll}
 heartbeat_seconds = {heartbeat}
 logs_bucket = "{rules}"
 staging_bucket = "{rules}"
@@ -135,6 +137,7 @@ progress_seconds = 1
 {cloud_extra}
 "#,
                 cloud_extra = opts.cloud_extra,
+                rules_poll = opts.rules_poll_seconds.unwrap_or(1),
                 heartbeat = opts.heartbeat_seconds.unwrap_or(60),
                 wait = opts.wait_seconds.unwrap_or(1),
                 status = stack.status_queue_url(pool),
@@ -205,6 +208,12 @@ cloud = "read-write"
     /// The executor's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every TCP socket the executor process listens on, as `address:port`, read from its open
+    /// files and the kernel's socket tables (`/proc/<pid>/fd`, `/proc/net/tcp` and `tcp6`).
+    pub fn listening(&self) -> Result<Vec<String>> {
+        listening_sockets(self.pid())
     }
 
     /// Runs `pbs-executor --config <this executor's config> ARGS` with its environment.
@@ -289,5 +298,79 @@ impl Drop for Executor {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The TCP sockets in state LISTEN that process `pid` holds open, as `address:port`.
+pub fn listening_sockets(pid: u32) -> Result<Vec<String>> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else {
+            continue;
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))?;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() < 10 || f[3] != "0A" || !inodes.contains(f[9]) {
+                continue;
+            }
+            out.push(socket_address(f[1])?);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `0100007F:24F8` (IPv4) or 32 hex digits and a port (IPv6), each 32-bit word in host order
+/// (little-endian here), as `127.0.0.1:9464` or `[::1]:9464`.
+fn socket_address(hex: &str) -> Result<String> {
+    let (addr, port) = hex
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("no port in {hex}"))?;
+    let port = u16::from_str_radix(port, 16)?;
+    let words: Vec<u32> = (0..addr.len() / 8)
+        .map(|i| u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16))
+        .collect::<Result<_, _>>()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    Ok(match bytes.len() {
+        4 => format!(
+            "{}:{port}",
+            std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
+        ),
+        16 => {
+            let octets: [u8; 16] = bytes.try_into().expect("16 bytes");
+            format!("[{}]:{port}", std::net::Ipv6Addr::from(octets))
+        }
+        n => anyhow::bail!("an address of {n} bytes in {hex}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_socket_addresses_read_as_written() {
+        assert_eq!(
+            super::socket_address("0100007F:24F8").unwrap(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            super::socket_address("00000000000000000000000001000000:0016").unwrap(),
+            "[::1]:22"
+        );
+        assert_eq!(
+            super::socket_address("00000000:0050").unwrap(),
+            "0.0.0.0:80"
+        );
     }
 }

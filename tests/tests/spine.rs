@@ -493,6 +493,17 @@ async fn metrics_count_what_happened_and_healthz_reports_an_unwritable_state_fol
     assert!(text.contains("pbs_status_outbox_depth"), "{text}");
 
     assert_eq!(get("/healthz").await.unwrap(), (200, "ok\n".to_owned()));
+    // Outbound only: the one socket the executor listens on is its metrics address on loopback.
+    let listening = sc.executor.listening().unwrap();
+    let metrics = sc.executor.http.trim_start_matches("http://").to_owned();
+    assert_eq!(listening, vec![metrics], "the executor listens on");
+    // Its log goes to a file here: plain text, no terminal colour codes.
+    let log = sc.executor.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
     // The state folder goes away (a lost mount, say): unhealthy, with the reason.
     let moved = sc.executor.state.with_extension("moved");
     std::fs::rename(&sc.executor.state, &moved).unwrap();
