@@ -351,14 +351,16 @@ function jobName(j) {
 async function jobsView(params) {
   const state = params.get("state") || "";
   const prefix = params.get("key_prefix") || "";
-  const jobsHash = (st, kp) => {
+  const template = params.get("template") || "";
+  const jobsHash = (st, kp, tp) => {
     const q = new URLSearchParams();
     if (st) q.set("state", st);
     if (kp) q.set("key_prefix", kp);
+    if (tp) q.set("template", tp);
     return q.toString() ? `#/jobs?${q}` : "#/jobs";
   };
   const select = el("select", { id: "state-filter", onchange: (e) => {
-    location.hash = jobsHash(e.target.value, prefix);
+    location.hash = jobsHash(e.target.value, prefix, template);
   } }, el("option", { value: "" }, "all states"),
   ...["queued", "running", "succeeded", "failed", "cancelled"].map((s) =>
     el("option", { value: s, selected: s === state }, s)));
@@ -366,20 +368,32 @@ async function jobsView(params) {
     "aria-label": "File name starts with" });
   const searchForm = el("form", { id: "key-search-form", role: "search", onsubmit: (e) => {
     e.preventDefault();
-    location.hash = jobsHash(state, search.value.trim());
+    location.hash = jobsHash(state, search.value.trim(), template);
   } }, el("label", {}, "File ", search), el("button", { type: "submit" }, "Find"));
+  // Templates by id; the list fills in once read (a viewer may list them too).
+  const templateSelect = el("select", { id: "template-filter", onchange: (e) => {
+    location.hash = jobsHash(state, prefix, e.target.value);
+  } }, el("option", { value: "" }, "all templates"), template ? el("option", { value: template }, template) : null);
+  templateSelect.value = template;
+  api("GET", "/templates").then((data) => {
+    const ids = [...new Set([...data.templates.map((t) => t.id), ...(template ? [template] : [])])].sort();
+    templateSelect.replaceChildren(el("option", { value: "" }, "all templates"), ...ids.map((id) => el("option", { value: id }, id)));
+    templateSelect.value = template;
+  }).catch(() => {});
   const body = el("tbody");
   const table = el("div", { class: "scroll" }, el("table", { id: "jobs" },
     el("thead", {}, el("tr", {}, ["State", "File", "Template", "Files", "Progress", "Created", "Executor"].map((h) => el("th", {}, h)))),
     body));
   const problem = el("div");
-  show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select), searchForm,
+  show(el("h1", {}, "Jobs"), el("div", { class: "toolbar" }, el("label", {}, "State ", select),
+    el("label", {}, "Template ", templateSelect), searchForm,
     el("a", { href: "#/jobs/new" }, "New manual job")), problem, table);
   const refresh = async () => {
     try {
       const q = new URLSearchParams({ limit: "100" });
       if (state) q.set("state", state);
       if (prefix) q.set("key_prefix", prefix);
+      if (template) q.set("template", template);
       const data = await api("GET", `/jobs?${q}`);
       body.replaceChildren(...data.jobs.map((j) => el("tr", { "data-job": j.job_id, "data-state": j.state },
         el("td", { class: "state" }, badge(j.state)),

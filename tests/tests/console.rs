@@ -189,6 +189,40 @@ async fn an_operator_signs_in_watches_a_job_reads_its_log_fixes_a_template_and_c
     )
     .await
     .unwrap();
+    // By template: the job is listed, and every job listed is of that template.
+    browser.goto(&format!("{console}#/jobs")).await.unwrap();
+    browser
+        .wait_for(
+            &format!("#template-filter option[value='{}']", sc.template),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    browser
+        .fill("#template-filter", &sc.template)
+        .await
+        .unwrap();
+    browser
+        .wait_state(
+            &format!("tr[data-job='{job_id}']"),
+            "succeeded",
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let templates = browser
+        .execute(
+            "return [...document.querySelectorAll('#jobs tbody tr')].map((r) => r.cells[2].textContent);",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    let listed = templates.as_array().unwrap();
+    assert!(!listed.is_empty());
+    assert!(
+        listed.iter().all(|t| t == sc.template.as_str()),
+        "{templates}"
+    );
 
     // A template with a bad glob: the editor shows the field and the problem, and nothing is saved.
     browser
