@@ -20,7 +20,8 @@ case "${1:-}" in
     # what the previous run left.
     rm -rf "$dir" && mkdir -p "$dir/tmp"
     # Lambdas run as child processes and inherit this environment; AWS_ENDPOINT_URL makes them
-    # call back to this emulator. AUTH=true: IAM is enforced (SigV4 checked, identity and
+    # call back to this emulator (or to PBS_FUNCTIONS_ENDPOINT_URL: the benchmark's counting
+    # proxy in front of it). AUTH=true: IAM is enforced (SigV4 checked, identity and
     # resource policies evaluated) for every caller but the account root (the key `test`, which
     # the scripts, the functions and the tests' own clients use): an executor given the access
     # keys of an IAM user holding its pool's policy gets exactly what that policy allows. The emulator leads its own process group (setsid), recorded in
@@ -28,7 +29,7 @@ case "${1:-}" in
     (
       cd "$dir"
       TMPDIR="$dir/tmp" AUTH="${PBS_EMULATOR_AUTH:-true}" BIND_HOST=127.0.0.1 GATEWAY_PORT="$PBS_EMULATOR_PORT" \
-        AWS_ENDPOINT_URL="$PBS_EMULATOR_URL" \
+        AWS_ENDPOINT_URL="${PBS_FUNCTIONS_ENDPOINT_URL:-$PBS_EMULATOR_URL}" \
         setsid bash -c 'echo $$ >"$1"; exec "$2"' _ "$pidfile" "$PBS_TOOLS/bin/ministack" \
         >"$dir/emulator.log" 2>&1 </dev/null &
     )

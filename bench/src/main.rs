@@ -4,6 +4,9 @@
 //! release executor and runs `pbs-bench storm`, which prints each figure beside its baseline and
 //! its target (docs/PERFORMANCE.md). Nothing here asserts: a benchmark reports.
 
+mod proxy;
+mod served;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -54,6 +57,24 @@ struct StormArgs {
     /// Parallel PUTs while uploading a storm.
     #[arg(long, default_value_t = 32)]
     upload_parallelism: usize,
+    /// Where the storms' objects live: `served` (a local folder behind `rclone serve s3`, the
+    /// emulator serving only the control plane) or `emulator` (the emulator's own S3).
+    #[arg(long, value_enum, default_value_t = DataPath::Served)]
+    data_path: DataPath,
+    /// Where the functions send their AWS requests (the bench's emulator is started with this
+    /// as their endpoint): a counting proxy to the emulator listens there.
+    #[arg(long, default_value = "127.0.0.1:4598")]
+    control_proxy: String,
+    /// A developer's loop (about 5 minutes): 1,000-object storms, no big object, 200 templates,
+    /// 200,000 matched events, 3 latency samples, 5 s of idle watch.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DataPath {
+    Served,
+    Emulator,
 }
 
 /// One line of the report.
@@ -128,7 +149,15 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn storm(args: StormArgs) -> Result<()> {
+async fn storm(mut args: StormArgs) -> Result<()> {
+    if args.quick {
+        args.objects = 1000;
+        args.big_mib = 0;
+        args.templates = 200;
+        args.events = 200_000;
+        args.latency_samples = 3;
+        args.idle_seconds = 5;
+    }
     let mut rows = Vec::new();
     eprintln!(
         "(e) matching {} events against {} templates ...",
@@ -137,6 +166,10 @@ async fn storm(args: StormArgs) -> Result<()> {
     rows.push(matching(args.templates, args.events));
 
     let stack = Arc::new(Stack::connect().await?);
+    // Every request the functions make passes through here and is counted.
+    let control = Arc::new(
+        proxy::CountingProxy::start(&args.control_proxy, stack.output("EmulatorUrl")).await?,
+    );
     eprintln!("(g) an idle executor for {} s ...", args.idle_seconds);
     rows.extend(idle(&stack, args.idle_seconds).await?);
 
@@ -160,11 +193,23 @@ async fn storm(args: StormArgs) -> Result<()> {
         .await?,
     );
     if args.big_mib > 0 {
-        eprintln!("(d) one {} MiB object ...", args.big_mib);
-        rows.push(big_object(&stack, &site.tpl, &executor, &site.prefix, args.big_mib).await?);
+        eprintln!(
+            "(d) one {} MiB object, verified by size, then by hash ...",
+            args.big_mib
+        );
+        rows.extend(big_object(&stack, &site, &executor, args.big_mib).await?);
     }
-    rows.extend(backlog(&stack, &site, &mut executor, &args).await?);
-    rows.extend(keeping_pace(&stack, &site, &executor, &args).await?);
+    match args.data_path {
+        DataPath::Emulator => {
+            rows.extend(backlog(&stack, &site, &mut executor, &args).await?);
+            rows.extend(keeping_pace(&stack, &site, &executor, &args).await?);
+        }
+        DataPath::Served => {
+            let mut served = served::ServedSite::new(&stack, control.clone()).await?;
+            rows.extend(served::backlog(&stack, &mut served, &args).await?);
+            rows.extend(served::keeping_pace(&stack, &served, &args).await?);
+        }
+    }
     // The executor's log stays for a look at where the time went.
     let kept = pbs_e2e::workspace_root().join(".state/bench-executor.log");
     let _ = std::fs::copy(executor.dir.path().join("executor.log"), &kept);
@@ -228,24 +273,12 @@ async fn backlog(
     let backlog = format!("{}/backlog", site.prefix);
     upload_storm(stack, &backlog, args).await?;
     // Every event taken by the trigger (its queue empty) means every object is in a queued job.
-    let events_queue = stack.output("EventsQueueUrl").to_owned();
-    let jobs = eventually(
-        Duration::from_secs(120 + args.objects as u64 / 20),
-        "every storm event turned into queued jobs",
-        || async {
-            if queued(stack, &events_queue).await? > 0 {
-                return Ok(None);
-            }
-            let jobs = queued(stack, &site.queue.url).await?;
-            Ok((jobs > 0).then_some(jobs))
-        },
-    )
-    .await?;
+    let jobs = events_became_jobs(stack, &site.queue.url, args.objects).await?;
     eprintln!("    {} objects queued as {jobs} jobs", args.objects);
     eprintln!("(b) raw rclone copy of the same objects ...");
     let raw_dir = tempfile::tempdir()?;
     let raw = raw_rclone(
-        stack,
+        stack.output("EmulatorUrl"),
         &["copy", &format!("SRC:{}/{backlog}", stack.source_bucket())],
         raw_dir.path(),
         &["--transfers", "4"],
@@ -291,16 +324,7 @@ async fn keeping_pace(
     eprintln!("(c) the same storm with the executor running ...");
     let live = format!("{}/live", site.prefix);
     let last_put = upload_storm(stack, &live, args).await?;
-    let events_queue = stack.output("EventsQueueUrl").to_owned();
-    let trigger_done = {
-        let stack = stack.clone();
-        tokio::spawn(async move {
-            while queued(&stack, &events_queue).await.unwrap_or(1) > 0 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            last_put.elapsed()
-        })
-    };
+    let trigger_done = trigger_drained(stack, last_put);
     let landing = executor.landing.join(&live);
     wait_for_files(&landing, args.objects, Duration::from_secs(3600)).await?;
     let landed = last_put.elapsed();
@@ -337,6 +361,37 @@ async fn upload_storm(stack: &Arc<Stack>, prefix: &str, args: &StormArgs) -> Res
         r??;
     }
     Ok(Instant::now())
+}
+
+/// Waits until the trigger has taken every event (the EventsQueue empty) and the pool's queue
+/// holds jobs; how many.
+async fn events_became_jobs(stack: &Stack, pool_queue: &str, objects: usize) -> Result<usize> {
+    let events_queue = stack.output("EventsQueueUrl");
+    eventually(
+        Duration::from_secs(120 + objects as u64 / 20),
+        "every storm event turned into queued jobs",
+        || async {
+            if queued(stack, events_queue).await? > 0 {
+                return Ok(None);
+            }
+            let jobs = queued(stack, pool_queue).await?;
+            Ok((jobs > 0).then_some(jobs))
+        },
+    )
+    .await
+}
+
+/// The time from `since` until the trigger has taken the last event (the EventsQueue empty),
+/// watched beside the rest.
+fn trigger_drained(stack: &Arc<Stack>, since: Instant) -> tokio::task::JoinHandle<Duration> {
+    let stack = stack.clone();
+    tokio::spawn(async move {
+        let events_queue = stack.output("EventsQueueUrl").to_owned();
+        while queued(&stack, &events_queue).await.unwrap_or(1) > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        since.elapsed()
+    })
 }
 
 /// Messages in a queue, visible or in flight.
@@ -376,9 +431,9 @@ async fn wait_for_files(dir: &Path, count: usize, timeout: Duration) -> Result<(
     }
 }
 
-/// Runs rclone against the emulator's S3 as remote `SRC` (environment-only configuration, as the
-/// executor does) and returns its wall time.
-fn raw_rclone(stack: &Stack, args: &[&str], dest: &Path, extra: &[&str]) -> Result<Duration> {
+/// Runs rclone against the S3 at `endpoint` as remote `SRC` (environment-only configuration, as
+/// the executor does) and returns its wall time.
+fn raw_rclone(endpoint: &str, args: &[&str], dest: &Path, extra: &[&str]) -> Result<Duration> {
     let started = Instant::now();
     let out = Command::new(pbs_e2e::rclone_bin())
         .args(args)
@@ -387,7 +442,7 @@ fn raw_rclone(stack: &Stack, args: &[&str], dest: &Path, extra: &[&str]) -> Resu
         .env("RCLONE_CONFIG", "/dev/null")
         .env("RCLONE_CONFIG_SRC_TYPE", "s3")
         .env("RCLONE_CONFIG_SRC_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_SRC_ENDPOINT", stack.output("EmulatorUrl"))
+        .env("RCLONE_CONFIG_SRC_ENDPOINT", endpoint)
         .env("RCLONE_CONFIG_SRC_ACCESS_KEY_ID", "test")
         .env("RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY", "test")
         .env("RCLONE_CONFIG_SRC_REGION", "us-east-1")
@@ -553,41 +608,81 @@ async fn latency(
     ))
 }
 
-/// (d) One big object through the system (the job's own duration) and through raw rclone.
+/// (d) One big object through the system (the job's own duration) and through raw rclone
+/// (`copyto`, no verification); then the same bytes through a template verifying by hash (MD5
+/// read back from the landed file).
 async fn big_object(
+    stack: &Stack,
+    site: &Site,
+    executor: &Executor,
+    mib: usize,
+) -> Result<Vec<Row>> {
+    let body = pbs_e2e::body(mib << 20, 7);
+    let key = format!("{}/big/{mib}MiB.bin", site.prefix);
+    stack
+        .put_object(stack.source_bucket(), &key, body.clone())
+        .await?;
+    let by_size = job_duration(stack, &site.tpl, executor, &key).await?;
+    // A template of its own on another prefix, so one object makes one job.
+    let hashed_prefix = unique("bighash");
+    let hashed_tpl = unique("tplhash");
+    let mut template = template_json(
+        &hashed_tpl,
+        stack.source_bucket(),
+        &format!("{hashed_prefix}/**"),
+        &site.pool,
+        "{key}",
+    );
+    template["options"] = serde_json::json!({"delivery": {"verify": "hash"}});
+    stack.create_template(&template).await?;
+    let hashed_key = format!("{hashed_prefix}/{mib}MiB.bin");
+    stack
+        .put_object(stack.source_bucket(), &hashed_key, body)
+        .await?;
+    let by_hash = job_duration(stack, &hashed_tpl, executor, &hashed_key).await?;
+    let raw_dir = tempfile::tempdir()?;
+    let raw = raw_rclone(
+        stack.output("EmulatorUrl"),
+        &["copyto", &format!("SRC:{}/{key}", stack.source_bucket())],
+        &raw_dir.path().join("big.bin"),
+        &[],
+    )?;
+    Ok(vec![
+        Row::new(
+            format!("(d) one {mib} MiB object, verify = size (job duration)"),
+            format!("{:.2} s", by_size.as_secs_f64()),
+            "ratio ≤ 1.05",
+        )
+        .against(raw, by_size),
+        Row::new(
+            format!("(d) one {mib} MiB object, verify = hash (job duration)"),
+            format!("{:.2} s", by_hash.as_secs_f64()),
+            "ratio ≤ 1.3",
+        )
+        .against(raw, by_hash),
+    ])
+}
+
+/// The recorded duration of the job of `template` that copies `key`, once it has succeeded and
+/// the file has landed.
+async fn job_duration(
     stack: &Stack,
     template: &str,
     executor: &Executor,
-    prefix: &str,
-    mib: usize,
-) -> Result<Row> {
-    let key = format!("{prefix}/big/{mib}MiB.bin");
-    stack
-        .put_object(stack.source_bucket(), &key, pbs_e2e::body(mib << 20, 7))
-        .await?;
+    key: &str,
+) -> Result<Duration> {
     let job = eventually(
         Duration::from_secs(3600),
         "the big object's job",
         || async {
-            Ok(job_of(stack, template, &key)
+            Ok(job_of(stack, template, key)
                 .await?
                 .filter(|j| j["state"] == "succeeded"))
         },
     )
     .await?;
-    executor.landed(&key).await?;
-    let system = Duration::from_millis(job["result"]["duration_ms"].as_u64().unwrap_or_default());
-    let raw_dir = tempfile::tempdir()?;
-    let raw = raw_rclone(
-        stack,
-        &["copyto", &format!("SRC:{}/{key}", stack.source_bucket())],
-        &raw_dir.path().join("big.bin"),
-        &[],
-    )?;
-    Ok(Row::new(
-        format!("(d) one {mib} MiB object (job duration)"),
-        format!("{:.2} s", system.as_secs_f64()),
-        "ratio ≤ 1.05",
-    )
-    .against(raw, system))
+    executor.landed(key).await?;
+    Ok(Duration::from_millis(
+        job["result"]["duration_ms"].as_u64().unwrap_or_default(),
+    ))
 }

@@ -21,6 +21,8 @@ pub struct Stack {
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub http: reqwest::Client,
+    /// The SDK configuration of these clients (the emulator, its region), for other clients.
+    pub sdk: aws_config::SdkConfig,
     /// Dev-issuer tokens by role, minted on first use.
     tokens: std::sync::Mutex<HashMap<String, String>>,
 }
@@ -55,6 +57,7 @@ impl Stack {
                 .build()?,
             outputs,
             tokens: std::sync::Mutex::new(HashMap::new()),
+            sdk: config,
         })
     }
 

@@ -92,8 +92,12 @@ impl<S: TriggerStore> Trigger<S> {
             .enumerate()
             .map(|(i, r)| (r.message_id.clone().unwrap_or_default(), i))
             .collect();
+        // The templates are read once per batch (one GetItem of their generation), by the first
+        // record that names an object, and shared by the rest.
+        let templates = tokio::sync::OnceCell::new();
+        let templates = &templates;
         let mut outcomes = crate::sqs_batch::map_records(event, |record| async move {
-            self.handle_body(&record.body.unwrap_or_default())
+            self.handle_body(&record.body.unwrap_or_default(), templates)
                 .await
                 .map_err(|e| e.0)
         })
@@ -151,7 +155,11 @@ impl<S: TriggerStore> Trigger<S> {
     }
 
     /// Plans the jobs of one event body, recording those that can never run; returns the others.
-    async fn handle_body(&self, body: &str) -> Result<Vec<Dispatch>, Transient> {
+    async fn handle_body(
+        &self,
+        body: &str,
+        templates: &tokio::sync::OnceCell<Result<Arc<TemplateSet>, String>>,
+    ) -> Result<Vec<Dispatch>, Transient> {
         let objects = match parse_body(body) {
             Ok(Body::TestEvent) => {
                 info!("s3:TestEvent acknowledged");
@@ -172,7 +180,11 @@ impl<S: TriggerStore> Trigger<S> {
         if objects.is_empty() {
             return Ok(Vec::new());
         }
-        let templates = self.store.templates().await.map_err(Transient)?;
+        let templates = templates
+            .get_or_init(|| self.store.templates())
+            .await
+            .clone()
+            .map_err(Transient)?;
         let now = Utc::now();
         let mut to_record = Vec::new();
         for object in &objects {
@@ -282,6 +294,8 @@ mod tests {
         /// Sends (then records) that fail before the next one succeeds.
         failing_sends: AtomicU32,
         failing_records: AtomicU32,
+        /// How many times the templates were read.
+        template_reads: AtomicU32,
     }
 
     impl Memory {
@@ -311,6 +325,7 @@ mod tests {
 
     impl TriggerStore for Memory {
         async fn templates(&self) -> Result<Arc<TemplateSet>, String> {
+            self.template_reads.fetch_add(1, Ordering::SeqCst);
             Ok(self.templates.clone())
         }
 
@@ -410,6 +425,20 @@ mod tests {
             "out/incoming/a b+c%.txt/été.txt"
         );
         assert!(job.job_id.as_str().starts_with("ev-"), "{}", job.job_id);
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_the_templates_once_and_a_batch_without_objects_not_at_all() {
+        let trigger = Trigger::with_store(Memory::with(template("{key}")));
+        let events: Vec<String> = (0..10)
+            .map(|i| put(&format!("incoming/{i}.txt"), 3, &format!("{i:02}")))
+            .collect();
+        let bodies: Vec<&str> = events.iter().map(String::as_str).collect();
+        let answer = trigger.handle(batch(&bodies)).await;
+        assert!(retried(&answer).is_empty());
+        assert_eq!(trigger.store.template_reads.load(Ordering::SeqCst), 1);
+        trigger.handle(batch(&[TEST_EVENT])).await;
+        assert_eq!(trigger.store.template_reads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
