@@ -200,8 +200,16 @@ impl RuleSet {
         mut cloud: mpsc::UnboundedReceiver<Vec<Template>>,
         stop: CancellationToken,
     ) {
-        let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut last: Option<SystemTime> = modified(&path);
+        let stamp = |p: &PathBuf| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        // The rules in force came from the file as it was read at start, and it may have been
+        // written since, before this loop began: the first check reads it whatever its stamp,
+        // and a change is a change of content, not only of modification time.
+        let mut last_stamp: Option<(Option<SystemTime>, u64)> = None;
+        let mut last_text: Option<Vec<u8>> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -212,18 +220,28 @@ impl RuleSet {
                 }
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
-            let now = modified(&path);
-            if now == last {
+            let now = stamp(&path);
+            if last_text.is_some() && now == last_stamp {
                 continue;
             }
-            last = now;
+            last_stamp = now;
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            if last_text.as_ref() == Some(&text) {
+                continue;
+            }
+            let first = last_text.replace(text).is_none();
             match Config::load(&path) {
                 Ok(config) => {
+                    // Unchanged rules keep running: applying the same file again changes nothing.
                     self.apply(&config);
-                    info!(
-                        rules = self.len(),
-                        "configuration reloaded: rules in force updated"
-                    );
+                    if !first {
+                        info!(
+                            rules = self.len(),
+                            "configuration reloaded: rules in force updated"
+                        );
+                    }
                 }
                 Err(e) => {
                     error!(error = %e, "configuration changed but does not load; the rules in force stay")
