@@ -13,57 +13,55 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
 const INDEX: &str = include_str!("../../console/index.html");
-const SCRIPT: &str = include_str!("../../console/console.js");
-const STYLE: &str = include_str!("../../console/console.css");
-/// The dashboard's charting library, vendored with its licence (`console/vendor/README.md`).
-const CHART_SCRIPT: &str = include_str!("../../console/vendor/uplot.min.js");
-const CHART_STYLE: &str = include_str!("../../console/vendor/uplot.min.css");
-const CHART_LICENCE: &str = include_str!("../../console/vendor/LICENSE-uPlot.txt");
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// The files beside the page: (path relative to it, content type, body). The charting library
+/// of the dashboard is vendored with its licence (`console/vendor/README.md`).
+const FILES: [(&str, &str, &str); 5] = [
+    ("console.js", JS, include_str!("../../console/console.js")),
+    (
+        "console.css",
+        CSS,
+        include_str!("../../console/console.css"),
+    ),
+    (
+        "vendor/uplot.min.js",
+        JS,
+        include_str!("../../console/vendor/uplot.min.js"),
+    ),
+    (
+        "vendor/uplot.min.css",
+        CSS,
+        include_str!("../../console/vendor/uplot.min.css"),
+    ),
+    (
+        "vendor/LICENSE-uPlot.txt",
+        "text/plain; charset=utf-8",
+        include_str!("../../console/vendor/LICENSE-uPlot.txt"),
+    ),
+];
 
 /// Content-Security-Policy: only this origin's script and style; no inline script.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// The console's routes, for a router of any state (the files need none).
+/// The console's routes, for a router of any state (the files need none). Each file is served
+/// beside `/console` and beside `/console/`, where a browser resolves it from either address.
 pub fn routes<T: Clone + Send + Sync + 'static>() -> Router<T> {
-    Router::new()
+    let index = || async { file("text/html; charset=utf-8", INDEX) };
+    let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("console") }))
         .route("/console", get(index))
-        .route("/console/", get(index))
-        .route("/console.js", get(script))
-        .route("/console/console.js", get(script))
-        .route("/console.css", get(style))
-        .route("/console/console.css", get(style))
-        .route("/vendor/uplot.min.js", get(chart_script))
-        .route("/console/vendor/uplot.min.js", get(chart_script))
-        .route("/vendor/uplot.min.css", get(chart_style))
-        .route("/console/vendor/uplot.min.css", get(chart_style))
-        .route("/vendor/LICENSE-uPlot.txt", get(chart_licence))
-        .route("/console/vendor/LICENSE-uPlot.txt", get(chart_licence))
-}
-
-async fn index() -> impl IntoResponse {
-    file("text/html; charset=utf-8", INDEX)
-}
-
-async fn script() -> impl IntoResponse {
-    file("text/javascript; charset=utf-8", SCRIPT)
-}
-
-async fn style() -> impl IntoResponse {
-    file("text/css; charset=utf-8", STYLE)
-}
-
-async fn chart_script() -> impl IntoResponse {
-    file("text/javascript; charset=utf-8", CHART_SCRIPT)
-}
-
-async fn chart_style() -> impl IntoResponse {
-    file("text/css; charset=utf-8", CHART_STYLE)
-}
-
-async fn chart_licence() -> impl IntoResponse {
-    file("text/plain; charset=utf-8", CHART_LICENCE)
+        .route("/console/", get(index));
+    for (path, content_type, body) in FILES {
+        let serve = move || async move { file(content_type, body) };
+        router = router
+            .route(&format!("/{path}"), get(serve))
+            .route(&format!("/console/{path}"), get(serve));
+    }
+    router
 }
 
 fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {

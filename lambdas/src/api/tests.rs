@@ -1368,3 +1368,51 @@ async fn an_admin_asks_a_pool_to_test_an_endpoint_it_publishes() {
         &("POST".into(), path.into(), 202, Some(id))
     );
 }
+
+#[tokio::test]
+async fn the_console_and_its_files_are_served_at_both_addresses_with_their_type_and_policy() {
+    let api = with_objects(&[]);
+    let page = ("text/html", "<title>PBS Rclone</title>");
+    let script = ("text/javascript", "\"use strict\"");
+    let style = ("text/css", ":root");
+    let chart = ("text/javascript", "uPlot");
+    let chart_style = ("text/css", ".uplot");
+    let licence = ("text/plain", "The MIT License");
+    for (path, (kind, text)) in [
+        ("/console", page),
+        ("/console/", page),
+        ("/console.js", script),
+        ("/console/console.js", script),
+        ("/console.css", style),
+        ("/console/console.css", style),
+        ("/vendor/uplot.min.js", chart),
+        ("/console/vendor/uplot.min.js", chart),
+        ("/vendor/uplot.min.css", chart_style),
+        ("/console/vendor/uplot.min.css", chart_style),
+        ("/vendor/LICENSE-uPlot.txt", licence),
+        ("/console/vendor/LICENSE-uPlot.txt", licence),
+    ] {
+        let res = api
+            .router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let header = |name: header::HeaderName| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(header(header::CONTENT_TYPE).starts_with(kind), "{path}");
+        assert!(
+            header(header::CONTENT_SECURITY_POLICY).contains("script-src 'self'"),
+            "{path}"
+        );
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains(text), "{path}");
+    }
+}
