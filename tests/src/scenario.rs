@@ -78,6 +78,12 @@ impl Scenario {
     /// Sets the scenario's template to make one job per object (`options.per_object_jobs`), for
     /// tests about jobs one by one rather than the objects of a batch together.
     pub async fn per_object_jobs(&self, stack: &Stack) -> Result<()> {
+        self.with_options(stack, serde_json::json!({"per_object_jobs": true}))
+            .await
+    }
+
+    /// Replaces the scenario's template with the same one carrying `options`.
+    pub async fn with_options(&self, stack: &Stack, options: Value) -> Result<()> {
         let mut template = template_json(
             &self.template,
             &self.bucket,
@@ -85,8 +91,28 @@ impl Scenario {
             &self.pool,
             &self.path,
         );
-        template["options"] = serde_json::json!({"per_object_jobs": true});
+        template["options"] = options;
         stack.replace_template(&template).await
+    }
+
+    /// Starts a manual job of the scenario's template for each key, one key each, and waits (up
+    /// to 90 s each) until every one has succeeded or failed; their ids, in the keys' order.
+    pub async fn ended_jobs(&self, stack: &Stack, keys: &[&str]) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for key in keys {
+            ids.push(stack.manual_job(&self.template, &[key]).await?);
+        }
+        for id in &ids {
+            stack
+                .job_when(
+                    id,
+                    std::time::Duration::from_secs(90),
+                    "the job to end",
+                    |j| ["succeeded", "failed"].contains(&j["state"].as_str().unwrap_or("")),
+                )
+                .await?;
+        }
+        Ok(ids)
     }
 }
 

@@ -540,9 +540,9 @@ async fn a_delivery_report_lists_each_of_100_files_with_the_hash_of_what_landed(
         .await
         .unwrap();
     // Hash verification, so each delivered file's MD5 is read back from the destination.
-    let mut template = template_json(&sc.template, &sc.bucket, "batch/**", &sc.pool, "r/{key}");
-    template["options"] = json!({"delivery": {"verify": "hash"}});
-    stack.replace_template(&template).await.unwrap();
+    sc.with_options(&stack, json!({"delivery": {"verify": "hash"}}))
+        .await
+        .unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("batch/f,{i:03}.bin")).collect();
     for (i, key) in keys.iter().enumerate() {
         stack
@@ -654,9 +654,9 @@ async fn the_hourly_figures_count_each_ended_job_once_and_match_the_job_list() {
         .await
         .unwrap();
     // One attempt per job, so the failing one ends at once.
-    let mut template = template_json(&sc.template, &sc.bucket, "s/**", &sc.pool, "{key}");
-    template["options"] = json!({"retry": {"max_attempts": 1}});
-    stack.replace_template(&template).await.unwrap();
+    sc.with_options(&stack, json!({"retry": {"max_attempts": 1}}))
+        .await
+        .unwrap();
     let sizes = [1000usize, 2345, 10];
     for (i, size) in sizes.iter().enumerate() {
         stack
@@ -670,21 +670,9 @@ async fn the_hourly_figures_count_each_ended_job_once_and_match_the_job_list() {
     }
     // A folder where the third file must land: its job fails.
     std::fs::create_dir_all(sc.executor.landing.join("s/2.bin/in-the-way")).unwrap();
-    let mut ids = Vec::new();
-    for key in ["s/0.bin", "s/1.bin", "s/2.bin"] {
-        ids.push(stack.manual_job(&sc.template, &[key]).await.unwrap());
-    }
-    for id in &ids {
-        stack
-            .job_when(
-                id,
-                std::time::Duration::from_secs(90),
-                "the job to end",
-                |j| ["succeeded", "failed"].contains(&j["state"].as_str().unwrap_or("")),
-            )
-            .await
-            .unwrap();
-    }
+    sc.ended_jobs(&stack, &["s/0.bin", "s/1.bin", "s/2.bin"])
+        .await
+        .unwrap();
     // The jobs may straddle an hour: two hours cover them.
     let path = format!("/api/v1/stats?hours=2&pool={}", sc.pool);
     let stats = pbs_e2e::eventually(

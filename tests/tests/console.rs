@@ -363,9 +363,9 @@ async fn the_dashboard_shows_what_the_api_counts_with_failures_a_backlog_and_a_r
         .await
         .unwrap();
     // One attempt per job, so the failing one ends at once.
-    let mut template = pbs_e2e::template_json(&sc.template, &sc.bucket, "d/**", &sc.pool, "{key}");
-    template["options"] = json!({"retry": {"max_attempts": 1}});
-    stack.replace_template(&template).await.unwrap();
+    sc.with_options(&stack, json!({"retry": {"max_attempts": 1}}))
+        .await
+        .unwrap();
     let sizes = [3000usize, 1500, 10];
     for (i, size) in sizes.iter().enumerate() {
         stack
@@ -380,18 +380,10 @@ async fn the_dashboard_shows_what_the_api_counts_with_failures_a_backlog_and_a_r
         .unwrap();
     // A folder where d/2.bin must land: its job fails.
     std::fs::create_dir_all(sc.executor.landing.join("d/2.bin/in-the-way")).unwrap();
-    let mut ended = Vec::new();
-    for key in ["d/0.bin", "d/1.bin", "d/2.bin"] {
-        ended.push(stack.manual_job(&sc.template, &[key]).await.unwrap());
-    }
-    for id in &ended {
-        stack
-            .job_when(id, Duration::from_secs(90), "the job to end", |j| {
-                ["succeeded", "failed"].contains(&j["state"].as_str().unwrap_or(""))
-            })
-            .await
-            .unwrap();
-    }
+    let ended = sc
+        .ended_jobs(&stack, &["d/0.bin", "d/1.bin", "d/2.bin"])
+        .await
+        .unwrap();
     // A pool with a queue and no executor: its job waits there.
     let idle = pbs_e2e::unique("dash-idle");
     stack.create_pool(&idle).await.unwrap();

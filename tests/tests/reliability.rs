@@ -461,9 +461,9 @@ async fn scenario_behind_a_cut_link(stack: &Stack, name: &str, retry: Value) -> 
     let sc = Scenario::with(stack, name, None, "**", "{key}", opts)
         .await
         .unwrap();
-    let mut template = pbs_e2e::template_json(&sc.template, &sc.bucket, "**", &sc.pool, "{key}");
-    template["options"] = json!({ "retry": retry });
-    stack.replace_template(&template).await.unwrap();
+    sc.with_options(stack, json!({ "retry": retry }))
+        .await
+        .unwrap();
     (sc, link)
 }
 
