@@ -4,6 +4,7 @@
 //! release executor and runs `pbs-bench storm`, which prints each figure beside its baseline and
 //! its target (docs/PERFORMANCE.md). Nothing here asserts: a benchmark reports.
 
+mod folders;
 mod proxy;
 mod served;
 
@@ -29,6 +30,9 @@ struct Cli {
 enum Bench {
     /// Event storms, a big file, matching, latency and idle cost (needs PBS_E2E_OUTPUTS).
     Storm(StormArgs),
+    /// A folder of a million files: a scheduled run with nothing new against
+    /// `rclone copy --dry-run`, and an executor watching it (no emulator needed).
+    Folders(folders::FoldersArgs),
 }
 
 #[derive(Args, Clone)]
@@ -146,6 +150,10 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Bench::Storm(args) => storm(args).await,
+        Bench::Folders(args) => {
+            print(&folders::run(&args).await?);
+            Ok(())
+        }
     }
 }
 

@@ -103,19 +103,9 @@ impl Executor {
         work_queue_url: &str,
         opts: ExecutorOptions,
     ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let landing = dir.path().join("landing");
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&landing)?;
-        let rclone = opts.rclone.clone().unwrap_or_else(rclone_bin);
-        let id = format!("{pool}-{}", opts.name.as_deref().unwrap_or("exec"));
         let emulator = stack.output("EmulatorUrl");
         let sqs_endpoint = opts.sqs_endpoint.as_deref().unwrap_or(emulator);
         let s3_endpoint = opts.s3_endpoint.as_deref().unwrap_or(emulator);
-        let bandwidth = opts
-            .bandwidth_limit
-            .map(|b| format!("bandwidth_limit = \"{b}\"\n"))
-            .unwrap_or_default();
         let cloud = if opts.standalone {
             String::new()
         } else {
@@ -145,6 +135,26 @@ progress_seconds = 1
                 visibility = opts.visibility_timeout.unwrap_or(60),
             )
         };
+        Self::launch(pool, &cloud, opts)
+    }
+
+    /// An executor without a `[cloud]` section: its own watch and schedule rules only, no
+    /// emulator needed.
+    pub fn standalone(pool: &str, opts: ExecutorOptions) -> Result<Self> {
+        Self::launch(pool, "", opts)
+    }
+
+    fn launch(pool: &str, cloud: &str, opts: ExecutorOptions) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let landing = dir.path().join("landing");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&landing)?;
+        let rclone = opts.rclone.clone().unwrap_or_else(rclone_bin);
+        let id = format!("{pool}-{}", opts.name.as_deref().unwrap_or("exec"));
+        let bandwidth = opts
+            .bandwidth_limit
+            .map(|b| format!("bandwidth_limit = \"{b}\"\n"))
+            .unwrap_or_default();
         let http_port = servers::free_port()?;
         let config = format!(
             r#"executor_id = "{id}"

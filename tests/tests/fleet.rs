@@ -205,8 +205,12 @@ async fn two_executors_of_a_pool_run_each_rule_once_and_one_takes_over_from_a_ki
         assert!(other.landing.join("keep").join(name).exists());
     }
 
-    // Each scheduled time ran once, on one executor: no run succeeded on both.
+    // Each scheduled time ran once, on one executor: no run succeeded on both. A run copies only
+    // what the executor's landing folder lacks, so a new file keeps the runs coming.
+    let ticks = std::sync::atomic::AtomicUsize::new(0);
     let runs = eventually(WAIT, "three scheduled runs in the cloud", || async {
+        let n = ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::fs::write(shared.path().join(format!("sched/t{n}.txt")), "t")?;
         let jobs = stack.jobs_of_template(&sched).await?;
         let done: Vec<Value> = jobs
             .into_iter()

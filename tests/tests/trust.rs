@@ -405,8 +405,20 @@ async fn a_name_the_destination_cannot_take_fails_alone_and_the_run_delivers_the
     // The whole folder appears at once, so one scheduled run sees all ten.
     std::fs::rename(&staged, outbox.path().join("drop")).unwrap();
 
-    let jobs = stack.finished_jobs(&rule, 1).await.unwrap();
-    let job = &jobs[0];
+    // The first run takes all ten; later ones find the nine at their destination and try only
+    // the odd name again.
+    let jobs = stack.finished_jobs(&rule, 2).await.unwrap();
+    let by_age = |j: &&Value| j["created_at"].as_str().unwrap_or_default().to_owned();
+    let job = jobs.iter().min_by_key(by_age).unwrap();
+    let later = jobs.iter().max_by_key(by_age).unwrap();
+    assert_eq!(later["state"], "failed", "{later:#}");
+    let again = stack
+        .report(later["job_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let again: Vec<&Value> = again["files"].as_array().unwrap().iter().collect();
+    assert_eq!(again.len(), 1, "only the odd name again: {again:#?}");
+    assert_eq!(again[0]["key"], "drop/x:y.txt");
     assert_eq!(job["state"], "failed", "{job:#}");
     assert!(
         job["error"]

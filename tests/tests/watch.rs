@@ -282,6 +282,48 @@ async fn a_schedule_copies_its_folder_with_filters() {
     let jobs = l.finished("every-2s", 1).await;
     assert!(jobs[0]["job_id"].as_str().unwrap().starts_with("sc-"));
     assert!(!l.executor.landing.join("sched/b.skip").exists());
+
+    // Later runs find the file at its destination as it is here: they copy nothing and make no job.
+    eventually(
+        Duration::from_secs(60),
+        "a run with nothing to copy",
+        || async {
+            Ok(l.executor
+                .log()
+                .contains("scheduled run: nothing to copy")
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        l.jobs_of("every-2s").unwrap().len(),
+        1,
+        "{}",
+        l.executor.log()
+    );
+    // A changed file and a new one: later runs copy those two only (one run, or two if a run
+    // lists the folder between the two writes).
+    std::fs::write(l.src("nightly/deep/a.txt"), "scheduled again").unwrap();
+    std::fs::write(l.src("nightly/c.txt"), "new").unwrap();
+    let later = eventually(Duration::from_secs(60), "the two files copied", || async {
+        let jobs = l.jobs_of("every-2s")?;
+        let later = &jobs[..jobs.len() - 1];
+        let files: i64 = later.iter().filter_map(|j| j["files"].as_i64()).sum();
+        let done = later.iter().all(|j| j["state"] == "succeeded");
+        Ok((done && files == 2).then(|| later.to_vec()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", l.executor.log()));
+    assert!(later.len() <= 2, "{later:#?}");
+    assert_eq!(
+        std::fs::read(l.executor.landing.join("sched/deep/a.txt")).unwrap(),
+        b"scheduled again"
+    );
+    assert_eq!(
+        std::fs::read(l.executor.landing.join("sched/c.txt")).unwrap(),
+        b"new"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

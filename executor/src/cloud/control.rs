@@ -1,6 +1,7 @@
-//! The control queue: cancel requests for this executor's running jobs, and the cloud's answers
-//! about the pool's rule lease, polled outbound (long poll) while jobs run or while the executor
-//! runs the pool's cloud rules; an idle executor without cloud rules spends nothing on it.
+//! The control queue: cancel requests for this executor's running jobs, the cloud's answers about
+//! the pool's rule lease and retries of rule jobs, polled outbound (long poll) while jobs run and
+//! after each heartbeat until its answer comes; an idle executor without cloud rules spends
+//! nothing on it.
 
 use std::sync::Arc;
 
@@ -104,12 +105,21 @@ impl Worker for ControlFollower {
     }
 
     async fn step(&mut self, stop: &CancellationToken) -> Next {
-        // Polled only while jobs run, or while lease answers may come: an idle executor without
-        // cloud rules costs no requests here.
-        if self.lease.is_none() {
+        // Polled only while jobs run, or while the answer to a heartbeat may come: an idle
+        // executor reads it once a heartbeat (a rule job's retry asked of it then waits at most
+        // that long), and one without cloud rules not at all.
+        let awaiting = self.lease.as_ref().is_some_and(|l| l.awaiting_answer());
+        if !awaiting {
+            let heartbeat = async {
+                match &self.lease {
+                    Some(lease) => lease.heartbeat_sent().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.cancelled() => return Next::Done,
                 _ = self.cancels.wait_for_running() => {}
+                _ = heartbeat => {}
             }
         }
         let receive = self

@@ -21,17 +21,23 @@ use tracing::info;
 const SENT_KEPT: usize = 32;
 /// How long a delivered watch job of the pool is remembered.
 const DELIVERED_KEPT: Duration = Duration::from_secs(6 * 3600);
+/// How long after a heartbeat its answer is waited for on the control queue.
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(30);
 
 pub struct PoolLease {
     executor: ExecutorId,
     pool: PoolName,
     state: Mutex<State>,
+    /// Wakes the control queue's reader when a heartbeat goes out.
+    sent_signal: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct State {
     /// Heartbeats sent lately: their `at`, and when they were sent.
     sent: VecDeque<(DateTime<Utc>, Instant)>,
+    /// The `at` of the last heartbeat answered.
+    answered: Option<DateTime<Utc>>,
     /// Until when this executor holds the lease.
     held_until: Option<Instant>,
     /// The holder as last answered, and since when it holds.
@@ -45,7 +51,22 @@ impl PoolLease {
             executor,
             pool,
             state: Mutex::new(State::default()),
+            sent_signal: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether the answer to the last heartbeat may still come: it went out less than
+    /// [`ANSWER_WINDOW`] ago and is not answered yet.
+    pub fn awaiting_answer(&self) -> bool {
+        let s = self.state();
+        s.sent
+            .back()
+            .is_some_and(|(at, sent)| s.answered != Some(*at) && sent.elapsed() < ANSWER_WINDOW)
+    }
+
+    /// Waits until a heartbeat goes out (at once if one went out since the last wait).
+    pub async fn heartbeat_sent(&self) {
+        self.sent_signal.notified().await;
     }
 
     pub fn pool(&self) -> &PoolName {
@@ -65,12 +86,15 @@ impl PoolLease {
         while s.sent.len() > SENT_KEPT {
             s.sent.pop_front();
         }
+        drop(s);
+        self.sent_signal.notify_one();
     }
 
     /// Applies the cloud's answer to one of this executor's heartbeats.
     pub fn apply(&self, view: &LeaseView) {
         let mut s = self.state();
         let now = Instant::now();
+        s.answered = Some(view.heartbeat_at);
         s.delivered
             .retain(|_, at| now.duration_since(*at) < DELIVERED_KEPT);
         for job in &view.delivered {
@@ -180,5 +204,27 @@ mod tests {
         v.lease_seconds = 0;
         lease.apply(&v);
         assert!(!lease.held());
+    }
+
+    #[tokio::test]
+    async fn the_control_queue_is_read_after_a_heartbeat_until_its_answer_comes() {
+        let lease = PoolLease::new(
+            ExecutorId::parse("a").unwrap(),
+            PoolName::parse("p").unwrap(),
+        );
+        assert!(!lease.awaiting_answer(), "no heartbeat yet");
+        let at = Utc::now();
+        lease.sending(at);
+        assert!(lease.awaiting_answer());
+        // The reader waiting for a heartbeat is woken by one sent before it waited.
+        tokio::time::timeout(Duration::from_secs(1), lease.heartbeat_sent())
+            .await
+            .expect("woken by the heartbeat");
+        // An answer to an older heartbeat leaves the newest one awaited.
+        lease.sending(at + chrono::Duration::seconds(1));
+        lease.apply(&view(at, "a", &[]));
+        assert!(lease.awaiting_answer());
+        lease.apply(&view(at + chrono::Duration::seconds(1), "a", &[]));
+        assert!(!lease.awaiting_answer());
     }
 }

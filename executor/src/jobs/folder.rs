@@ -24,10 +24,6 @@ use crate::jobs::copy::{self, Copied, copy_jobs, failed};
 use crate::transfer::endpoints::{Side, join};
 use crate::transfer::{self, Listed, links, rclone};
 
-/// Two modification times this close are the same: the coarsest precision of the backends
-/// (SFTP and SMB keep seconds).
-const MODIFY_WINDOW_MS: i64 = 1000;
-
 /// What a run of a folder transfer will do, decided from the two listings.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -54,7 +50,7 @@ pub fn plan(spec: &FolderTransfer, source: &[Listed], dest: &[Listed]) -> Result
     // unchanged on the strength of its size and time alone.
     let skips = spec.mode != TransferMode::Move;
     for f in source.iter().filter(|f| filter.matches(&f.path)) {
-        let same = skips && there.get(f.path.as_str()).is_some_and(|d| unchanged(f, d));
+        let same = skips && there.get(f.path.as_str()).is_some_and(|d| f.same_as(d));
         let list = if same {
             &mut out.unchanged
         } else {
@@ -73,15 +69,6 @@ pub fn plan(spec: &FolderTransfer, source: &[Listed], dest: &[Listed]) -> Result
         out.delete.sort();
     }
     Ok(out)
-}
-
-/// Same size, and modification times within [`MODIFY_WINDOW_MS`] (both known).
-fn unchanged(src: &Listed, dst: &Listed) -> bool {
-    let close = match (src.modified, dst.modified) {
-        (Some(a), Some(b)) => (a - b).num_milliseconds().abs() < MODIFY_WINDOW_MS,
-        _ => false,
-    };
-    src.size == dst.size && close
 }
 
 /// A folder transfer's outcome, and the job its report describes (every file it looked at).
@@ -119,22 +106,21 @@ pub async fn run(
         Ok(s) => s,
         Err(c) => return fail(c),
     };
-    if let Some(why) =
-        folder_link(&src, &spec.folder).or_else(|| folder_link(&dst, &spec.dest_folder))
+    if let Some(why) = src
+        .folder_link(&spec.folder)
+        .or_else(|| dst.folder_link(&spec.dest_folder))
     {
         return fail(failed(ErrorClass::BadRequest, why));
     }
     let log = rclone::log_path(&ctx.config.state_dir, job.job_id.as_str(), attempt);
     let runner = copy::runner(ctx, (&src, &dst), &log, None, abort);
-    let listed = async {
-        let source = runner.listing(&src, &spec.folder, spec.recursive).await?;
-        let dest = runner
-            .listing(&dst, &spec.dest_folder, spec.recursive)
-            .await?;
-        Ok::<_, transfer::Fail>((source, dest))
-    };
-    let (source, dest) = match listed.await {
-        Ok(l) => l,
+    // Both sides are listed at once; a folder that does not exist has no files.
+    let listed = tokio::try_join!(
+        runner.listing(&src, &spec.folder, spec.recursive),
+        runner.listing(&dst, &spec.dest_folder, spec.recursive),
+    );
+    let (source, dest) = match listed {
+        Ok((source, dest)) => (source.unwrap_or_default(), dest.unwrap_or_default()),
         Err(transfer::Fail::Interrupted) => return fail(Copied::Interrupted),
         Err(transfer::Fail::Failed { class, error }) => return fail(failed(class, error)),
     };
@@ -223,12 +209,6 @@ pub async fn run(
         TransferMode::Sync => remove_extras(ctx, job, spec, &runner, &dst, &removed, copied).await,
     };
     Transferred { copied, report }
-}
-
-/// Why `folder` of `side` may not be listed: a symbolic link on its path under a local root.
-fn folder_link(side: &Side, folder: &str) -> Option<String> {
-    let root = side.local_root.as_ref()?;
-    links::refusal(root, folder).map(|why| format!("{}: {why}", side.label))
 }
 
 /// The job that copies `files` (relative to the folders); a name the destination cannot take

@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 use pbs_shared::path_template::RenderContext;
 pub use pbs_shared::rule_spec::{Cron, Filter};
 use pbs_shared::{
-    Delivery, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind,
+    Delivery, EndpointName, JobFile, JobId, JobMessage, JobSource, Origin, OriginKind, Overwrite,
     PathTemplate, PoolName, RefusedFile, RetryPolicy, TemplateId,
 };
+
+use crate::transfer::Listed;
 
 use crate::config::{MissedRuns, ScheduleRule, WatchRule};
 
@@ -160,6 +162,38 @@ impl<'a> RuleJob<'a> {
         self
     }
 
+    /// The folder of the destination under which the path template keeps every file at its path
+    /// relative to the rule's folder (`backup/{yyyy}/{key}` → `backup/2026`; `{key}` → the
+    /// destination's root), found by rendering a probe; `None` when the template renames files.
+    pub fn dest_folder(&self) -> Option<String> {
+        const PROBE: &str = "pbs-probe/file.dat";
+        let dest = self.render(PROBE).ok()?;
+        let dest = dest.as_str();
+        if dest == PROBE {
+            return Some(String::new());
+        }
+        dest.strip_suffix(PROBE)
+            .and_then(|folder| folder.strip_suffix('/'))
+            .map(str::to_owned)
+    }
+
+    /// Whether the file at `rel` (relative to the rule's folder) goes to `folder/rel`.
+    pub fn keeps_path(&self, folder: &str, rel: &str) -> bool {
+        self.render(rel)
+            .is_ok_and(|d| d.as_str() == crate::transfer::endpoints::join(folder, rel))
+    }
+
+    fn render(
+        &self,
+        rel: &str,
+    ) -> Result<pbs_shared::DestPath, pbs_shared::path_template::TemplateError> {
+        self.path.render(&RenderContext {
+            bucket: "",
+            key: rel,
+            event_time: self.now,
+        })
+    }
+
     /// The job for `files` (path relative to the rule's folder, size). A file whose destination
     /// path would be unsafe or one the destination cannot take is refused alone, with the
     /// reason: the job fails for it and copies the others.
@@ -168,12 +202,7 @@ impl<'a> RuleJob<'a> {
         let mut refused = Vec::new();
         for (rel, size) in files {
             let key = crate::transfer::endpoints::join(self.folder, rel);
-            let rendered = self.path.render(&RenderContext {
-                bucket: "",
-                key: rel,
-                event_time: self.now,
-            });
-            match rendered {
+            match self.render(rel) {
                 Ok(dest_path) => taken.push(JobFile::at(key, *size, dest_path)),
                 Err(e) => refused.push(RefusedFile {
                     key,
@@ -206,6 +235,53 @@ impl<'a> RuleJob<'a> {
             folder: None,
         }
     }
+}
+
+/// What a schedule's run copies.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RunFiles {
+    /// Paths relative to the rule's folder, with their sizes.
+    pub copy: Vec<(String, u64)>,
+    /// Files found at their destination as they are at the source, and not copied.
+    pub unchanged: usize,
+}
+
+/// Splits a schedule's `source` files into what its run copies and what is already at the
+/// destination, from `dest`, the listing of the folder under which `keeps_path` says a file keeps
+/// its relative path. By the overwrite policy: `overwrite` copies a file unless the destination
+/// has it with the same size and modification time (as rclone decides); `skip-existing` copies
+/// only files the destination lacks; `fail-if-different` copies every file, so each is compared
+/// by hash when delivered. Both lists are sorted and walked once: no map of a million paths.
+pub fn not_at_destination(
+    mut source: Vec<Listed>,
+    mut dest: Vec<Listed>,
+    overwrite: Overwrite,
+    keeps_path: impl Fn(&str) -> bool,
+) -> RunFiles {
+    let mut out = RunFiles::default();
+    if overwrite == Overwrite::FailIfDifferent {
+        dest.clear();
+    }
+    source.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    dest.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let mut there = dest.iter().peekable();
+    out.copy.reserve(source.len().min(1 << 16));
+    for file in source {
+        while there.next_if(|d| d.path < file.path).is_some() {}
+        let same = there.peek().is_some_and(|d| {
+            d.path == file.path
+                && match overwrite {
+                    Overwrite::SkipExisting => true,
+                    _ => d.same_as(&file),
+                }
+        });
+        if same && keeps_path(&file.path) {
+            out.unchanged += 1;
+        } else {
+            out.copy.push((file.path, file.size));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -410,5 +486,110 @@ mod tests {
             schedule_job_id(&rule, t),
             schedule_job_id(&rule, utc(2026, 11, 25, 3, 0))
         );
+    }
+
+    fn schedule_job(path: &str, check: impl FnOnce(&RuleJob<'_>)) {
+        let cfg = config(&format!(
+            "[[schedule]]\nname = \"s\"\ncron = \"0 2 * * *\"\nsource = \"drop\"\nfolder = \"out\"\ndestination = \"nas\"\npath = \"{path}\"\n"
+        ))
+        .unwrap();
+        let pool = PoolName::parse("p").unwrap();
+        check(&RuleJob::schedule(
+            &cfg.schedule[0],
+            &pool,
+            utc(2026, 11, 25, 2, 0),
+        ));
+    }
+
+    #[test]
+    fn a_schedule_knows_the_destination_folder_when_files_keep_their_paths() {
+        schedule_job("backup/{yyyy}/{key}", |job| {
+            assert_eq!(job.dest_folder().as_deref(), Some("backup/2026"));
+            assert!(job.keeps_path("backup/2026", "deep/a b.csv"));
+            assert!(!job.keeps_path("backup", "deep/a b.csv"));
+        });
+        schedule_job("{key}", |job| {
+            assert_eq!(job.dest_folder().as_deref(), Some(""));
+            assert!(job.keeps_path("", "x/y.txt"));
+        });
+        // Renamed files have no folder to compare with: every file is copied.
+        schedule_job("flat/{basename}", |job| assert_eq!(job.dest_folder(), None));
+        schedule_job("{key}.bak", |job| assert_eq!(job.dest_folder(), None));
+    }
+
+    fn listed(path: &str, size: u64, second: u32) -> Listed {
+        Listed {
+            path: path.into(),
+            size,
+            modified: Some(utc(2026, 11, 1, 0, 0) + chrono::Duration::seconds(second.into())),
+        }
+    }
+
+    #[test]
+    fn a_run_copies_only_what_its_destination_lacks_or_holds_otherwise() {
+        let source = || {
+            vec![
+                listed("z/new.txt", 1, 0),
+                listed("a/same.txt", 5, 10),
+                listed("grown.txt", 6, 10),
+                listed("touched.txt", 5, 30),
+                listed("renamed.txt", 5, 10),
+            ]
+        };
+        let dest = || {
+            vec![
+                listed("touched.txt", 5, 10),
+                listed("grown.txt", 5, 10),
+                listed("renamed.txt", 5, 10),
+                listed("a/same.txt", 5, 10),
+                listed("extra.txt", 1, 0),
+            ]
+        };
+        // `renamed.txt` goes elsewhere than `folder/renamed.txt`: never taken as unchanged.
+        let keeps = |rel: &str| rel != "renamed.txt";
+        let run = not_at_destination(source(), dest(), Overwrite::Overwrite, keeps);
+        assert_eq!(run.unchanged, 1);
+        let copied: Vec<&str> = run.copy.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            copied,
+            ["grown.txt", "renamed.txt", "touched.txt", "z/new.txt"]
+        );
+        assert_eq!(
+            run.copy[0],
+            ("grown.txt".into(), 6),
+            "with the source's size"
+        );
+
+        let run = not_at_destination(source(), dest(), Overwrite::SkipExisting, keeps);
+        assert_eq!((run.unchanged, run.copy.len()), (3, 2), "{run:?}");
+
+        let run = not_at_destination(source(), dest(), Overwrite::FailIfDifferent, keeps);
+        assert_eq!(
+            (run.unchanged, run.copy.len()),
+            (0, 5),
+            "each compared by hash when delivered"
+        );
+
+        // Within a second is the same time (SFTP and SMB keep seconds); a time unknown is not.
+        let mut unknown = listed("a/same.txt", 5, 10);
+        unknown.modified = None;
+        let run = not_at_destination(
+            vec![listed("a/same.txt", 5, 10)],
+            vec![unknown],
+            Overwrite::Overwrite,
+            |_| true,
+        );
+        assert_eq!(run.copy.len(), 1);
+        let mut close = listed("a/same.txt", 5, 10);
+        close.modified = close
+            .modified
+            .map(|t| t + chrono::Duration::milliseconds(600));
+        let run = not_at_destination(
+            vec![listed("a/same.txt", 5, 10)],
+            vec![close],
+            Overwrite::Overwrite,
+            |_| true,
+        );
+        assert_eq!(run.unchanged, 1);
     }
 }

@@ -89,11 +89,10 @@ impl PoolRules {
             jobs: self.jobs.clone(),
         };
         let files = scheduler
-            .list()
+            .files_for(run.scheduled_for)
             .await
             .map_err(|e| format!("cannot list the source: {e}"))?;
-        if files.is_empty() {
-            info!(rule = %run.template_id, scheduled_for = %run.scheduled_for, "scheduled run: no files to copy");
+        if files.copy.is_empty() {
             return Ok(None);
         }
         let mut why = format!(
@@ -108,8 +107,8 @@ impl PoolRules {
         }
         let job = RuleJob::schedule(&scheduler.rule, &self.pool, run.scheduled_for)
             .because(why)
-            .build(&files);
-        info!(rule = %run.template_id, job_id = %job.job_id, files = files.len(), "scheduled run");
+            .build(&files.copy);
+        info!(rule = %run.template_id, job_id = %job.job_id, files = files.copy.len(), unchanged = files.unchanged, "scheduled run");
         Ok(Some(job))
     }
 

@@ -27,6 +27,16 @@ pub async fn source_side(
     endpoints: &Endpoints,
     name: &EndpointName,
 ) -> Result<Side, String> {
+    side(jobs, endpoints, name, "SRC").await
+}
+
+/// The endpoint `name` as rclone's remote `remote_name`.
+pub async fn side(
+    jobs: &LocalJobs,
+    endpoints: &Endpoints,
+    name: &EndpointName,
+    remote_name: &'static str,
+) -> Result<Side, String> {
     let ctx = &jobs.ctx;
     let endpoint = endpoints.get(name).map_err(|e| e.to_string())?;
     let creds = if matches!(endpoint.config, crate::config::EndpointConfig::S3(_)) {
@@ -41,6 +51,6 @@ pub async fn source_side(
         None
     };
     endpoint
-        .side("SRC", ctx.config.cloud.as_ref(), creds.as_ref())
+        .side(remote_name, ctx.config.cloud.as_ref(), creds.as_ref())
         .map_err(|e| e.to_string())
 }

@@ -102,7 +102,8 @@ impl RemoteWatcher {
         let listed = runner
             .listing(&side, &self.rule.folder, self.rule.recursive)
             .await
-            .map_err(|f| f.to_string())?;
+            .map_err(|f| f.to_string())?
+            .unwrap_or_default();
         debug!(rule = %self.rule.name, files = listed.len(), "polled");
         Ok(listed
             .into_iter()
@@ -111,7 +112,7 @@ impl RemoteWatcher {
                 let mtime_ns = l
                     .modified
                     .and_then(|t| t.timestamp_nanos_opt())
-                    .map_or(0, i128::from);
+                    .unwrap_or(0);
                 (
                     l.path,
                     Seen {
@@ -148,7 +149,7 @@ impl RemoteWatcher {
         done: &mpsc::UnboundedSender<Done>,
         why: Option<String>,
     ) -> bool {
-        let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns);
+        let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns.into());
         let delivered = match known(&self.jobs, &self.rule, &rel, &job_id) {
             Known::New => false,
             Known::Delivered => true,

@@ -1,5 +1,5 @@
-//! Cron schedules: at each scheduled time the rule's source folder is listed and its files copied
-//! as one ordinary job.
+//! Cron schedules: at each scheduled time the rule's source folder is listed and the files that
+//! are not already at their destination are copied as one ordinary job.
 //!
 //! - A rule of the executor's own configuration ticks here ([`Scheduler`]): a run still going
 //!   makes the next firing skip; after downtime, missed runs are skipped or caught up with one
@@ -9,7 +9,7 @@
 //!   the pool's work queue and `cloud::PoolRules` makes its job on the executor that took it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use pbs_shared::PoolName;
@@ -19,9 +19,9 @@ use tracing::{error, info, warn};
 
 use crate::config::ScheduleRule;
 use crate::jobs::local::LocalJobs;
-use crate::rules::clock::{Cron, Filter, Fire, RuleClock, RuleJob};
-use crate::transfer;
-use crate::transfer::endpoints::Endpoints;
+use crate::rules::clock::{Cron, Filter, Fire, RuleClock, RuleJob, RunFiles, not_at_destination};
+use crate::transfer::Runner;
+use crate::transfer::endpoints::{Endpoints, Side};
 
 pub struct Scheduler {
     pub rule: ScheduleRule,
@@ -109,49 +109,105 @@ impl Scheduler {
     }
 
     async fn run_once(&self, scheduled_for: DateTime<Utc>) {
-        let files = match self.list().await {
+        let files = match self.files_for(scheduled_for).await {
             Ok(f) => f,
             Err(e) => {
                 error!(rule = %self.rule.name, scheduled_for = %scheduled_for, error = %e, "scheduled run failed: cannot list the source");
                 return;
             }
         };
-        if files.is_empty() {
-            info!(rule = %self.rule.name, scheduled_for = %scheduled_for, "scheduled run: no files to copy");
+        if files.copy.is_empty() {
             return;
         }
         // A file whose name the destination cannot take fails alone; the others are copied.
-        let job = RuleJob::schedule(&self.rule, &self.pool, scheduled_for).build(&files);
+        let job = RuleJob::schedule(&self.rule, &self.pool, scheduled_for).build(&files.copy);
         if !job.refused.is_empty() {
             warn!(rule = %self.rule.name, job_id = %job.job_id, refused = job.refused.len(), "files that cannot be delivered are reported failed");
         }
-        info!(rule = %self.rule.name, job_id = %job.job_id, files = files.len(), "scheduled run");
+        info!(rule = %self.rule.name, job_id = %job.job_id, files = files.copy.len(), unchanged = files.unchanged, "scheduled run");
         self.jobs.run(job).await;
     }
 
-    /// The files of the rule's folder that its filter takes.
-    pub async fn list(&self) -> Result<Vec<(String, u64)>, String> {
+    /// What the run for `scheduled_for` copies: the files of the rule's folder that its filter
+    /// takes, less those already at their destination as they are here
+    /// ([`not_at_destination`]). Both sides are listed at once. A destination that cannot be
+    /// listed hides nothing: every file is copied, and the copy says what is wrong with it. A run
+    /// with nothing to copy logs what it looked at and makes no job.
+    pub async fn files_for(&self, scheduled_for: DateTime<Utc>) -> Result<RunFiles, String> {
+        let started = Instant::now();
         let ctx = &self.jobs.ctx;
-        let side = super::source_side(&self.jobs, &self.endpoints, &self.rule.source).await?;
+        let rule = &self.rule;
+        let filter = Filter::new(&rule.include, &rule.exclude)
+            .map_err(|(field, m)| format!("{field}: {m}"))?;
+        let job = RuleJob::schedule(rule, &self.pool, scheduled_for);
+        let dest_folder = job.dest_folder();
+        let src = super::source_side(&self.jobs, &self.endpoints, &rule.source).await?;
         let log = ctx
             .config
             .state_dir
             .join("logs")
-            .join(format!("schedule-{}.log", self.rule.name));
-        let filter = Filter::new(&self.rule.include, &self.rule.exclude)
-            .map_err(|(field, m)| format!("{field}: {m}"))?;
-        let files = transfer::list_files(
-            &ctx.config.rclone,
-            &ctx.config.state_dir,
-            &log,
-            &side,
-            &self.rule.folder,
-            self.rule.recursive,
-        )
-        .await?;
-        Ok(files
-            .into_iter()
-            .filter(|(rel, _)| filter.matches(rel))
-            .collect())
+            .join(format!("schedule-{}.log", rule.name));
+        let never = CancellationToken::new();
+        let runner = |side: &Side| Runner {
+            rclone: &ctx.config.rclone,
+            home: &ctx.config.state_dir,
+            log: &log,
+            secrets: side.secrets(),
+            bandwidth_limit: None,
+            abort: &never,
+        };
+        // A link on a folder's path: the source is not read; the destination is not compared
+        // with, so every file goes to the copy, which refuses the link and says so.
+        if let Some(why) = src.folder_link(&rule.folder) {
+            return Err(why);
+        }
+        let source = async {
+            runner(&src)
+                .listing(&src, &rule.folder, rule.recursive)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{}: no such folder", src.display(&rule.folder)))
+        };
+        let dest = async {
+            let folder = dest_folder.as_deref()?;
+            let listed = async {
+                let dst =
+                    super::side(&self.jobs, &self.endpoints, &rule.destination, "DST").await?;
+                if let Some(why) = dst.folder_link(folder) {
+                    return Err(why);
+                }
+                runner(&dst)
+                    .listing(&dst, folder, rule.recursive)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match listed.await {
+                Ok(listed) => Some(listed.unwrap_or_default()),
+                Err(e) => {
+                    warn!(rule = %rule.name, error = %e, "cannot list the destination; every file of the run is copied");
+                    None
+                }
+            }
+        };
+        let (source, dest) = tokio::join!(source, dest);
+        let mut source = source?;
+        let listed = source.len();
+        source.retain(|l| filter.matches(&l.path));
+        let files = match (dest, dest_folder.as_deref()) {
+            (Some(dest), Some(folder)) => {
+                not_at_destination(source, dest, rule.delivery.overwrite, |rel| {
+                    job.keeps_path(folder, rel)
+                })
+            }
+            _ => RunFiles {
+                copy: source.into_iter().map(|l| (l.path, l.size)).collect(),
+                unchanged: 0,
+            },
+        };
+        if files.copy.is_empty() {
+            info!(rule = %rule.name, scheduled_for = %scheduled_for, listed, unchanged = files.unchanged,
+                  elapsed_ms = started.elapsed().as_millis() as u64, "scheduled run: nothing to copy");
+        }
+        Ok(files)
     }
 }

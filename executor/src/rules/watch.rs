@@ -9,7 +9,7 @@
 //! modification time, so the same file in the same state is one job however often it is seen, and
 //! a file changed after its delivery is a new job.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,8 @@ use crate::transfer::links;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub size: u64,
-    pub mtime_ns: i128,
+    /// Nanoseconds since 1970 (negative before; saturated past the year 2262).
+    pub mtime_ns: i64,
 }
 
 /// The state of the file at `path` now (`None`: no such file, or not a plain file).
@@ -48,9 +49,10 @@ fn seen(path: &Path) -> Option<Seen> {
         return None;
     }
     let mtime = m.modified().ok()?;
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let mtime_ns = match mtime.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(e) => -(e.duration().as_nanos() as i128),
+        Ok(d) => nanos(d),
+        Err(e) => -nanos(e.duration()),
     };
     Some(Seen {
         size: m.len(),
@@ -109,12 +111,14 @@ impl Watcher {
         let stable = Duration::from_secs(self.rule.stable_seconds);
         let (event_tx, mut events) = mpsc::unbounded_channel::<Option<PathBuf>>();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-        info!(rule = %self.rule.name, folder = %folder.display(), "watching");
+        let started = Instant::now();
         let mut files = self.first_scan(&folder, &filter);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut reconcile = tokio::time::interval(Duration::from_secs(self.rule.reconcile_seconds));
         reconcile.tick().await;
         let mut debouncer = self.subscribe(&folder, event_tx.clone());
+        info!(rule = %self.rule.name, folder = %folder.display(), files = files.known(),
+              elapsed_ms = started.elapsed().as_millis() as u64, "watching");
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -129,9 +133,10 @@ impl Watcher {
                     if debouncer.is_none() {
                         debouncer = self.subscribe(&folder, event_tx.clone());
                     }
-                    let found = self.scan(&folder, &filter);
-                    debug!(rule = %self.rule.name, files = found.len(), "reconcile scan");
-                    files.reconcile(found);
+                    let started = Instant::now();
+                    let listed = self.rescan(&mut files, &folder, &filter);
+                    debug!(rule = %self.rule.name, files = listed,
+                           elapsed_ms = started.elapsed().as_millis() as u64, "reconcile scan");
                 }
                 _ = tick.tick() => {
                     let ready = files.ready(|rel| seen(&folder.join(rel)), stable);
@@ -147,7 +152,33 @@ impl Watcher {
 
     /// The files present at start: candidates, or settled when the rule ignores them.
     fn first_scan(&self, folder: &Path, filter: &Filter) -> Files {
-        Files::first(&self.rule, self.scan(folder, filter))
+        let mut files = Files::new(self.rule.existing);
+        self.rescan(&mut files, folder, filter);
+        if self.rule.existing == ExistingFiles::Ignore {
+            info!(rule = %self.rule.name, files = files.known(), "files already present are ignored");
+        }
+        files
+    }
+
+    /// A full scan handed to `files` file by file (no list of the whole folder is built):
+    /// settled files it does not find are forgotten.
+    fn rescan(&self, files: &mut Files, folder: &Path, filter: &Filter) -> usize {
+        let mut count = 0;
+        files.begin_scan();
+        if self.folder_linked().is_none() {
+            self.scan_each(folder, folder, filter, &mut |rel, s| {
+                count += 1;
+                files.found(rel, s);
+            });
+        }
+        files.end_scan();
+        count
+    }
+
+    fn folder_linked(&self) -> Option<String> {
+        let why = links::refusal(&self.root, &self.rule.folder)?;
+        warn!(rule = %self.rule.name, reason = %why, "watch folder not scanned");
+        Some(why)
     }
 
     /// Why `rel` (under the watch folder) may not be touched: a link on its path.
@@ -221,8 +252,7 @@ impl Watcher {
     /// Every file the rule takes, with its state (none when the watch folder is reached through
     /// a link: it is not under the root).
     fn scan(&self, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
-        if let Some(why) = links::refusal(&self.root, &self.rule.folder) {
-            warn!(rule = %self.rule.name, reason = %why, "watch folder not scanned");
+        if self.folder_linked().is_some() {
             return Vec::new();
         }
         self.scan_under(folder, folder, filter)
@@ -230,6 +260,18 @@ impl Watcher {
 
     fn scan_under(&self, dir: &Path, folder: &Path, filter: &Filter) -> Vec<(String, Seen)> {
         let mut out = Vec::new();
+        self.scan_each(dir, folder, filter, &mut |rel, s| out.push((rel, s)));
+        out
+    }
+
+    /// Each file the rule takes under `dir`, with its state.
+    fn scan_each(
+        &self,
+        dir: &Path,
+        folder: &Path,
+        filter: &Filter,
+        each: &mut dyn FnMut(String, Seen),
+    ) {
         let mut stack = vec![dir.to_owned()];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
@@ -249,11 +291,10 @@ impl Watcher {
                     && self.takes(&rel, filter)
                     && let Some(s) = seen(&path)
                 {
-                    out.push((rel, s));
+                    each(rel, s);
                 }
             }
         }
-        out
     }
 
     /// Starts the job of a settled file; false when there is nothing to do (already handled).
@@ -268,7 +309,7 @@ impl Watcher {
             warn!(rule = %self.rule.name, path = %rel, reason = %why, "file not taken");
             return false;
         }
-        let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns);
+        let job_id = watch_job_id(&self.rule.name, &rel, s.size, s.mtime_ns.into());
         match known(&self.jobs, &self.rule, &rel, &job_id) {
             Known::New => {}
             Known::Delivered => {
@@ -388,7 +429,7 @@ fn turn(lease: Option<&PoolLease>, rule: &WatchRule, rel: &str, s: Seen) -> Turn
             "this executor holds the pool's rule lease{since}: it runs the pool's watch rules"
         )));
     }
-    if lease.delivered(&watch_job_id(&rule.name, rel, s.size, s.mtime_ns)) {
+    if lease.delivered(&watch_job_id(&rule.name, rel, s.size, s.mtime_ns.into())) {
         debug!(rule = %rule.name, path = %rel, "delivered by another executor of the pool");
         return Turn::Delivered;
     }
@@ -405,38 +446,70 @@ fn rel_of(folder: &Path, path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 /// What a watcher knows of its folder's files, by path relative to the folder.
-#[derive(Default)]
 pub struct Files {
+    /// Until the first full scan ends: files it finds are settled as they are (the rule ignores
+    /// the files already present).
+    ignore_found: bool,
     /// Files seen changing, waiting to hold still for `stable_seconds`.
     candidates: HashMap<String, Candidate>,
     /// Files whose job is running.
     in_flight: HashSet<String>,
-    /// Files known delivered (and kept) or ignored in their current state.
-    settled: HashMap<String, Seen>,
+    /// Files known delivered (and kept) or ignored in their current state: in a folder of a
+    /// million files, nearly all of them, so kept compact (no hash table to double in size).
+    settled: BTreeMap<Box<str>, Settled>,
+    /// Counts full scans: a settled file not marked by the last one is gone.
+    scan: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    seen: Seen,
+    /// The last full scan that found it.
+    scan: u32,
 }
 
 impl Files {
+    /// Before the first scan or listing; `existing` says what becomes of the files it finds.
+    pub fn new(existing: ExistingFiles) -> Self {
+        Self {
+            ignore_found: existing == ExistingFiles::Ignore,
+            candidates: HashMap::new(),
+            in_flight: HashSet::new(),
+            settled: BTreeMap::new(),
+            scan: 0,
+        }
+    }
+
     /// The files of the first scan or listing: candidates, or settled when the rule ignores the
     /// files already present.
     pub fn first(rule: &WatchRule, found: Vec<(String, Seen)>) -> Self {
-        let mut files = Files::default();
-        match rule.existing {
-            ExistingFiles::Process => {
-                for (rel, s) in found {
-                    files.offer(rel, s);
-                }
-            }
-            ExistingFiles::Ignore => {
-                info!(rule = %rule.name, files = found.len(), "files already present are ignored");
-                files.settled.extend(found);
-            }
+        let mut files = Files::new(rule.existing);
+        files.reconcile(found);
+        if rule.existing == ExistingFiles::Ignore {
+            info!(rule = %rule.name, files = files.known(), "files already present are ignored");
         }
         files
     }
 
-    /// A file seen now (an event, or the first scan): a candidate unless settled as it is.
+    /// Files being watched for settling or settled as they are.
+    pub fn known(&self) -> usize {
+        self.candidates.len() + self.settled.len()
+    }
+
+    /// The state in which `rel` is settled, if it is.
+    fn settled_as(&self, rel: &str) -> Option<Seen> {
+        self.settled.get(rel).map(|x| x.seen)
+    }
+
+    fn settle(&mut self, rel: String, seen: Seen) {
+        let scan = self.scan;
+        self.settled
+            .insert(rel.into_boxed_str(), Settled { seen, scan });
+    }
+
+    /// A file seen now (an event): a candidate unless settled as it is.
     pub fn offer(&mut self, rel: String, s: Seen) {
-        if self.settled.get(&rel) != Some(&s) {
+        if self.settled_as(&rel) != Some(s) {
             self.candidates.entry(rel).or_insert(Candidate {
                 seen: s,
                 since: Instant::now(),
@@ -444,20 +517,47 @@ impl Files {
         }
     }
 
-    /// A full scan's (or listing's) files; settled files that are gone are forgotten.
-    pub fn reconcile(&mut self, found: Vec<(String, Seen)>) {
-        let present: HashSet<&String> = found.iter().map(|(rel, _)| rel).collect();
-        self.settled.retain(|rel, _| present.contains(rel));
-        for (rel, s) in found {
-            self.offer(rel, s);
+    /// A full scan begins: [`Files::found`] for each file, then [`Files::end_scan`].
+    pub fn begin_scan(&mut self) {
+        self.scan = self.scan.wrapping_add(1);
+    }
+
+    /// A file of the full scan going on. The first scan settles what it finds when the rule
+    /// ignores the files already present.
+    pub fn found(&mut self, rel: String, s: Seen) {
+        let scan = self.scan;
+        if let Some(x) = self.settled.get_mut(rel.as_str()) {
+            x.scan = scan;
+            if x.seen == s {
+                return;
+            }
+        } else if self.ignore_found {
+            return self.settle(rel, s);
         }
+        self.offer(rel, s);
+    }
+
+    /// The full scan is over: settled files it did not find are gone, and forgotten.
+    pub fn end_scan(&mut self) {
+        let scan = self.scan;
+        self.settled.retain(|_, x| x.scan == scan);
+        self.ignore_found = false;
+    }
+
+    /// A full scan's (or listing's) files at once.
+    pub fn reconcile(&mut self, found: Vec<(String, Seen)>) {
+        self.begin_scan();
+        for (rel, s) in found {
+            self.found(rel, s);
+        }
+        self.end_scan();
     }
 
     /// A file's job ended; a delivered file that stays in the folder is settled.
     pub fn finished(&mut self, done: Done, keep: bool) {
         self.in_flight.remove(&done.rel);
         if done.state == Some(JobState::Succeeded) && keep {
-            self.settled.insert(done.rel, done.seen);
+            self.settle(done.rel, done.seen);
         }
     }
 
@@ -476,12 +576,10 @@ impl Files {
                     if start(rel.clone(), s, why) {
                         self.in_flight.insert(rel);
                     } else {
-                        self.settled.insert(rel, s);
+                        self.settle(rel, s);
                     }
                 }
-                Turn::Delivered => {
-                    self.settled.insert(rel, s);
-                }
+                Turn::Delivered => self.settle(rel, s),
                 Turn::Wait => self.wait(rel, s, stable),
             }
         }
@@ -523,7 +621,87 @@ impl Files {
                 Some(_) => true,
             }
         });
-        ready.retain(|(rel, s)| self.settled.get(rel) != Some(s));
+        ready.retain(|(rel, s)| self.settled_as(rel) != Some(*s));
         ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(size: u64, mtime_ns: i64) -> Seen {
+        Seen { size, mtime_ns }
+    }
+
+    fn scan(files: &mut Files, found: &[(&str, Seen)]) {
+        files.reconcile(found.iter().map(|(r, s)| (r.to_string(), *s)).collect());
+    }
+
+    fn ready(files: &mut Files, now: &[(&str, Seen)]) -> Vec<String> {
+        let now: HashMap<&str, Seen> = now.iter().copied().collect();
+        let mut ready: Vec<String> = files
+            .ready(|rel| now.get(rel).copied(), Duration::ZERO)
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .collect();
+        ready.sort();
+        ready
+    }
+
+    #[test]
+    fn files_present_at_start_are_ignored_only_by_the_first_scan() {
+        let mut files = Files::new(ExistingFiles::Ignore);
+        scan(&mut files, &[("old.txt", at(1, 1))]);
+        assert_eq!(files.known(), 1);
+        assert!(ready(&mut files, &[("old.txt", at(1, 1))]).is_empty());
+        // Later scans offer what is new or changed.
+        let now = [("old.txt", at(2, 2)), ("new.txt", at(1, 1))];
+        scan(&mut files, &now);
+        assert_eq!(ready(&mut files, &now), ["new.txt", "old.txt"]);
+
+        let mut files = Files::new(ExistingFiles::Process);
+        scan(&mut files, &[("old.txt", at(1, 1))]);
+        assert_eq!(ready(&mut files, &[("old.txt", at(1, 1))]), ["old.txt"]);
+    }
+
+    #[test]
+    fn a_delivered_file_stays_settled_until_it_changes_or_goes() {
+        let mut files = Files::new(ExistingFiles::Process);
+        scan(&mut files, &[("a.txt", at(1, 1))]);
+        assert_eq!(ready(&mut files, &[("a.txt", at(1, 1))]), ["a.txt"]);
+        files.in_flight.insert("a.txt".into());
+        files.finished(
+            Done {
+                rel: "a.txt".into(),
+                seen: at(1, 1),
+                state: Some(JobState::Succeeded),
+            },
+            true,
+        );
+        // Found again as it was: nothing to do.
+        scan(&mut files, &[("a.txt", at(1, 1))]);
+        assert!(ready(&mut files, &[("a.txt", at(1, 1))]).is_empty());
+        assert_eq!(files.known(), 1);
+        // Gone: forgotten; back in the same state: a file to take again.
+        scan(&mut files, &[]);
+        assert_eq!(files.known(), 0);
+        scan(&mut files, &[("a.txt", at(1, 1))]);
+        assert_eq!(ready(&mut files, &[("a.txt", at(1, 1))]), ["a.txt"]);
+    }
+
+    #[test]
+    fn a_candidate_that_changes_waits_again_and_one_that_goes_is_dropped() {
+        let mut files = Files::new(ExistingFiles::Process);
+        files.offer("a.txt".into(), at(1, 1));
+        files.offer("b.txt".into(), at(1, 1));
+        let stable = Duration::from_secs(3600);
+        let now = |rel: &str| (rel == "a.txt").then_some(at(2, 2));
+        assert!(files.ready(now, stable).is_empty());
+        assert_eq!(files.known(), 1, "b.txt went");
+        assert_eq!(
+            files.ready(now, Duration::ZERO),
+            [("a.txt".into(), at(2, 2))]
+        );
     }
 }

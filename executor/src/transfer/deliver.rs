@@ -56,6 +56,22 @@ pub struct Listed {
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Two modification times this close are the same: the coarsest precision of the backends
+/// (SFTP and SMB keep seconds).
+const MODIFY_WINDOW_MS: i64 = 1000;
+
+impl Listed {
+    /// `other` is this file unchanged: the same size, and modification times (both known) within
+    /// a second of each other, as rclone decides what a copy skips.
+    pub fn same_as(&self, other: &Listed) -> bool {
+        let close = match (self.modified, other.modified) {
+            (Some(a), Some(b)) => (a - b).num_milliseconds().abs() < MODIFY_WINDOW_MS,
+            _ => false,
+        };
+        self.size == other.size && close
+    }
+}
+
 /// What was delivered for one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -207,14 +223,23 @@ impl Runner<'_> {
         self.exec(&inv, &context, &[]).await.map(drop)
     }
 
-    /// The files under `folder` of `side`, with paths relative to it; a folder that does not
-    /// exist lists as empty. rclone lists no symbolic link of a local folder.
+    /// The files under `folder` on `side`, with paths relative to it (`None`: the folder does not
+    /// exist); rclone lists no symbolic link of a local folder. rclone writes the
+    /// listing to a file under the state folder and it is read back in a stream, so a folder of a
+    /// million files costs the executor its paths and sizes, not rclone's JSON of them.
     pub async fn listing(
         &self,
         side: &Side,
         folder: &str,
         recursive: bool,
-    ) -> Result<Vec<Listed>, Fail> {
+    ) -> Result<Option<Vec<Listed>>, Fail> {
+        let context = format!("listing {}", side.display(folder));
+        let spool = Spool::new(self.home).map_err(|e| {
+            Fail::new(
+                ErrorClass::Retryable,
+                format!("{context}: cannot write the listing under the state folder: {e}"),
+            )
+        })?;
         let inv = Invocation::new("lsjson", self.log)
             .args(["--files-only", "--no-mimetype"])
             .arg(if recursive {
@@ -223,32 +248,22 @@ impl Runner<'_> {
                 "--max-depth=1"
             })
             .arg(side.spec(folder))
-            .remote(&side.remote);
-        let context = format!("listing {}", side.display(folder));
+            .remote(&side.remote)
+            .stdout_to(&spool.0);
         // 3: the directory does not exist.
-        let (code, out) = self.exec(&inv, &context, &[3]).await?;
+        let (code, _) = self.exec(&inv, &context, &[3]).await?;
         if code == 3 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let entries: Vec<serde_json::Value> = serde_json::from_slice(&out).map_err(|e| {
-            Fail::new(
+        let read = tokio::task::spawn_blocking(move || read_listing(&spool.0)).await;
+        match read {
+            Ok(Ok(listed)) => Ok(Some(listed)),
+            Ok(Err(e)) => Err(Fail::new(
                 ErrorClass::Internal,
                 format!("{context}: unreadable output from rclone: {e}"),
-            )
-        })?;
-        Ok(entries
-            .iter()
-            .filter_map(|e| {
-                Some(Listed {
-                    path: e["Path"].as_str()?.to_owned(),
-                    size: e["Size"].as_u64()?,
-                    modified: e["ModTime"]
-                        .as_str()
-                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                        .map(|t| t.with_timezone(&chrono::Utc)),
-                })
-            })
-            .collect())
+            )),
+            Err(e) => Err(Fail::new(ErrorClass::Internal, format!("{context}: {e}"))),
+        }
     }
 
     /// Delivers one file by the template's rules.
@@ -746,47 +761,67 @@ fn write_list<'a>(path: &Path, rels: impl Iterator<Item = &'a str>) -> Result<()
     })
 }
 
-/// The files under `folder` of `side` (recursively or not): paths relative to the folder, and
-/// sizes. Used by schedules to make their job.
-pub async fn list_files(
-    rclone_bin: &Path,
-    home: &Path,
-    log: &Path,
-    side: &Side,
-    folder: &str,
-    recursive: bool,
-) -> Result<Vec<(String, u64)>, String> {
-    let mut inv = Invocation::new("lsjson", log)
-        .args(["--files-only", "--no-mimetype"])
-        .arg(if recursive {
-            "--recursive"
-        } else {
-            "--max-depth=1"
-        });
-    inv = inv.arg(side.spec(folder)).remote(&side.remote);
-    let rt = rclone::Runtime {
-        rclone: rclone_bin,
-        home,
-        log,
-        secrets: &side.secrets(),
-        cancel: &CancellationToken::new(),
-        kill_after: Duration::from_secs(10),
-    };
-    let (_, stdout) = rclone::run_checked(&rt, &inv, &[])
-        .await
-        .map_err(|e| match e {
-            RunError::Spawn(m) => m,
-            RunError::Cancelled => "listing cancelled".into(),
-            RunError::Exit { message, .. } => {
-                format!("listing {}: {message}", side.display(folder))
+/// A file under `<state>/listings` that is removed when dropped.
+struct Spool(std::path::PathBuf);
+
+impl Spool {
+    fn new(home: &Path) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = home.join("listings");
+        std::fs::create_dir_all(&dir)?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Ok(Self(dir.join(format!("{}-{n}.json", std::process::id()))))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reads `rclone lsjson` output one entry at a time. An entry without a known size (`-1`) is not
+/// a file that can be copied and is left out.
+fn read_listing(file: &Path) -> Result<Vec<Listed>, serde_json::Error> {
+    use serde::Deserialize;
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(rename = "Path")]
+        path: String,
+        #[serde(rename = "Size")]
+        size: i64,
+        #[serde(rename = "ModTime", default)]
+        modified: Option<chrono::DateTime<chrono::FixedOffset>>,
+    }
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<Listed>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of listed files")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(e) = seq.next_element::<Entry>()? {
+                if let Ok(size) = u64::try_from(e.size) {
+                    out.push(Listed {
+                        path: e.path,
+                        size,
+                        modified: e.modified.map(|t| t.with_timezone(&chrono::Utc)),
+                    });
+                }
             }
-        })?;
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&stdout)
-        .map_err(|e| format!("listing {}: unreadable output: {e}", side.display(folder)))?;
-    Ok(entries
-        .iter()
-        .filter_map(|e| Some((e["Path"].as_str()?.to_owned(), e["Size"].as_u64()?)))
-        .collect())
+            Ok(out)
+        }
+    }
+    let f = std::fs::File::open(file).map_err(serde_json::Error::io)?;
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, f));
+    let listed = (&mut de).deserialize_seq(Entries)?;
+    de.end()?;
+    Ok(listed)
 }
 
 /// The MD5 in an S3 ETag: present only for single-part uploads (multipart ETags end in `-N`).
@@ -806,6 +841,40 @@ mod tests {
             size: 1,
             etag: None,
         }
+    }
+
+    #[test]
+    fn a_listing_is_read_entry_by_entry_and_files_without_a_size_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("l.json");
+        std::fs::write(
+            &file,
+            "[\n{\"Path\":\"a b/\\u00e9.txt\",\"Name\":\"\\u00e9.txt\",\"Size\":3,\"ModTime\":\"2026-11-30T10:00:00.5+01:00\",\"IsDir\":false},\n\
+             {\"Path\":\"doc\",\"Size\":-1,\"ModTime\":\"2026-11-30T10:00:00Z\"},\n\
+             {\"Path\":\"nodate\",\"Size\":0}\n]\n",
+        )
+        .unwrap();
+        let listed = read_listing(&file).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            (listed[0].path.as_str(), listed[0].size),
+            ("a b/\u{e9}.txt", 3)
+        );
+        assert_eq!(
+            listed[0].modified.unwrap().to_rfc3339(),
+            "2026-11-30T09:00:00.500+00:00"
+        );
+        assert_eq!(
+            (listed[1].path.as_str(), listed[1].modified),
+            ("nodate", None)
+        );
+        std::fs::write(&file, "[{\"Path\":\"a\",\"Size\":1},").unwrap();
+        assert!(
+            read_listing(&file).is_err(),
+            "a cut-off listing is an error, not fewer files"
+        );
+        std::fs::write(&file, "[] trailing").unwrap();
+        assert!(read_listing(&file).is_err());
     }
 
     #[test]

@@ -93,6 +93,12 @@ impl Side {
             .map(|root| rel.split('/').fold(root.clone(), |p, s| p.join(s)))
     }
 
+    /// Why `folder` may not be listed: a symbolic link on its path under a local root.
+    pub fn folder_link(&self, folder: &str) -> Option<String> {
+        let root = self.local_root.as_ref()?;
+        super::links::refusal(root, folder).map(|why| format!("{}: {why}", self.label))
+    }
+
     /// Every value to redact: remote secrets and the clear-text forms.
     pub fn secrets(&self) -> Vec<String> {
         self.remote

@@ -11,6 +11,6 @@ pub mod probe;
 pub mod rclone;
 
 pub use deliver::{
-    Checked, Fail, Item, Listed, Runner, common_folders, list_files, mismatched, not_delivered,
+    Checked, Fail, Item, Listed, Runner, common_folders, mismatched, not_delivered,
     source_not_found,
 };

@@ -5,6 +5,7 @@
 //! (proxies, CA bundles, unrelated AWS settings) changes rclone's behaviour.
 
 use std::fmt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -105,6 +106,9 @@ pub struct Invocation {
     pub remotes: Vec<Remote>,
     /// Bytes written to rclone's standard input (`rcat`, `obscure -`).
     pub stdin: Option<Vec<u8>>,
+    /// Standard output goes to this file (created, owner-only) instead of memory: a listing of a
+    /// million files is read back from it in a stream.
+    pub stdout_to: Option<PathBuf>,
 }
 
 impl Invocation {
@@ -139,6 +143,7 @@ impl Invocation {
             args,
             remotes: Vec::new(),
             stdin: None,
+            stdout_to: None,
         }
     }
 
@@ -162,6 +167,11 @@ impl Invocation {
 
     pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
         self.stdin = Some(bytes);
+        self
+    }
+
+    pub fn stdout_to(mut self, file: &Path) -> Self {
+        self.stdout_to = Some(file.to_owned());
         self
     }
 }
@@ -191,7 +201,8 @@ pub fn copy_file(
 pub enum RunEnd {
     Exited {
         code: Option<i32>,
-        /// What rclone printed on standard output (listings, hashes, file contents).
+        /// What rclone printed on standard output (listings, hashes, file contents); empty when
+        /// it went to [`Invocation::stdout_to`].
         stdout: Vec<u8>,
     },
     /// Stopped by cancellation (SIGTERM, so rclone removes its partial files).
@@ -209,6 +220,17 @@ pub async fn run(
 ) -> std::io::Result<RunEnd> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    let stdout_file = match &inv.stdout_to {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?,
+        ),
+        None => None,
+    };
     let mut cmd = Command::new(rclone);
     cmd.args(&inv.args)
         .env_clear()
@@ -220,7 +242,7 @@ pub async fn run(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
+        .stdout(stdout_file.map_or_else(Stdio::piped, Stdio::from))
         .stderr(Stdio::null())
         .kill_on_drop(true);
     for remote in &inv.remotes {
@@ -244,10 +266,12 @@ pub async fn run(
             let _ = stdin.write_all(&bytes).await;
         });
     }
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let stdout = child.stdout.take();
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf).await;
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_end(&mut buf).await;
+        }
         buf
     });
     tokio::select! {
