@@ -771,8 +771,23 @@ impl Spool {
         let dir = home.join("listings");
         std::fs::create_dir_all(&dir)?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Ok(Self(dir.join(format!("{}-{n}.json", std::process::id()))))
+        let mine = format!("{}-", std::process::id());
+        if n == 0 {
+            clear_stale(&dir, &mine)?;
+        }
+        Ok(Self(dir.join(format!("{mine}{n}.json"))))
     }
+}
+
+/// Removes the listings under `dir` whose names do not begin with `mine`: what an earlier run of
+/// the executor left when it was killed mid-listing.
+fn clear_stale(dir: &Path, mine: &str) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(mine) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Spool {
@@ -875,6 +890,20 @@ mod tests {
         );
         std::fs::write(&file, "[] trailing").unwrap();
         assert!(read_listing(&file).is_err());
+    }
+
+    #[test]
+    fn listings_left_by_an_earlier_run_are_removed_and_this_runs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["41-0.json", "41-7.json", "42-0.json"] {
+            std::fs::write(dir.path().join(name), "[]").unwrap();
+        }
+        clear_stale(dir.path(), "42-").unwrap();
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["42-0.json"]);
     }
 
     #[test]
