@@ -6,6 +6,7 @@
 
 mod folders;
 mod proxy;
+mod remote_big;
 mod served;
 
 use std::path::Path;
@@ -43,7 +44,7 @@ struct StormArgs {
     /// Bytes per storm object.
     #[arg(long, default_value_t = 4096)]
     object_size: usize,
-    /// Size of the big object in MiB (0 skips it).
+    /// Size of the big object in MiB, delivered to local, SFTP and SMB (0 skips it).
     #[arg(long, default_value_t = 1024)]
     big_mib: usize,
     /// Templates in the matching benchmark.
@@ -206,6 +207,10 @@ async fn storm(mut args: StormArgs) -> Result<()> {
             args.big_mib
         );
         rows.extend(big_object(&stack, &site, &executor, args.big_mib).await?);
+        eprintln!(
+            "(d) the same size to SFTP and SMB, verified by hash, against raw rclone copyto ..."
+        );
+        rows.extend(remote_big::rows(&stack, args.big_mib).await?);
     }
     match args.data_path {
         DataPath::Emulator => {
