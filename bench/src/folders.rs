@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use pbs_e2e::{Executor, ExecutorOptions, eventually, rclone_bin};
 
-use crate::Row;
+use crate::{Row, proc_bytes};
 
 #[derive(Args, Clone)]
 pub struct FoldersArgs {
@@ -88,19 +88,6 @@ fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
         bail!("{cmd:?} failed (status {status})");
     }
     Ok((took, usage.ru_maxrss as u64 * 1024))
-}
-
-/// A field of `/proc/<pid>/status` in bytes (`VmHWM`, `VmRSS`).
-fn proc_bytes(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 /// Samples the peak resident memory of each child process of `parent` (rclone listings) until

@@ -9,6 +9,7 @@ mod proxy;
 mod remote_big;
 mod served;
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -447,11 +448,22 @@ async fn wait_for_files(dir: &Path, count: usize, timeout: Duration) -> Result<(
 /// Runs rclone against the S3 at `endpoint` as remote `SRC` (environment-only configuration, as
 /// the executor does) and returns its wall time.
 fn raw_rclone(endpoint: &str, args: &[&str], dest: &Path, extra: &[&str]) -> Result<Duration> {
+    let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+    all.push(dest.into());
+    all.extend(extra.iter().map(OsString::from));
+    raw_rclone_with(endpoint, &all, &[])
+}
+
+/// [`raw_rclone`] with `args` as given and more remotes configured by `env`
+/// (`RCLONE_CONFIG_<NAME>_<OPTION>`).
+fn raw_rclone_with(
+    endpoint: &str,
+    args: &[OsString],
+    env: &[(String, String)],
+) -> Result<Duration> {
     let started = Instant::now();
     let out = Command::new(pbs_e2e::rclone_bin())
         .args(args)
-        .arg(dest)
-        .args(extra)
         .env("RCLONE_CONFIG", "/dev/null")
         .env("RCLONE_CONFIG_SRC_TYPE", "s3")
         .env("RCLONE_CONFIG_SRC_PROVIDER", "Other")
@@ -459,6 +471,7 @@ fn raw_rclone(endpoint: &str, args: &[&str], dest: &Path, extra: &[&str]) -> Res
         .env("RCLONE_CONFIG_SRC_ACCESS_KEY_ID", "test")
         .env("RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY", "test")
         .env("RCLONE_CONFIG_SRC_REGION", "us-east-1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()?;
     let took = started.elapsed();
     if !out.status.success() {
@@ -468,6 +481,19 @@ fn raw_rclone(endpoint: &str, args: &[&str], dest: &Path, extra: &[&str]) -> Res
         );
     }
     Ok(took)
+}
+
+/// A field of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
+fn proc_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// (e) In-process matching: events per second on one core against `templates` templates.
@@ -550,17 +576,12 @@ async fn idle(stack: &Stack, seconds: u64) -> Result<Vec<Row>> {
     let before = metrics(client.clone(), url.clone()).await?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = metrics(client, url).await?;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", executor.pid()))?;
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
+    let rss = proc_bytes(executor.pid(), "VmRSS").context("no VmRSS")?;
     let _ = first;
     Ok(vec![
         Row::new(
             "(g) idle executor resident memory",
-            format!("{:.1} MB", rss_kb * 1024.0 / 1e6),
+            format!("{:.1} MB", rss as f64 / 1e6),
             "≤ 25 MB",
         ),
         Row::new(

@@ -4,9 +4,9 @@
 //! verification: the cost of proof where it is dearest.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use pbs_e2e::servers::{SftpServer, SmbServer};
 use pbs_e2e::{Executor, ExecutorOptions, Stack, eventually, template_json, unique};
 
@@ -80,29 +80,16 @@ fn smb(server: &SmbServer) -> Result<Target> {
 
 /// Raw `rclone copyto SRC:bucket/key DST:path`, no verification beyond rclone's own.
 fn raw_copy(stack: &Stack, key: &str, target: &Target) -> Result<Duration> {
-    let started = Instant::now();
-    let out = Command::new(pbs_e2e::rclone_bin())
-        .arg("copyto")
-        .arg(format!("SRC:{}/{key}", stack.source_bucket()))
-        .arg(format!("DST:{}", target.raw_path))
-        .env("RCLONE_CONFIG", "/dev/null")
-        .env("RCLONE_CONFIG_SRC_TYPE", "s3")
-        .env("RCLONE_CONFIG_SRC_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_SRC_ENDPOINT", stack.output("EmulatorUrl"))
-        .env("RCLONE_CONFIG_SRC_ACCESS_KEY_ID", "test")
-        .env("RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY", "test")
-        .env("RCLONE_CONFIG_SRC_REGION", "us-east-1")
-        .envs(target.raw_env.iter().map(|(k, v)| (k, v)))
-        .output()?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        bail!(
-            "raw rclone to {} failed: {}",
-            target.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(took)
+    crate::raw_rclone_with(
+        stack.output("EmulatorUrl"),
+        &[
+            "copyto".into(),
+            format!("SRC:{}/{key}", stack.source_bucket()).into(),
+            format!("DST:{}", target.raw_path).into(),
+        ],
+        &target.raw_env,
+    )
+    .with_context(|| format!("raw rclone to {}", target.name))
 }
 
 /// The rows for a `mib` MiB object to SFTP and to SMB, verified by hash.
