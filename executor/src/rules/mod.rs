@@ -16,10 +16,43 @@ pub mod rule_set;
 pub mod schedule;
 pub mod watch;
 
+use std::path::{Path, PathBuf};
+
 use pbs_shared::EndpointName;
+use tokio_util::sync::CancellationToken;
 
 use crate::jobs::local::LocalJobs;
+use crate::transfer::Runner;
 use crate::transfer::endpoints::{Endpoints, Side};
+
+/// The rclone log of a rule's listings and file operations outside its jobs (`kind`: `watch`
+/// or `schedule`).
+pub fn rule_log(jobs: &LocalJobs, kind: &str, name: &str) -> PathBuf {
+    jobs.ctx
+        .config
+        .state_dir
+        .join("logs")
+        .join(format!("{kind}-{name}.log"))
+}
+
+/// Runs a rule's rclone steps outside its jobs on `side` (no bandwidth limit; `side`'s secrets
+/// redacted from errors).
+pub fn runner<'a>(
+    jobs: &'a LocalJobs,
+    side: &Side,
+    log: &'a Path,
+    abort: &'a CancellationToken,
+) -> Runner<'a> {
+    let config = &jobs.ctx.config;
+    Runner {
+        rclone: &config.rclone,
+        home: &config.state_dir,
+        log,
+        secrets: side.secrets(),
+        bandwidth_limit: None,
+        abort,
+    }
+}
 
 /// A rule's source endpoint as rclone's `SRC` (with the executor's AWS credentials for S3).
 pub async fn source_side(

@@ -22,7 +22,6 @@ use crate::config::{AfterAction, WatchRule};
 use crate::jobs::local::LocalJobs;
 use crate::rules::clock::{Filter, RuleJob, watch_job_id};
 use crate::rules::watch::{Done, Files, Known, Seen, known, takes};
-use crate::transfer::deliver::Runner;
 use crate::transfer::endpoints::{Endpoints, Side, join};
 
 pub struct RemoteWatcher {
@@ -84,21 +83,17 @@ impl RemoteWatcher {
     /// The source endpoint as rclone's `SRC`, and a runner for listings and after-actions.
     async fn side(&self) -> Result<(Side, std::path::PathBuf), String> {
         let side = super::source_side(&self.jobs, &self.endpoints, &self.rule.source).await?;
-        let log = self
-            .jobs
-            .ctx
-            .config
-            .state_dir
-            .join("logs")
-            .join(format!("watch-{}.log", self.rule.name));
-        Ok((side, log))
+        Ok((
+            side,
+            super::rule_log(&self.jobs, "watch", self.rule.name.as_str()),
+        ))
     }
 
     /// Every file of the folder the rule takes, with its state.
     async fn list(&self, filter: &Filter) -> Result<Vec<(String, Seen)>, String> {
         let (side, log) = self.side().await?;
         let never = CancellationToken::new();
-        let runner = self.runner(&side, &log, &never);
+        let runner = super::runner(&self.jobs, &side, &log, &never);
         let listed = runner
             .listing(&side, &self.rule.folder, self.rule.recursive)
             .await
@@ -122,23 +117,6 @@ impl RemoteWatcher {
                 )
             })
             .collect())
-    }
-
-    fn runner<'a>(
-        &'a self,
-        side: &Side,
-        log: &'a std::path::Path,
-        abort: &'a CancellationToken,
-    ) -> Runner<'a> {
-        let config = &self.jobs.ctx.config;
-        Runner {
-            rclone: &config.rclone,
-            home: &config.state_dir,
-            log,
-            secrets: side.secrets(),
-            bandwidth_limit: None,
-            abort,
-        }
     }
 
     /// Starts the job of a settled file; false when there is nothing to do (already handled).
@@ -196,7 +174,7 @@ impl RemoteWatcher {
             }
         };
         let never = CancellationToken::new();
-        let runner = self.runner(&side, &log, &never);
+        let runner = super::runner(&self.jobs, &side, &log, &never);
         let path = join(&self.rule.folder, rel);
         match runner.stat(&side, &path).await {
             Ok(Some(size)) if size == s.size => {}

@@ -20,7 +20,6 @@ use tracing::{error, info, warn};
 use crate::config::ScheduleRule;
 use crate::jobs::local::LocalJobs;
 use crate::rules::clock::{Cron, Filter, Fire, RuleClock, RuleJob, RunFiles, not_at_destination};
-use crate::transfer::Runner;
 use crate::transfer::endpoints::{Endpoints, Side};
 
 pub struct Scheduler {
@@ -135,27 +134,15 @@ impl Scheduler {
     /// with nothing to copy logs what it looked at and makes no job.
     pub async fn files_for(&self, scheduled_for: DateTime<Utc>) -> Result<RunFiles, String> {
         let started = Instant::now();
-        let ctx = &self.jobs.ctx;
         let rule = &self.rule;
         let filter = Filter::new(&rule.include, &rule.exclude)
             .map_err(|(field, m)| format!("{field}: {m}"))?;
         let job = RuleJob::schedule(rule, &self.pool, scheduled_for);
         let dest_folder = job.dest_folder();
         let src = super::source_side(&self.jobs, &self.endpoints, &rule.source).await?;
-        let log = ctx
-            .config
-            .state_dir
-            .join("logs")
-            .join(format!("schedule-{}.log", rule.name));
+        let log = super::rule_log(&self.jobs, "schedule", rule.name.as_str());
         let never = CancellationToken::new();
-        let runner = |side: &Side| Runner {
-            rclone: &ctx.config.rclone,
-            home: &ctx.config.state_dir,
-            log: &log,
-            secrets: side.secrets(),
-            bandwidth_limit: None,
-            abort: &never,
-        };
+        let runner = |side: &Side| super::runner(&self.jobs, side, &log, &never);
         // A link on a folder's path: the source is not read; the destination is not compared
         // with, so every file goes to the copy, which refuses the link and says so.
         if let Some(why) = src.folder_link(&rule.folder) {

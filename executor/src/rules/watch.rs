@@ -152,12 +152,9 @@ impl Watcher {
 
     /// The files present at start: candidates, or settled when the rule ignores them.
     fn first_scan(&self, folder: &Path, filter: &Filter) -> Files {
-        let mut files = Files::new(self.rule.existing);
-        self.rescan(&mut files, folder, filter);
-        if self.rule.existing == ExistingFiles::Ignore {
-            info!(rule = %self.rule.name, files = files.known(), "files already present are ignored");
-        }
-        files
+        Files::first_with(&self.rule, |files| {
+            self.rescan(files, folder, filter);
+        })
     }
 
     /// A full scan handed to `files` file by file (no list of the whole folder is built):
@@ -483,8 +480,13 @@ impl Files {
     /// The files of the first scan or listing: candidates, or settled when the rule ignores the
     /// files already present.
     pub fn first(rule: &WatchRule, found: Vec<(String, Seen)>) -> Self {
+        Self::first_with(rule, |files| files.reconcile(found))
+    }
+
+    /// The state after the first full scan, which `scan` hands to it.
+    pub fn first_with(rule: &WatchRule, scan: impl FnOnce(&mut Files)) -> Self {
         let mut files = Files::new(rule.existing);
-        files.reconcile(found);
+        scan(&mut files);
         if rule.existing == ExistingFiles::Ignore {
             info!(rule = %rule.name, files = files.known(), "files already present are ignored");
         }
