@@ -289,6 +289,75 @@ async fn no_target_shows_the_final_name_before_the_file_is_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_local_delivery_verified_by_hash_is_hashed_as_it_lands_and_not_read_again() {
+    // An rclone wrapper that notes each verb it runs.
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let wrapper = dir.path().join("rclone-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+            calls.display(),
+            pbs_e2e::rclone_bin()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let site = Site::start(
+        "hash-landed",
+        ExecutorOptions {
+            rclone: Some(wrapper.display().to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let prefix = unique("landed");
+    let tpl = site.template(&prefix, "disk", "s3/{key}").await;
+    let data = body(3_000_000, 21);
+    let key = format!("{prefix}/clip ü.bin");
+    let etag = site
+        .stack
+        .put_object(site.stack.source_bucket(), &key, data.clone())
+        .await
+        .unwrap();
+    let jobs = site.stack.finished_jobs(&tpl, 1).await.unwrap();
+    let job = &jobs[0];
+    assert_eq!(
+        job["state"],
+        "succeeded",
+        "{job:#}\n{}",
+        site.executor.log()
+    );
+    // The MD5 in the result is the one rclone computed over the bytes as they were written,
+    // found equal to the source's (its ETag).
+    assert_eq!(
+        job["result"]["delivered"][0]["md5"].as_str(),
+        Some(etag.as_str()),
+        "{job:#}"
+    );
+    assert_same(
+        "local",
+        std::fs::read(site.executor.landing.join(format!("s3/{key}"))).ok(),
+        &data,
+    );
+    let verbs = std::fs::read_to_string(&calls).unwrap();
+    assert!(verbs.lines().any(|v| v == "copyto"), "{verbs}");
+    assert!(
+        !verbs.lines().any(|v| v == "hashsum"),
+        "a file was hashed again after the copy: {verbs}"
+    );
+    // The job's log keeps what rclone says at info level, and none of the debug lines the
+    // check was read from (the log is uploaded; debug lines name hosts and users).
+    let job_id = job["job_id"].as_str().unwrap();
+    let log =
+        std::fs::read_to_string(site.executor.state.join(format!("logs/{job_id}.1.log"))).unwrap();
+    assert!(log.contains("Copied (new)"), "{log}");
+    assert!(!log.contains("\"level\":\"debug\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn hash_verification_fails_a_file_altered_after_delivery_and_removes_it() {
     // An rclone wrapper that alters the delivered file on the share just before the executor
     // reads it back: what a faulty disk, a broken NAS cache or a meddling process would do. It

@@ -292,8 +292,19 @@ impl Runner<'_> {
             // Something written there since the check above is not replaced either.
             copy = copy.arg("--ignore-existing");
         }
-        self.exec(&copy, &format!("{from} -> {to}"), &[]).await?;
-        self.verify(src, dst, item, rules.verify).await
+        // For `verify = "hash"`, rclone's own check after the copy is read from its log: where
+        // both sides have an MD5 it compares them, the destination's taken as the bytes landed.
+        let hashed_from = (rules.verify == Verify::Hash).then(|| rclone::log_offset(self.log));
+        if hashed_from.is_some() {
+            copy = copy.debug_log();
+        }
+        let copied = self.exec(&copy, &format!("{from} -> {to}"), &[]).await;
+        let checked = hashed_from.and_then(|offset| {
+            let name = item.source.rsplit('/').next().unwrap_or(item.source);
+            rclone::take_md5_check(self.log, offset, name)
+        });
+        copied?;
+        self.verify(src, dst, item, rules.verify, checked).await
     }
 
     /// Under `skip-existing` or `fail-if-different`, what a file already at the destination
@@ -335,13 +346,16 @@ impl Runner<'_> {
     }
 
     /// Checks a file just copied: present, of the source's size, and with `verify = "hash"` of
-    /// its MD5 (a file that differs is removed).
+    /// its MD5 (a file that differs is removed). `checked`: the MD5 rclone found equal on both
+    /// sides as it copied; the delivered file is read again only without it, or when it is not
+    /// the source's MD5 now.
     async fn verify(
         &self,
         src: &Side,
         dst: &Side,
         item: Item<'_>,
         verify: Verify,
+        checked: Option<String>,
     ) -> Result<Delivered, Fail> {
         let (from, to) = (src.display(item.source), dst.display(item.dest));
         // rclone exits 0 when an S3 source is missing: it copied nothing.
@@ -369,7 +383,10 @@ impl Runner<'_> {
             Verify::Hash => {
                 let etag = (size == item.size).then_some(item.etag).flatten();
                 let ours = self.md5(src, item.source, etag).await?;
-                let delivered = self.md5(dst, item.dest, None).await?;
+                let delivered = match checked {
+                    Some(md5) if md5 == ours => md5,
+                    _ => self.md5(dst, item.dest, None).await?,
+                };
                 if ours != delivered {
                     let removed = match self.delete(dst, item.dest).await {
                         Ok(()) => "the delivered file was removed".to_owned(),

@@ -170,6 +170,14 @@ impl Invocation {
         self
     }
 
+    /// Logs at debug level: rclone's own checks after a copy appear ([`take_md5_check`]).
+    pub fn debug_log(mut self) -> Self {
+        if let Some(level) = self.args.iter().position(|a| a == "--log-level") {
+            self.args[level + 1] = "DEBUG".into();
+        }
+        self
+    }
+
     pub fn stdout_to(mut self, file: &Path) -> Self {
         self.stdout_to = Some(file.to_owned());
         self
@@ -404,6 +412,46 @@ pub fn last_error_since(log_file: &Path, offset: u64, secrets: &[&str]) -> Optio
         })
         .next_back()?;
     Some(redact(&msg, secrets))
+}
+
+/// The MD5 rclone reported checked for `object` after byte `offset` of its JSON log, written at
+/// debug level ([`Invocation::debug_log`]) by a run that has ended. After a copy, `md5 = <hex>
+/// OK` says the source's MD5 equals the one the destination has for what it took (the local
+/// backend hashes the bytes as it writes them), so the file need not be read again to know it.
+/// The run's debug lines are then dropped from the log, which keeps what an info-level run
+/// writes (the log may leave the site; debug lines name hosts and users).
+pub fn take_md5_check(log_file: &Path, offset: u64, object: &str) -> Option<String> {
+    let bytes = std::fs::read(log_file).ok()?;
+    let tail = String::from_utf8_lossy(bytes.get(offset as usize..)?);
+    let mut md5 = None;
+    let mut kept = String::new();
+    for line in tail.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            kept.push_str(line);
+            kept.push('\n');
+            continue;
+        };
+        if v["level"] != "debug" {
+            kept.push_str(line);
+            kept.push('\n');
+        } else if v["object"] == object
+            && let Some(hex) = v["msg"]
+                .as_str()
+                .and_then(|m| m.strip_prefix("md5 = ")?.strip_suffix(" OK"))
+            && hex.len() == 32
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            md5 = Some(hex.to_ascii_lowercase());
+        }
+    }
+    let rewrite = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(log_file)?;
+        file.set_len(offset)?;
+        file.write_all(kept.as_bytes())
+    };
+    let _ = rewrite();
+    md5
 }
 
 /// Replaces every secret value in `text` with `***`: as it is, and as it reads inside JSON (a
@@ -719,6 +767,37 @@ mod tests {
         );
         let out = redact(&text, &[secret]);
         assert_eq!(out, "plain *** json *** url *** lower ***");
+    }
+
+    #[test]
+    fn the_copy_s_md5_check_is_read_from_its_debug_lines_which_then_leave_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("j.log");
+        let before = "{\"level\":\"debug\",\"msg\":\"md5 = 00000000000000000000000000000000 OK\",\"object\":\"a.bin\"}\n";
+        let run = concat!(
+            "{\"level\":\"debug\",\"msg\":\"Setting host=\\\"nas\\\" for \\\"DST\\\"\"}\n",
+            "{\"level\":\"debug\",\"msg\":\"md5 = FF322C2FC18B519700F0B6FB3E9C1673 OK\",\"object\":\"a.bin\"}\n",
+            "{\"level\":\"debug\",\"msg\":\"md5 = 11111111111111111111111111111111 OK\",\"object\":\"other.bin\"}\n",
+            "{\"level\":\"info\",\"msg\":\"Copied (new) to: b.bin\",\"object\":\"a.bin\"}\n",
+        );
+        std::fs::write(&log, format!("{before}{run}")).unwrap();
+        let offset = before.len() as u64;
+        assert_eq!(
+            take_md5_check(&log, offset, "a.bin").as_deref(),
+            Some("ff322c2fc18b519700f0b6fb3e9c1673"),
+            "the run's own line, not one before it or another object's"
+        );
+        // What the run logged at info level stays; its debug lines go; what came before stays.
+        let left = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            left,
+            format!(
+                "{before}{{\"level\":\"info\",\"msg\":\"Copied (new) to: b.bin\",\"object\":\"a.bin\"}}\n"
+            )
+        );
+        // No check logged (a side without MD5s): nothing is taken as checked.
+        assert_eq!(take_md5_check(&log, offset, "a.bin"), None);
+        assert_eq!(take_md5_check(&log, 0, "missing.bin"), None);
     }
 
     #[test]
