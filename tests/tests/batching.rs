@@ -109,6 +109,109 @@ async fn a_backlog_is_copied_in_few_rclone_runs_and_each_job_keeps_its_own_outco
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_verified_by_hash_takes_rclone_s_checks_and_reads_back_only_what_they_leave_open() {
+    let stack = Stack::connect().await.unwrap();
+    let pool = unique("hashbatch");
+    let queue = stack.create_pool(&pool).await.unwrap();
+    let bucket = unique("quiet");
+    stack.create_quiet_bucket(&bucket).await.unwrap();
+    // An rclone wrapper that notes each verb it runs, and the names a hashsum is given.
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let wrapper = dir.path().join("rclone-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             echo \"$1\" >> '{calls}'\n\
+             if [ \"$1\" = hashsum ]; then prev=; for a in \"$@\"; do\n\
+               [ \"$prev\" = --files-from-raw ] && sed 's/^/name: /' \"$a\" >> '{calls}'; prev=$a\n\
+             done; fi\n\
+             exec '{rclone}' \"$@\"\n",
+            calls = calls.display(),
+            rclone = pbs_e2e::rclone_bin(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // 20 objects, one job each, announced with their ETags, queued before the executor runs.
+    // The last is announced with another ETag (an earlier version's, say): rclone's check
+    // vouches for what it read, not for what the event announced, so that file is read back.
+    let mut jobs = Vec::new();
+    for i in 0..20u32 {
+        let key = format!("cam {i:02}/shot ü {i}.bin");
+        let data = body(5000 + i as usize, i + 3);
+        let etag = stack.put_object(&bucket, &key, data.clone()).await.unwrap();
+        let announced = if i == 19 {
+            "0123456789abcdef0123456789abcdef".to_owned()
+        } else {
+            etag.clone()
+        };
+        let job_id = format!("job-{i:02}-{pool}");
+        let job = json!({
+            "v": 1, "job_id": job_id, "template_id": "batching", "pool": pool,
+            "source": {"type": "s3", "bucket": bucket},
+            "files": [{"key": key, "size": data.len(), "dest_path": format!("in/{key}"),
+                       "sequencer": "00000000000000A1", "etag": announced}],
+            "destination": "disk",
+            "delivery": {"overwrite": "overwrite", "verify": "hash"},
+            "created_at": "2026-11-30T00:00:00Z"
+        });
+        stack.enqueue_job(&queue.url, &job).await.unwrap();
+        jobs.push((job_id, key, data, etag));
+    }
+    let executor = Executor::start_with(
+        &stack,
+        &pool,
+        &queue.url,
+        pbs_e2e::ExecutorOptions {
+            rclone: Some(wrapper.display().to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (job_id, key, data, _) in &jobs {
+        let row = executor.finished(job_id).await.unwrap();
+        assert_eq!(row["state"], "succeeded", "{row}\n{}", executor.log());
+        assert_eq!(executor.landed(&format!("in/{key}")).await.unwrap(), *data);
+    }
+    let verbs = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        verbs.lines().any(|l| l == "copy") && !verbs.lines().any(|l| l == "copyto"),
+        "the jobs were not copied as a batch: {verbs}"
+    );
+    // Only the file rclone's checks left open was hashed again (at the source and where it
+    // landed).
+    let hashed: std::collections::BTreeSet<&str> = verbs
+        .lines()
+        .filter_map(|l| l.strip_prefix("name: "))
+        .collect();
+    assert_eq!(
+        hashed.into_iter().collect::<Vec<_>>(),
+        [jobs[19].1.as_str()],
+        "{verbs}"
+    );
+    // Each job's report holds the MD5 of what landed: the announced ETag where rclone's check
+    // proved it, the object's own where the file was read back.
+    for (job_id, _, _, etag) in [&jobs[3], &jobs[19]] {
+        let report = eventually(Duration::from_secs(30), "the job's report", || async {
+            Ok(stack.report(job_id).await.ok())
+        })
+        .await
+        .unwrap();
+        let row = &report["files"][0];
+        assert_eq!(row["md5"].as_str(), Some(etag.as_str()), "{report}");
+    }
+    // The batch's log, shared by its jobs, kept none of the debug lines the checks came from.
+    let log =
+        std::fs::read_to_string(executor.state.join(format!("logs/{}.1.log", jobs[0].0))).unwrap();
+    assert!(log.contains("Copied (new)"), "{log}");
+    assert!(!log.contains("\"level\":\"debug\""), "{log}");
+}
+
 /// An SQS event as the EventsQueue's event source mapping hands it to the trigger: one record
 /// per S3 notification body.
 fn sqs_event(bodies: &[String]) -> serde_json::Value {

@@ -296,12 +296,13 @@ async fn deliver(
     };
     if let Some((src_dir, dst_dir, rels)) = together {
         let sizes: Vec<u64> = items.iter().map(|i| i.size).collect();
+        let etags: Vec<Option<&str>> = items.iter().map(|i| i.etag).collect();
         let checked = runner
             .deliver_each(
                 src,
                 dst,
                 (&src_dir, &dst_dir, &rels),
-                &sizes,
+                (&sizes, &etags),
                 first.delivery,
             )
             .await?;

@@ -301,7 +301,7 @@ impl Runner<'_> {
         let copied = self.exec(&copy, &format!("{from} -> {to}"), &[]).await;
         let checked = hashed_from.and_then(|offset| {
             let name = item.source.rsplit('/').next().unwrap_or(item.source);
-            rclone::take_md5_check(self.log, offset, name)
+            rclone::take_md5_checks(self.log, offset).remove(name)
         });
         copied?;
         self.verify(src, dst, item, rules.verify, checked).await
@@ -566,12 +566,19 @@ impl Runner<'_> {
         src: &Side,
         dst: &Side,
         (src_dir, dst_dir, rels): (&str, &str, &[String]),
-        expected: &[u64],
+        (expected, etags): (&[u64], &[Option<&str>]),
         rules: Delivery,
     ) -> Result<Vec<Checked>, Fail> {
         let list = self.log.with_extension("files");
         write_list(&list, rels.iter().map(String::as_str))?;
-        self.copy_listed(src, dst, (src_dir, dst_dir), &list, rels.len())
+        let copied = self
+            .copy_listed(
+                src,
+                dst,
+                (src_dir, dst_dir),
+                (&list, rels.len()),
+                rules.verify,
+            )
             .await?;
         // `--files-from` skips names missing at the source without a word: check every file.
         let sizes = self.sizes(dst, dst_dir, &list, rels).await?;
@@ -592,8 +599,20 @@ impl Runner<'_> {
             .await?;
         }
         let hashes = if rules.verify == Verify::Hash {
+            // A file whose MD5 rclone checked as it copied, equal to the one its event gave
+            // (the object as it was announced, landed whole), needs no second read.
+            let proven = rels
+                .iter()
+                .zip(expected.iter().zip(etags))
+                .filter_map(|(r, (size, etag))| {
+                    let md5 = copied.get(r)?;
+                    let announced = etag.and_then(etag_md5)?;
+                    (sizes.get(r) == Some(size) && *md5 == announced)
+                        .then(|| (r.clone(), announced))
+                })
+                .collect();
             Some(
-                self.check_hashes((src, dst), folders, rels, &list, &mut checked)
+                self.check_hashes((src, dst), folders, (rels, proven), &list, &mut checked)
                     .await?,
             )
         } else {
@@ -615,15 +634,16 @@ impl Runner<'_> {
             .collect())
     }
 
-    /// `rclone copy --files-from-raw list` from `src_dir` to `dst_dir`.
+    /// `rclone copy --files-from-raw list` from `src_dir` to `dst_dir`. With `verify = "hash"`,
+    /// returns the MD5s rclone checked on both sides as it copied, by path under `src_dir`.
     async fn copy_listed(
         &self,
         src: &Side,
         dst: &Side,
         (src_dir, dst_dir): (&str, &str),
-        list: &Path,
-        files: usize,
-    ) -> Result<(), Fail> {
+        (list, files): (&Path, usize),
+        verify: Verify,
+    ) -> Result<std::collections::HashMap<String, String>, Fail> {
         let (from, to) = (src.display(src_dir), dst.display(dst_dir));
         let mut copy = Invocation::new("copy", self.log)
             .arg(src.spec(src_dir))
@@ -641,9 +661,13 @@ impl Runner<'_> {
         if let Some(limit) = self.bandwidth_limit {
             copy = copy.args(["--bwlimit", limit]);
         }
-        self.exec(&copy, &format!("{from} -> {to}"), &[])
-            .await
-            .map(drop)
+        let hashed_from = (verify == Verify::Hash).then(|| rclone::log_offset(self.log));
+        if hashed_from.is_some() {
+            copy = copy.debug_log();
+        }
+        let copied = self.exec(&copy, &format!("{from} -> {to}"), &[]).await;
+        let checks = hashed_from.map(|offset| rclone::take_md5_checks(self.log, offset));
+        copied.map(|_| checks.unwrap_or_default())
     }
 
     /// Marks files whose delivered size is not the expected one and not the source's now.
@@ -677,27 +701,33 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Compares the MD5s of the files still unmarked on both sides; a file that differs (or has
-    /// no hash on a side) is removed and marked. Returns the delivered files' MD5s.
+    /// Compares the MD5s of the files still unmarked on both sides, but for those `proven` (the
+    /// same MD5 on both, by rclone's check as it copied); a file that differs (or has no hash on
+    /// a side) is removed and marked. Returns the delivered files' MD5s.
     async fn check_hashes(
         &self,
         (src, dst): (&Side, &Side),
         (src_dir, dst_dir): (&str, &str),
-        rels: &[String],
+        (rels, proven): (&[String], std::collections::HashMap<String, String>),
         list: &Path,
         checked: &mut [Option<Checked>],
     ) -> Result<std::collections::HashMap<String, String>, Fail> {
         let present: Vec<String> = rels
             .iter()
             .zip(checked.iter())
-            .filter(|(_, c)| c.is_none())
+            .filter(|(r, c)| c.is_none() && !proven.contains_key(*r))
             .map(|(r, _)| r.clone())
             .collect();
-        let present_list = list.with_extension("present");
-        write_list(&present_list, present.iter().map(String::as_str))?;
-        let ours = self.md5s(src, src_dir, &present_list, &present).await?;
-        let theirs = self.md5s(dst, dst_dir, &present_list, &present).await?;
-        let _ = std::fs::remove_file(&present_list);
+        let (mut ours, mut theirs) = Default::default();
+        if !present.is_empty() {
+            let present_list = list.with_extension("present");
+            write_list(&present_list, present.iter().map(String::as_str))?;
+            ours = self.md5s(src, src_dir, &present_list, &present).await?;
+            theirs = self.md5s(dst, dst_dir, &present_list, &present).await?;
+            let _ = std::fs::remove_file(&present_list);
+        }
+        ours.extend(proven.clone());
+        theirs.extend(proven);
         for (i, r) in rels.iter().enumerate() {
             if checked[i].is_some() {
                 continue;

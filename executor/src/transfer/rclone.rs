@@ -4,6 +4,7 @@
 //! in a process's argv; the environment is cleared first so nothing of the executor's own
 //! (proxies, CA bundles, unrelated AWS settings) changes rclone's behaviour.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -170,7 +171,7 @@ impl Invocation {
         self
     }
 
-    /// Logs at debug level: rclone's own checks after a copy appear ([`take_md5_check`]).
+    /// Logs at debug level: rclone's own checks after a copy appear ([`take_md5_checks`]).
     pub fn debug_log(mut self) -> Self {
         if let Some(level) = self.args.iter().position(|a| a == "--log-level") {
             self.args[level + 1] = "DEBUG".into();
@@ -414,16 +415,22 @@ pub fn last_error_since(log_file: &Path, offset: u64, secrets: &[&str]) -> Optio
     Some(redact(&msg, secrets))
 }
 
-/// The MD5 rclone reported checked for `object` after byte `offset` of its JSON log, written at
-/// debug level ([`Invocation::debug_log`]) by a run that has ended. After a copy, `md5 = <hex>
-/// OK` says the source's MD5 equals the one the destination has for what it took (the local
-/// backend hashes the bytes as it writes them), so the file need not be read again to know it.
-/// The run's debug lines are then dropped from the log, which keeps what an info-level run
-/// writes (the log may leave the site; debug lines name hosts and users).
-pub fn take_md5_check(log_file: &Path, offset: u64, object: &str) -> Option<String> {
-    let bytes = std::fs::read(log_file).ok()?;
-    let tail = String::from_utf8_lossy(bytes.get(offset as usize..)?);
-    let mut md5 = None;
+/// The MD5s rclone reported checked after byte `offset` of its JSON log, by object (its path
+/// under the copy's source folder), written at debug level ([`Invocation::debug_log`]) by a run
+/// that has ended. After a copy, `md5 = <hex> OK` says the source's MD5 equals the one the
+/// destination has for what it took (the local backend hashes the bytes as it writes them), so
+/// the file need not be read again to know it. The run's debug lines are then dropped from the
+/// log, which keeps what an info-level run writes (the log may leave the site; debug lines name
+/// hosts and users).
+pub fn take_md5_checks(log_file: &Path, offset: u64) -> HashMap<String, String> {
+    let mut checks = HashMap::new();
+    let Some(bytes) = std::fs::read(log_file).ok() else {
+        return checks;
+    };
+    let Some(tail) = bytes.get(offset as usize..) else {
+        return checks;
+    };
+    let tail = String::from_utf8_lossy(tail);
     let mut kept = String::new();
     for line in tail.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -434,14 +441,14 @@ pub fn take_md5_check(log_file: &Path, offset: u64, object: &str) -> Option<Stri
         if v["level"] != "debug" {
             kept.push_str(line);
             kept.push('\n');
-        } else if v["object"] == object
+        } else if let Some(object) = v["object"].as_str()
             && let Some(hex) = v["msg"]
                 .as_str()
                 .and_then(|m| m.strip_prefix("md5 = ")?.strip_suffix(" OK"))
             && hex.len() == 32
             && hex.bytes().all(|b| b.is_ascii_hexdigit())
         {
-            md5 = Some(hex.to_ascii_lowercase());
+            checks.insert(object.to_owned(), hex.to_ascii_lowercase());
         }
     }
     let rewrite = || -> std::io::Result<()> {
@@ -451,7 +458,7 @@ pub fn take_md5_check(log_file: &Path, offset: u64, object: &str) -> Option<Stri
         file.write_all(kept.as_bytes())
     };
     let _ = rewrite();
-    md5
+    checks
 }
 
 /// Replaces every secret value in `text` with `***`: as it is, and as it reads inside JSON (a
@@ -770,7 +777,7 @@ mod tests {
     }
 
     #[test]
-    fn the_copy_s_md5_check_is_read_from_its_debug_lines_which_then_leave_the_log() {
+    fn the_copy_s_md5_checks_are_read_from_its_debug_lines_which_then_leave_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("j.log");
         let before = "{\"level\":\"debug\",\"msg\":\"md5 = 00000000000000000000000000000000 OK\",\"object\":\"a.bin\"}\n";
@@ -782,11 +789,17 @@ mod tests {
         );
         std::fs::write(&log, format!("{before}{run}")).unwrap();
         let offset = before.len() as u64;
+        let checks = take_md5_checks(&log, offset);
         assert_eq!(
-            take_md5_check(&log, offset, "a.bin").as_deref(),
+            checks.get("a.bin").map(String::as_str),
             Some("ff322c2fc18b519700f0b6fb3e9c1673"),
-            "the run's own line, not one before it or another object's"
+            "the run's own line, not one before it"
         );
+        assert_eq!(
+            checks.get("other.bin").map(String::as_str),
+            Some("11111111111111111111111111111111")
+        );
+        assert_eq!(checks.len(), 2, "{checks:?}");
         // What the run logged at info level stays; its debug lines go; what came before stays.
         let left = std::fs::read_to_string(&log).unwrap();
         assert_eq!(
@@ -796,8 +809,8 @@ mod tests {
             )
         );
         // No check logged (a side without MD5s): nothing is taken as checked.
-        assert_eq!(take_md5_check(&log, offset, "a.bin"), None);
-        assert_eq!(take_md5_check(&log, 0, "missing.bin"), None);
+        assert!(take_md5_checks(&log, offset).is_empty());
+        assert!(take_md5_checks(&dir.path().join("none.log"), 0).is_empty());
     }
 
     #[test]
