@@ -643,8 +643,8 @@ async fn latency(
 }
 
 /// (d) One big object through the system (the job's own duration) and through raw rclone
-/// (`copyto`, no verification); then the same bytes through a template verifying by hash (MD5
-/// read back from the landed file).
+/// (`copyto`, no verification); then the same bytes through a template verifying by hash (the
+/// MD5 rclone computed over the landed bytes, checked against the source's).
 async fn big_object(
     stack: &Stack,
     site: &Site,

@@ -1,7 +1,7 @@
 //! (d) over the network: one big object delivered to an SFTP server and an SMB share with
-//! `verify = "hash"` (neither has hashes rclone can ask for, so the executor reads the landed
-//! file back), against raw `rclone copyto` of the same object to the same place without
-//! verification: the cost of proof where it is dearest.
+//! `verify = "hash"` (the SFTP server hashes the landed file with `md5sum`; SMB has no hashes, so
+//! the executor reads the landed file back), against raw `rclone copyto` of the same object to
+//! the same place without verification: the cost of proof where it is dearest.
 
 use std::process::Command;
 use std::time::Duration;
