@@ -2,7 +2,7 @@
 //! header and body untouched, so SigV4 signatures still verify), and is counted by AWS service
 //! and operation. The cost figures are made of these counts, not of estimates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -23,7 +23,8 @@ pub type Counts = BTreeMap<String, Tally>;
 pub struct Tally {
     pub requests: u64,
     /// SQS: 64 KiB chunks of the larger of request and answer (each a billed request).
-    /// DynamoDB: items written or read (a transaction's twice), each taken as one unit.
+    /// DynamoDB: write units (each 1 KB of an item written, and of each index entry it makes;
+    /// a transaction's twice), and one read unit per item read.
     /// Else: requests.
     pub units: u64,
 }
@@ -35,7 +36,12 @@ struct Forward {
     buckets: Vec<(String, String)>,
     client: Client<HttpConnector, Body>,
     counts: Arc<Mutex<Counts>>,
+    sizes: Sizes,
 }
+
+/// The size in bytes of each jobs-table item written through the proxy, by `job_id`: an update
+/// is billed by the size of the item it rewrites.
+type Sizes = Arc<Mutex<HashMap<String, u64>>>;
 
 /// A running proxy; it stops when dropped.
 pub struct CountingProxy {
@@ -84,6 +90,7 @@ impl CountingProxy {
                 .pool_max_idle_per_host(64)
                 .build(connector),
             counts: counts.clone(),
+            sizes: Sizes::default(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let task = tokio::spawn(async move {
@@ -117,7 +124,7 @@ async fn forward(State(f): State<Forward>, req: Request) -> Response {
             Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         };
         let units = if op.starts_with("dynamodb ") {
-            let (table, items) = dynamodb_items(&op, &bytes);
+            let (table, items) = dynamodb_items(&op, &bytes, &f.sizes);
             op = format!("{op} {table}");
             items
         } else {
@@ -173,38 +180,107 @@ fn chunks(len: usize) -> u64 {
     len.div_ceil(64 * 1024).max(1) as u64
 }
 
-/// The jobs table's global secondary indexes and their key attributes (template.yaml): an item
-/// holding an index's keys is written to that index too, one more write unit each.
-const JOBS_INDEXES: [[&str; 2]; 3] = [
-    ["list_pk", "created_sk"],
-    ["list_pk", "key_sk"],
-    ["waiting_pool", "created_sk"],
+/// The jobs table's global secondary indexes (template.yaml): their key attributes, and whether
+/// they copy every attribute (`ALL`) or only the keys. An item holding an index's keys is written
+/// to that index too: as many write units as the item's for an `ALL` index, one for a keys-only.
+const JOBS_INDEXES: [([&str; 2], bool); 3] = [
+    (["list_pk", "created_sk"], true),
+    (["list_pk", "key_sk"], true),
+    (["waiting_pool", "created_sk"], false),
 ];
 
-/// Write units of one item put to `table`: the item, and each index of the jobs table whose keys
-/// it holds. An update of a job item is taken to rewrite the two indexes that copy every
-/// attribute (`ByCreated`, `ByKey`).
-fn item_units(table: &str, op: &str, item: &serde_json::Value) -> u64 {
-    if table != "JobsTable" {
-        return 1;
+/// DynamoDB's size of an attribute value in bytes: a string's UTF-8 bytes, a number's about one
+/// byte per two digits and one more, a binary's bytes, one for a boolean or null, and a map or
+/// list three more than its elements (one more each, and a map's names).
+fn value_size(value: &serde_json::Value) -> u64 {
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    let text = |v: &serde_json::Value| v.as_str().map_or(0, |t| t.len() as u64);
+    match kind.as_str() {
+        "S" => text(inner),
+        "N" => text(inner).div_ceil(2) + 1,
+        "B" => text(inner) * 3 / 4,
+        "SS" | "NS" | "BS" => inner.as_array().map_or(0, |a| a.iter().map(text).sum()),
+        "M" => {
+            3 + inner.as_object().map_or(0, |m| {
+                m.iter()
+                    .map(|(k, v)| k.len() as u64 + value_size(v) + 1)
+                    .sum()
+            })
+        }
+        "L" => {
+            3 + inner
+                .as_array()
+                .map_or(0, |a| a.iter().map(|v| value_size(v) + 1).sum())
+        }
+        _ => 1,
     }
+}
+
+/// An item's size: its attribute names and values.
+fn item_size(item: &serde_json::Value) -> u64 {
+    item.as_object().map_or(0, |m| {
+        m.iter().map(|(k, v)| k.len() as u64 + value_size(v)).sum()
+    })
+}
+
+/// Write units of `size` bytes: one per KB begun.
+fn kb_units(size: u64) -> u64 {
+    size.div_ceil(1024).max(1)
+}
+
+/// Write units of one write (`request`: a `PutItem`'s or `UpdateItem`'s body, or a transaction's
+/// entry) to `table`: the item, and each index of the jobs table whose keys it holds. An update of
+/// a job is taken to add its values to the item it rewrites (its size from the job's put) and to
+/// rewrite the two indexes that copy every attribute.
+fn item_units(table: &str, op: &str, request: &serde_json::Value, sizes: &Sizes) -> u64 {
+    let job = request["Item"]["job_id"]["S"]
+        .as_str()
+        .or(request["Key"]["job_id"]["S"].as_str());
     if op == "dynamodb UpdateItem" {
-        return 3;
+        let added: u64 = request["ExpressionAttributeValues"]
+            .as_object()
+            .map_or(0, |v| v.values().map(value_size).sum());
+        if table != "JobsTable" {
+            return kb_units(item_size(&request["Key"]) + added);
+        }
+        let mut sizes = sizes.lock().expect("sizes lock");
+        let before = job.and_then(|j| sizes.get(j).copied()).unwrap_or(1024);
+        let after = before + added;
+        if let Some(j) = job {
+            sizes.insert(j.to_owned(), after);
+        }
+        return 3 * kb_units(after);
     }
-    1 + JOBS_INDEXES
-        .iter()
-        .filter(|keys| keys.iter().all(|k| item.get(k).is_some()))
-        .count() as u64
+    let size = item_size(&request["Item"]);
+    if table != "JobsTable" {
+        return kb_units(size);
+    }
+    if let Some(j) = job {
+        sizes.lock().expect("sizes lock").insert(j.to_owned(), size);
+    }
+    let item = &request["Item"];
+    kb_units(size)
+        + JOBS_INDEXES
+            .iter()
+            .filter(|(keys, _)| keys.iter().all(|k| item.get(k).is_some()))
+            .map(|(_, all)| if *all { kb_units(size) } else { 1 })
+            .sum::<u64>()
 }
 
 /// The table a DynamoDB request names (the first, for a transaction or batch) and the units it
-/// is billed: one per item read, per item written and per index entry written (jobs table), a
-/// transaction's twice.
-fn dynamodb_items(op: &str, body: &[u8]) -> (String, u64) {
+/// is billed: write units by size (see [`item_units`], a transaction's twice), one read unit per
+/// item read.
+fn dynamodb_items(op: &str, body: &[u8], sizes: &Sizes) -> (String, u64) {
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     if let Some(table) = json["TableName"].as_str() {
         let table = table_kind(table);
-        let units = item_units(&table, op, &json["Item"]);
+        let units = if op == "dynamodb PutItem" || op == "dynamodb UpdateItem" {
+            item_units(&table, op, &json, sizes)
+        } else {
+            1
+        };
         return (table, units);
     }
     let (list, factor) = match op {
@@ -226,7 +302,7 @@ fn dynamodb_items(op: &str, body: &[u8]) -> (String, u64) {
                     "Update" => "dynamodb UpdateItem",
                     _ => "dynamodb PutItem",
                 };
-                items += factor * item_units(&table, op, &inner["Item"]);
+                items += factor * item_units(&table, op, inner, sizes);
                 tables.push(table);
             }
         }
@@ -344,14 +420,45 @@ mod tests {
                      "created_sk": {}, "key_sk": {}, "waiting_pool": {}}}},
             {"Put": {"TableName": "s-JobsTable-1", "Item": {"job_id": {}, "list_pk": {},
                      "key_sk": {}}}}]}"#;
+        let sizes = Sizes::default();
         assert_eq!(
-            dynamodb_items("dynamodb TransactWriteItems", transact),
+            dynamodb_items("dynamodb TransactWriteItems", transact, &sizes),
             ("JobsTable".to_owned(), 2 * (4 + 2))
         );
         let stats = br#"{"TableName": "s-StatsTable-1", "Key": {}}"#;
         assert_eq!(
-            dynamodb_items("dynamodb UpdateItem", stats),
+            dynamodb_items("dynamodb UpdateItem", stats, &sizes),
             ("StatsTable".to_owned(), 1)
+        );
+        // A job of 2,500 bytes (its message) is 3 units in the table and in each all-attribute
+        // index, one in the keys-only index; an update rewrites it and those two indexes, at its
+        // size with the update's values added.
+        let message = "m".repeat(2500 - 54);
+        let put = format!(
+            r#"{{"TableName": "s-JobsTable-1", "Item": {{"job_id": {{"S": "j1"}}, "list_pk": {{"S": "J"}},
+                "created_sk": {{"S": "c"}}, "key_sk": {{"S": "k"}}, "waiting_pool": {{"S": "p"}},
+                "message": {{"S": "{message}"}}}}}}"#
+        );
+        let put: serde_json::Value = serde_json::from_str(&put).unwrap();
+        assert_eq!(item_size(&put["Item"]), 2500);
+        assert_eq!(
+            dynamodb_items("dynamodb PutItem", put.to_string().as_bytes(), &sizes),
+            ("JobsTable".to_owned(), 3 + 3 + 3 + 1)
+        );
+        let done = format!(
+            r#"{{"TableName": "s-JobsTable-1", "Key": {{"job_id": {{"S": "j1"}}}},
+                "ExpressionAttributeValues": {{":r": {{"S": "{}"}}}}}}"#,
+            "r".repeat(600)
+        );
+        assert_eq!(
+            dynamodb_items("dynamodb UpdateItem", done.as_bytes(), &sizes),
+            ("JobsTable".to_owned(), 3 * 4)
+        );
+        assert_eq!(
+            value_size(
+                &serde_json::json!({"M": {"a": {"N": "1234"}, "b": {"L": [{"BOOL": true}]}}})
+            ),
+            3 + (1 + 3 + 1) + (1 + (3 + 1 + 1) + 1)
         );
         assert_eq!(chunks(10), 1);
         assert_eq!(chunks(64 * 1024 + 1), 2);
