@@ -175,9 +175,15 @@ impl JobTable {
             Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
         };
         let mut item = queued_item(job, self.ttl);
+        // The message without its files: they are the item's `files_json` already, and every
+        // byte of the item is billed again in each index that copies it and at each update.
+        let bare = JobMessage {
+            files: Vec::new(),
+            ..job.clone()
+        };
         item.insert(
             "message_json".into(),
-            s(serde_json::to_string(job).expect("job messages serialise")),
+            s(serde_json::to_string(&bare).expect("job messages serialise")),
         );
         let expires = item["expires_at"].clone();
         // Each event's file is found by its key: its claim is in the key index.
@@ -281,7 +287,7 @@ impl JobTable {
             return Ok(Found::Sent);
         }
         match get_s(item, "message_json") {
-            Some(json) => serde_json::from_str(json)
+            Some(json) => recorded_message(json, get_s(item, "files_json"))
                 .map(|m| Found::Unsent(Some(Box::new(m))))
                 .map_err(|e| {
                     JobTableError::Dynamo(format!(
@@ -843,6 +849,18 @@ fn base_item(job_id: &JobId, created_at: DateTime<Utc>, ttl: Duration) -> Item {
 }
 
 /// The item of `job` recorded `queued`, kept for `ttl`.
+/// A coalesced job's recorded message: `message_json` holds it without its files (an item
+/// written before that holds them too), `files_json` holds the files.
+fn recorded_message(message: &str, files: Option<&str>) -> Result<JobMessage, serde_json::Error> {
+    let mut job: JobMessage = serde_json::from_str(message)?;
+    if job.files.is_empty()
+        && let Some(files) = files
+    {
+        job.files = serde_json::from_str(files)?;
+    }
+    Ok(job)
+}
+
 pub(crate) fn queued_item(job: &JobMessage, ttl: Duration) -> Item {
     let mut item = base_item(&job.job_id, job.created_at, ttl);
     let source = match &job.source {
@@ -1206,6 +1224,31 @@ fn with_result(mut update: Update, st: &JobStatus, at: &str) -> Update {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_coalesced_job_s_message_is_kept_once_without_its_files_and_read_back_whole() {
+        let job: JobMessage =
+            serde_json::from_str(include_str!("../../../tests/fixtures/job-message.v1.json"))
+                .unwrap();
+        assert!(!job.files.is_empty());
+        let files = serde_json::to_string(&job.files).unwrap();
+        let bare = serde_json::to_string(&JobMessage {
+            files: Vec::new(),
+            ..job.clone()
+        })
+        .unwrap();
+        assert!(!bare.contains(job.files[0].key.as_str()), "{bare}");
+        let back = recorded_message(&bare, Some(&files)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&job).unwrap()
+        );
+        // An item recorded with the whole message reads as it did.
+        let whole = serde_json::to_string(&job).unwrap();
+        let back = recorded_message(&whole, Some("[]")).unwrap();
+        assert_eq!(back.files.len(), job.files.len());
+        assert!(recorded_message(&bare, Some("not json")).is_err());
+    }
 
     #[test]
     fn page_tokens_round_trip_and_bad_ones_are_refused() {
