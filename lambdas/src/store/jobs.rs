@@ -848,7 +848,6 @@ fn base_item(job_id: &JobId, created_at: DateTime<Utc>, ttl: Duration) -> Item {
     ])
 }
 
-/// The item of `job` recorded `queued`, kept for `ttl`.
 /// A coalesced job's recorded message: `message_json` holds it without its files (an item
 /// written before that holds them too), `files_json` holds the files.
 fn recorded_message(message: &str, files: Option<&str>) -> Result<JobMessage, serde_json::Error> {
@@ -861,6 +860,7 @@ fn recorded_message(message: &str, files: Option<&str>) -> Result<JobMessage, se
     Ok(job)
 }
 
+/// The item of `job` recorded `queued`, kept for `ttl`.
 pub(crate) fn queued_item(job: &JobMessage, ttl: Duration) -> Item {
     let mut item = base_item(&job.job_id, job.created_at, ttl);
     let source = match &job.source {
