@@ -209,6 +209,28 @@ pub fn source_version(job: &JobMessage) -> String {
 
 impl Ledger {
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        // Another process opening the ledger at the same moment (the CLI beside a starting
+        // daemon) can find it locked where SQLite's busy wait does not apply (the switch to WAL
+        // and the schema of a new ledger): try again for a few seconds before giving up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::open_once(path) {
+                Err(LedgerError::Sqlite(e))
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -654,6 +676,25 @@ mod tests {
 
     fn job() -> JobMessage {
         JobMessage::parse(include_str!("../../../tests/fixtures/job-message.v1.json")).unwrap()
+    }
+
+    #[test]
+    fn two_openers_of_a_new_ledger_at_once_both_succeed() {
+        let mut failures = Vec::new();
+        for _ in 0..200 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ledger.sqlite");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let (p, b) = (path.clone(), barrier.clone());
+            let other = std::thread::spawn(move || {
+                b.wait();
+                Ledger::open(&p).err().map(|e| e.to_string())
+            });
+            barrier.wait();
+            let mine = Ledger::open(&path).err().map(|e| e.to_string());
+            failures.extend(mine.into_iter().chain(other.join().unwrap()));
+        }
+        assert!(failures.is_empty(), "{failures:?}");
     }
 
     #[test]
