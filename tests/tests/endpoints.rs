@@ -342,8 +342,57 @@ async fn a_local_delivery_verified_by_hash_is_hashed_as_it_lands_and_not_read_ag
         std::fs::read(site.executor.landing.join(format!("s3/{key}"))).ok(),
         &data,
     );
+    // Local files to S3 (one, copied alone) and to SFTP (three, copied together): rclone hashed
+    // each as it read it, and the S3 object's ETag or the SFTP server's md5sum of what landed
+    // matched, so neither end is read again.
+    let files = [
+        ("one.bin", body(70_000, 31)),
+        ("set/a.bin", body(1_000, 32)),
+        ("set/b ü.bin", body(2_000, 33)),
+        ("set/c.bin", body(3_000, 34)),
+    ];
+    for (rel, data) in &files {
+        let path = site.outbox.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let hash = json!({"verify": "hash"});
+    let to_s3 = site
+        .send_job(
+            "outbox",
+            "vault",
+            &[("one.bin", 70_000)],
+            "up",
+            hash.clone(),
+        )
+        .await;
+    let to_sftp = site
+        .send_job(
+            "outbox",
+            "drop",
+            &[
+                ("set/a.bin", 1_000),
+                ("set/b ü.bin", 2_000),
+                ("set/c.bin", 3_000),
+            ],
+            "up",
+            hash,
+        )
+        .await;
+    for (job, files) in [(&to_s3, 1), (&to_sftp, 3)] {
+        let row = site.succeeded(job).await;
+        assert_eq!(row["files"], files, "{row:#}");
+    }
+    for (rel, data) in &files[1..] {
+        assert_same(
+            &format!("sftp {rel}"),
+            std::fs::read(site.sftp.root.join("up").join(rel)).ok(),
+            data,
+        );
+    }
     let verbs = std::fs::read_to_string(&calls).unwrap();
     assert!(verbs.lines().any(|v| v == "copyto"), "{verbs}");
+    assert!(verbs.lines().any(|v| v == "copy"), "{verbs}");
     assert!(
         !verbs.lines().any(|v| v == "hashsum"),
         "a file was hashed again after the copy: {verbs}"

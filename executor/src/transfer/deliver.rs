@@ -347,8 +347,8 @@ impl Runner<'_> {
 
     /// Checks a file just copied: present, of the source's size, and with `verify = "hash"` of
     /// its MD5 (a file that differs is removed). `checked`: the MD5 rclone found equal on both
-    /// sides as it copied; the delivered file is read again only without it, or when it is not
-    /// the source's MD5 now.
+    /// sides as it copied; neither side is read again for it, unless the file was announced
+    /// with another MD5.
     async fn verify(
         &self,
         src: &Side,
@@ -382,7 +382,15 @@ impl Runner<'_> {
         let md5 = match verify {
             Verify::Hash => {
                 let etag = (size == item.size).then_some(item.etag).flatten();
-                let ours = self.md5(src, item.source, etag).await?;
+                // rclone's check vouches for both ends: the source's MD5 of what it read, and
+                // the destination's of what landed. A file announced with an MD5 (its event's
+                // ETag) must match that; one without takes the check's instead of a second read
+                // of the source.
+                let ours = match (etag.and_then(etag_md5), &checked) {
+                    (Some(announced), _) => announced,
+                    (None, Some(md5)) => md5.clone(),
+                    (None, None) => self.md5(src, item.source, None).await?,
+                };
                 let delivered = match checked {
                     Some(md5) if md5 == ours => md5,
                     _ => self.md5(dst, item.dest, None).await?,
@@ -599,16 +607,16 @@ impl Runner<'_> {
             .await?;
         }
         let hashes = if rules.verify == Verify::Hash {
-            // A file whose MD5 rclone checked as it copied, equal to the one its event gave
-            // (the object as it was announced, landed whole), needs no second read.
+            // A file whose MD5 rclone checked on both ends as it copied needs no second read,
+            // if it landed whole and, when its event announced an MD5 (the ETag), is that one.
             let proven = rels
                 .iter()
                 .zip(expected.iter().zip(etags))
                 .filter_map(|(r, (size, etag))| {
                     let md5 = copied.get(r)?;
-                    let announced = etag.and_then(etag_md5)?;
-                    (sizes.get(r) == Some(size) && *md5 == announced)
-                        .then(|| (r.clone(), announced))
+                    let announced = etag.and_then(etag_md5);
+                    (sizes.get(r) == Some(size) && announced.is_none_or(|a| a == *md5))
+                        .then(|| (r.clone(), md5.clone()))
                 })
                 .collect();
             Some(
