@@ -19,6 +19,71 @@ pub fn rclone_bin() -> String {
     })
 }
 
+/// Writes at `path` an executable rclone wrapper: `before` (shell lines; the arguments are in
+/// `$@`) runs first, then the project's rclone with the same arguments. Written again, it takes
+/// effect from the next run.
+pub fn rclone_wrapper(path: &Path, before: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!("#!/bin/sh\n{before}\nexec '{}' \"$@\"\n", rclone_bin());
+    std::fs::write(path, script).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// An rclone that notes each verb it runs, and the names each `hashsum` is given through
+/// `--files-from-raw`, before running the project's: how the executor used rclone.
+pub struct RecordingRclone {
+    /// The wrapper, for [`ExecutorOptions::rclone`].
+    pub path: PathBuf,
+    calls: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RecordingRclone {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (path, calls) = (dir.path().join("rclone"), dir.path().join("calls"));
+        let calls_arg = calls.display();
+        rclone_wrapper(
+            &path,
+            &format!(
+                "echo \"$1\" >> '{calls_arg}'\n\
+                 if [ \"$1\" = hashsum ]; then prev=; for a in \"$@\"; do\n\
+                   [ \"$prev\" = --files-from-raw ] && sed 's/^/name: /' \"$a\" >> '{calls_arg}'; prev=$a\n\
+                 done; fi"
+            ),
+        )?;
+        Ok(Self {
+            path,
+            calls,
+            _dir: dir,
+        })
+    }
+
+    /// Everything noted so far, for failure messages.
+    pub fn record(&self) -> String {
+        std::fs::read_to_string(&self.calls).unwrap_or_default()
+    }
+
+    /// The verbs run so far, in order.
+    pub fn verbs(&self) -> Vec<String> {
+        self.record()
+            .lines()
+            .filter(|l| !l.starts_with("name: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The names hashed through a list so far.
+    pub fn hashed(&self) -> std::collections::BTreeSet<String> {
+        self.record()
+            .lines()
+            .filter_map(|l| l.strip_prefix("name: "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 pub(crate) fn spawn_executor(config: &Path, dir: &Path, env: &[(String, String)]) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)

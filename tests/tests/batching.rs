@@ -116,26 +116,7 @@ async fn a_batch_verified_by_hash_takes_rclone_s_checks_and_reads_back_only_what
     let queue = stack.create_pool(&pool).await.unwrap();
     let bucket = unique("quiet");
     stack.create_quiet_bucket(&bucket).await.unwrap();
-    // An rclone wrapper that notes each verb it runs, and the names a hashsum is given.
-    let dir = tempfile::tempdir().unwrap();
-    let calls = dir.path().join("calls");
-    let wrapper = dir.path().join("rclone-wrapper.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n\
-             echo \"$1\" >> '{calls}'\n\
-             if [ \"$1\" = hashsum ]; then prev=; for a in \"$@\"; do\n\
-               [ \"$prev\" = --files-from-raw ] && sed 's/^/name: /' \"$a\" >> '{calls}'; prev=$a\n\
-             done; fi\n\
-             exec '{rclone}' \"$@\"\n",
-            calls = calls.display(),
-            rclone = pbs_e2e::rclone_bin(),
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rclone = pbs_e2e::RecordingRclone::new().unwrap();
 
     // 20 objects, one job each, announced with their ETags, queued before the executor runs.
     // The last is announced with another ETag (an earlier version's, say): rclone's check
@@ -168,7 +149,7 @@ async fn a_batch_verified_by_hash_takes_rclone_s_checks_and_reads_back_only_what
         &pool,
         &queue.url,
         pbs_e2e::ExecutorOptions {
-            rclone: Some(wrapper.display().to_string()),
+            rclone: Some(rclone.path.display().to_string()),
             ..Default::default()
         },
     )
@@ -178,21 +159,18 @@ async fn a_batch_verified_by_hash_takes_rclone_s_checks_and_reads_back_only_what
         assert_eq!(row["state"], "succeeded", "{row}\n{}", executor.log());
         assert_eq!(executor.landed(&format!("in/{key}")).await.unwrap(), *data);
     }
-    let verbs = std::fs::read_to_string(&calls).unwrap();
+    let verbs = rclone.verbs();
     assert!(
-        verbs.lines().any(|l| l == "copy") && !verbs.lines().any(|l| l == "copyto"),
-        "the jobs were not copied as a batch: {verbs}"
+        verbs.iter().any(|v| v == "copy") && !verbs.iter().any(|v| v == "copyto"),
+        "the jobs were not copied as a batch: {verbs:?}"
     );
     // Only the file rclone's checks left open was hashed again (at the source and where it
     // landed).
-    let hashed: std::collections::BTreeSet<&str> = verbs
-        .lines()
-        .filter_map(|l| l.strip_prefix("name: "))
-        .collect();
     assert_eq!(
-        hashed.into_iter().collect::<Vec<_>>(),
+        rclone.hashed().into_iter().collect::<Vec<_>>(),
         [jobs[19].1.as_str()],
-        "{verbs}"
+        "{}",
+        rclone.record()
     );
     // Each job's report holds the MD5 of what landed: the announced ETag where rclone's check
     // proved it, the object's own where the file was read back.

@@ -290,25 +290,11 @@ async fn no_target_shows_the_final_name_before_the_file_is_complete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_delivery_verified_by_hash_is_hashed_as_it_lands_and_not_read_again() {
-    // An rclone wrapper that notes each verb it runs.
-    let dir = tempfile::tempdir().unwrap();
-    let calls = dir.path().join("calls");
-    let wrapper = dir.path().join("rclone-wrapper.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
-            calls.display(),
-            pbs_e2e::rclone_bin()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rclone = pbs_e2e::RecordingRclone::new().unwrap();
     let site = Site::start(
         "hash-landed",
         ExecutorOptions {
-            rclone: Some(wrapper.display().to_string()),
+            rclone: Some(rclone.path.display().to_string()),
             ..Default::default()
         },
     )
@@ -390,12 +376,12 @@ async fn a_local_delivery_verified_by_hash_is_hashed_as_it_lands_and_not_read_ag
             data,
         );
     }
-    let verbs = std::fs::read_to_string(&calls).unwrap();
-    assert!(verbs.lines().any(|v| v == "copyto"), "{verbs}");
-    assert!(verbs.lines().any(|v| v == "copy"), "{verbs}");
+    let verbs = rclone.verbs();
+    assert!(verbs.iter().any(|v| v == "copyto"), "{verbs:?}");
+    assert!(verbs.iter().any(|v| v == "copy"), "{verbs:?}");
     assert!(
-        !verbs.lines().any(|v| v == "hashsum"),
-        "a file was hashed again after the copy: {verbs}"
+        !verbs.iter().any(|v| v == "hashsum"),
+        "a file was hashed again after the copy: {verbs:?}"
     );
     // The job's log keeps what rclone says at info level, and none of the debug lines the
     // check was read from (the log is uploaded; debug lines name hosts and users).
@@ -416,19 +402,14 @@ async fn hash_verification_fails_a_file_altered_after_delivery_and_removes_it() 
     let wrapper = dir.path().join("rclone-wrapper.sh");
     let script = |target: &Path| {
         format!(
-            "#!/bin/sh\n\
-             if [ \"$1\" = hashsum ] && [ -f '{target}' ]; then\n\
+            "if [ \"$1\" = hashsum ] && [ -f '{target}' ]; then\n\
                for a in \"$@\"; do case \"$a\" in DST:*) printf 'X' | dd of='{target}' bs=1 seek=100 conv=notrunc 2>/dev/null; touch '{marker}';; esac; done\n\
-             fi\n\
-             exec '{rclone}' \"$@\"\n",
+             fi",
             target = target.display(),
             marker = marker.display(),
-            rclone = pbs_e2e::rclone_bin(),
         )
     };
-    std::fs::write(&wrapper, script(&dir.path().join("nothing-yet"))).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    pbs_e2e::rclone_wrapper(&wrapper, &script(&dir.path().join("nothing-yet"))).unwrap();
     let site = Site::start(
         "verify",
         ExecutorOptions {
@@ -438,7 +419,7 @@ async fn hash_verification_fails_a_file_altered_after_delivery_and_removes_it() 
     )
     .await;
     let target = site.smb.root.join("verify/precious.bin");
-    std::fs::write(&wrapper, script(&target)).unwrap();
+    pbs_e2e::rclone_wrapper(&wrapper, &script(&target)).unwrap();
 
     let data = body(300_000, 12);
     std::fs::write(site.outbox.path().join("precious.bin"), &data).unwrap();

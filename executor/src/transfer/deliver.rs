@@ -292,19 +292,34 @@ impl Runner<'_> {
             // Something written there since the check above is not replaced either.
             copy = copy.arg("--ignore-existing");
         }
-        // For `verify = "hash"`, rclone's own check after the copy is read from its log: where
-        // both sides have an MD5 it compares them, the destination's taken as the bytes landed.
-        let hashed_from = (rules.verify == Verify::Hash).then(|| rclone::log_offset(self.log));
-        if hashed_from.is_some() {
-            copy = copy.debug_log();
-        }
-        let copied = self.exec(&copy, &format!("{from} -> {to}"), &[]).await;
-        let checked = hashed_from.and_then(|offset| {
-            let name = item.source.rsplit('/').next().unwrap_or(item.source);
-            rclone::take_md5_checks(self.log, offset).remove(name)
-        });
-        copied?;
+        let name = item.source.rsplit('/').next().unwrap_or(item.source);
+        let checked = self
+            .copy_checked(copy, &format!("{from} -> {to}"), rules.verify)
+            .await?
+            .remove(name);
         self.verify(src, dst, item, rules.verify, checked).await
+    }
+
+    /// Runs a copy. With `verify = "hash"` it runs at debug level, and rclone's own check after
+    /// each file is read from its log: the MD5s found equal on both sides (the destination's
+    /// taken as the bytes landed), by path under the copy's source folder; else none.
+    async fn copy_checked(
+        &self,
+        copy: Invocation,
+        context: &str,
+        verify: Verify,
+    ) -> Result<std::collections::HashMap<String, String>, Fail> {
+        if verify != Verify::Hash {
+            return self
+                .exec(&copy, context, &[])
+                .await
+                .map(|_| Default::default());
+        }
+        let offset = rclone::log_offset(self.log);
+        let copied = self.exec(&copy.debug_log(), context, &[]).await;
+        // Read (and its debug lines dropped) whether or not the copy succeeded.
+        let checks = rclone::take_md5_checks(self.log, offset);
+        copied.map(|_| checks)
     }
 
     /// Under `skip-existing` or `fail-if-different`, what a file already at the destination
@@ -669,13 +684,8 @@ impl Runner<'_> {
         if let Some(limit) = self.bandwidth_limit {
             copy = copy.args(["--bwlimit", limit]);
         }
-        let hashed_from = (verify == Verify::Hash).then(|| rclone::log_offset(self.log));
-        if hashed_from.is_some() {
-            copy = copy.debug_log();
-        }
-        let copied = self.exec(&copy, &format!("{from} -> {to}"), &[]).await;
-        let checks = hashed_from.map(|offset| rclone::take_md5_checks(self.log, offset));
-        copied.map(|_| checks.unwrap_or_default())
+        self.copy_checked(copy, &format!("{from} -> {to}"), verify)
+            .await
     }
 
     /// Marks files whose delivered size is not the expected one and not the source's now.
